@@ -1,0 +1,106 @@
+/* clipkd/ops.h — differentiable operations on ckd_tensor.
+ *
+ * Every op takes the context first, returns a new tensor (or NULL with an
+ * error recorded in the context — see clipkd/tensor.h), and, when gradients
+ * are enabled and an input requires one, records itself on the tape. Each
+ * op's forward and backward sit side by side in host/core/ops_*.c.
+ *
+ * Layout conventions: row-major; "[..., C]" means any number of leading
+ * dimensions, flattened to rows. Integer inputs (class targets, token ids,
+ * row indices) are plain int32 arrays, copied by the op.
+ */
+#ifndef CLIPKD_OPS_H
+#define CLIPKD_OPS_H
+
+#include <stdint.h>
+
+#include "clipkd/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- products (host/core/ops_matmul.c) ------------------------------------ */
+/* a [..., M, K] · b [K, N] -> [..., M, N] */
+ckd_tensor *ckd_matmul(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
+/* General 2-D form: op(a) · op(b) with op = transpose when the flag is set.
+ * a [M, K] (or [K, M] when trans_a; without trans_a leading dims are rows),
+ * b [K, N] (or [N, K] when trans_b) -> [M, N]. */
+ckd_tensor *ckd_matmul_ex(ckd_ctx *c, ckd_tensor *a, int trans_a, ckd_tensor *b, int trans_b);
+/* x [..., K], w [N, K] (PyTorch's Linear layout), bias [N] or NULL -> [..., N] */
+ckd_tensor *ckd_linear(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias);
+/* x [B, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout] or NULL -> [B, Cout, Ho, Wo]
+ * with Ho = (H + 2·pad − kh) / stride + 1; im2col + GEMM. Patch embedding is
+ * stride = kernel, pad = 0. */
+ckd_tensor *ckd_conv2d(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias, int stride, int pad);
+
+/* ---- elementwise (host/core/ops_elementwise.c) ------------------------------- */
+/* Broadcasting: the smaller operand's shape must equal the trailing dimensions
+ * of the larger one (e.g. [B, T, C] with [C] or [T, C]), or be a single element. */
+ckd_tensor *ckd_add(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
+ckd_tensor *ckd_sub(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
+ckd_tensor *ckd_mul(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
+ckd_tensor *ckd_div(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
+ckd_tensor *ckd_scale(ckd_ctx *c, ckd_tensor *x, float s);
+ckd_tensor *ckd_exp(ckd_ctx *c, ckd_tensor *x);
+ckd_tensor *ckd_log(ckd_ctx *c, ckd_tensor *x);
+ckd_tensor *ckd_sqrt(ckd_ctx *c, ckd_tensor *x);
+ckd_tensor *ckd_relu(ckd_ctx *c, ckd_tensor *x);
+ckd_tensor *ckd_gelu(ckd_ctx *c, ckd_tensor *x);        /* exact, with erf */
+ckd_tensor *ckd_quick_gelu(ckd_ctx *c, ckd_tensor *x);  /* x · sigmoid(1.702 x) */
+ckd_tensor *ckd_sigmoid(ckd_ctx *c, ckd_tensor *x);
+ckd_tensor *ckd_tanh(ckd_ctx *c, ckd_tensor *x);
+/* Inverted dropout with probability p; the identity unless the context is in
+ * training mode. Masks come from the context's RNG. */
+ckd_tensor *ckd_dropout(ckd_ctx *c, ckd_tensor *x, float p);
+
+/* ---- reductions (host/core/ops_reduce.c) ------------------------------------- */
+/* Over one axis (negative counts from the end); the axis is removed. */
+ckd_tensor *ckd_sum(ckd_ctx *c, ckd_tensor *x, int axis);
+ckd_tensor *ckd_mean(ckd_ctx *c, ckd_tensor *x, int axis);
+/* Over everything -> scalar (accumulated in double). */
+ckd_tensor *ckd_sum_all(ckd_ctx *c, ckd_tensor *x);
+ckd_tensor *ckd_mean_all(ckd_ctx *c, ckd_tensor *x);
+
+/* ---- shape (host/core/ops_shape.c) -------------------------------------------- */
+/* Same data, new shape (no copy); one entry may be -1. */
+ckd_tensor *ckd_reshape(ckd_ctx *c, ckd_tensor *x, int ndim, const int64_t *shape);
+ckd_tensor *ckd_transpose(ckd_ctx *c, ckd_tensor *x, int d0, int d1);
+/* out.shape[i] = x.shape[perm[i]] */
+ckd_tensor *ckd_permute(ckd_ctx *c, ckd_tensor *x, const int *perm);
+ckd_tensor *ckd_concat(ckd_ctx *c, ckd_tensor **xs, int n, int axis);
+ckd_tensor *ckd_slice(ckd_ctx *c, ckd_tensor *x, int axis, int64_t start, int64_t len);
+/* Embedding lookup: table [V, C], ids [n] -> [n, C] */
+ckd_tensor *ckd_gather_rows(ckd_ctx *c, ckd_tensor *table, const int32_t *ids, int64_t n);
+/* Row selection per batch item (token masking, pooling):
+ * x [B, T, C] (or [T, C] as B = 1), idx [B·K] with values in [0, T) -> [B, K, C] */
+ckd_tensor *ckd_select_rows(ckd_ctx *c, ckd_tensor *x, const int32_t *idx, int64_t k);
+
+/* ---- normalisation (host/core/ops_norm.c) ---------------------------------------- */
+/* Over the last axis, numerically stable (max subtracted). */
+ckd_tensor *ckd_softmax(ckd_ctx *c, ckd_tensor *x);
+ckd_tensor *ckd_log_softmax(ckd_ctx *c, ckd_tensor *x);
+/* x [..., C], gamma [C], beta [C] (either may be NULL) */
+ckd_tensor *ckd_layernorm(ckd_ctx *c, ckd_tensor *x, ckd_tensor *gamma, ckd_tensor *beta, float eps);
+/* Rows divided by max(‖row‖₂, eps), like torch.nn.functional.normalize (eps 1e-12). */
+ckd_tensor *ckd_l2_normalize(ckd_ctx *c, ckd_tensor *x, float eps);
+
+/* ---- losses (host/core/ops_loss.c) ---------------------------------------------- */
+/* logits [N, K], targets [N] in [0, K) -> mean cross-entropy (scalar). */
+ckd_tensor *ckd_cross_entropy(ckd_ctx *c, ckd_tensor *logits, const int32_t *targets);
+/* Rows of logits p, q [N, K]: (1/N) Σ_i KL(softmax(p_i) ‖ softmax(q_i)); gradients
+ * flow into both (a fixed teacher simply does not require one). */
+ckd_tensor *ckd_kl_div(ckd_ctx *c, ckd_tensor *p_logits, ckd_tensor *q_logits);
+/* mean((a − b)²) over all elements -> scalar */
+ckd_tensor *ckd_mse(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
+
+/* ---- attention (host/core/ops_attention.c) ---------------------------------------- */
+/* Multi-head scaled dot-product self-attention core (the projections are
+ * ckd_linear around it): q, k, v [B, T, C] with C = heads · D; softmax(q kᵀ / √D)
+ * per head, optionally causal (token t sees tokens ≤ t) -> [B, T, C]. */
+ckd_tensor *ckd_attention(ckd_ctx *c, ckd_tensor *q, ckd_tensor *k, ckd_tensor *v, int heads, int causal);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

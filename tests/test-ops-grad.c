@@ -1,0 +1,244 @@
+/* Finite-difference gradient checks of every op in clipkd/ops.h. */
+#include "config.h"
+
+#include <string.h>
+
+#include "ops_util.h"
+
+typedef struct gcase {
+    ckd_tensor *in[4];
+    int n_in;
+    int32_t idx[32];
+} gcase;
+
+static void run_check(ckd_scalar_fn fn, gcase *g, double atol, double rtol)
+{
+    ckd_ctx *c = ckd_ctx_new(0, 1, NULL);
+    cr_assert_not_null(c);
+    ckd_gradcheck_opts o;
+    ckd_gradcheck_default_opts(&o);
+    o.atol = atol;
+    o.rtol = rtol;
+    ckd_gradcheck_report rep;
+    ckd_error err = {{0}};
+    int rc = ckd_gradcheck(c, fn, g, g->in, g->n_in, &o, &rep, &err);
+    char buf[512];
+    cr_assert_geq(rc, 0, "gradcheck could not run: %s", err.msg);
+    cr_assert_gt(rep.checked, 0);
+    cr_assert_eq(rc, 0, "%s", ckd_gradcheck_describe(&rep, buf, sizeof buf));
+    for (int i = 0; i < g->n_in; i++)
+        ckd_param_free(g->in[i]);
+    ckd_ctx_free(c);
+}
+
+#define SH(...) ((int64_t[]){__VA_ARGS__})
+#define NDIM(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define P(seed, scale, ...) rparam(NDIM(__VA_ARGS__), SH(__VA_ARGS__), (seed), (scale))
+#define GC_FN(name, expr)                                 \
+    static ckd_tensor *name(ckd_ctx *c, void *u)          \
+    {                                                     \
+        gcase *g = u;                                     \
+        ckd_tensor **in = g->in;                          \
+        (void)in;                                         \
+        return weighted_sum(c, (expr));                   \
+    }
+#define GC_TEST(name, fn, ...)                                   \
+    Test(grad, name)                                             \
+    {                                                            \
+        gcase g = {{__VA_ARGS__}, NDIM_T(__VA_ARGS__), {0}};     \
+        run_check(fn, &g, 1e-3, 1e-2);                           \
+    }
+#define NDIM_T(...) ((int)(sizeof((ckd_tensor *[]){__VA_ARGS__}) / sizeof(ckd_tensor *)))
+
+/* Moves values away from 0 so that kinks (relu) and poles (div, log) stay out
+ * of reach of the finite-difference step. */
+static ckd_tensor *away_from_zero(ckd_tensor *p, float margin)
+{
+    for (int64_t i = 0; i < p->n; i++)
+        p->data[i] = p->data[i] >= 0 ? p->data[i] + margin : p->data[i] - margin;
+    return p;
+}
+
+static ckd_tensor *positive(ckd_tensor *p, float lo)
+{
+    for (int64_t i = 0; i < p->n; i++)
+        p->data[i] = fabsf(p->data[i]) + lo;
+    return p;
+}
+
+/* ---- products ---- */
+GC_FN(f_matmul, ckd_matmul(c, in[0], in[1]))
+GC_TEST(matmul_batched, f_matmul, P(1, 1, 2, 3, 4), P(2, 1, 4, 5))
+GC_FN(f_matmul_tn, ckd_matmul_ex(c, in[0], 1, in[1], 0))
+GC_TEST(matmul_ta, f_matmul_tn, P(3, 1, 4, 3), P(4, 1, 4, 5))
+GC_FN(f_matmul_nt, ckd_matmul_ex(c, in[0], 0, in[1], 1))
+GC_TEST(matmul_tb, f_matmul_nt, P(5, 1, 3, 4), P(6, 1, 5, 4))
+GC_FN(f_matmul_tt, ckd_matmul_ex(c, in[0], 1, in[1], 1))
+GC_TEST(matmul_ta_tb, f_matmul_tt, P(7, 1, 4, 3), P(8, 1, 5, 4))
+GC_FN(f_linear, ckd_linear(c, in[0], in[1], in[2]))
+GC_TEST(linear, f_linear, P(9, 1, 2, 3, 4), P(10, 1, 5, 4), P(11, 1, 5))
+GC_FN(f_linear_nobias, ckd_linear(c, in[0], in[1], NULL))
+GC_TEST(linear_no_bias, f_linear_nobias, P(12, 1, 3, 4), P(13, 1, 2, 4))
+GC_FN(f_conv_pad, ckd_conv2d(c, in[0], in[1], in[2], 1, 1))
+GC_TEST(conv2d_stride1_pad1, f_conv_pad, P(14, 1, 2, 2, 5, 5), P(15, 1, 3, 2, 3, 3), P(16, 1, 3))
+GC_FN(f_conv_patch, ckd_conv2d(c, in[0], in[1], NULL, 2, 0))
+GC_TEST(conv2d_patch_embedding, f_conv_patch, P(17, 1, 2, 3, 4, 6), P(18, 1, 4, 3, 2, 2))
+
+/* ---- elementwise ---- */
+GC_FN(f_add, ckd_add(c, in[0], in[1]))
+GC_TEST(add_broadcast, f_add, P(20, 1, 2, 3, 4), P(21, 1, 3, 4))
+GC_FN(f_sub, ckd_sub(c, in[0], in[1]))
+GC_TEST(sub_broadcast_row, f_sub, P(22, 1, 3, 4), P(23, 1, 4))
+GC_TEST(sub_broadcast_first_small, f_sub, P(24, 1, 4), P(25, 1, 3, 4))
+GC_FN(f_mul, ckd_mul(c, in[0], in[1]))
+GC_TEST(mul_same, f_mul, P(26, 1, 3, 4), P(27, 1, 3, 4))
+GC_TEST(mul_scalar, f_mul, P(28, 1, 3, 4), P(29, 1, 1))
+GC_FN(f_div, ckd_div(c, in[0], in[1]))
+Test(grad, div_broadcast)
+{
+    gcase g = {{P(30, 1, 3, 4), positive(P(31, 0.5f, 4), 0.5f)}, 2, {0}};
+    run_check(f_div, &g, 1e-3, 1e-2);
+}
+GC_FN(f_scale, ckd_scale(c, in[0], -2.5f))
+GC_TEST(scale, f_scale, P(32, 1, 3, 4))
+GC_FN(f_exp, ckd_exp(c, in[0]))
+GC_TEST(exp, f_exp, P(33, 1, 3, 4))
+GC_FN(f_log, ckd_log(c, in[0]))
+Test(grad, log)
+{
+    gcase g = {{positive(P(34, 1, 3, 4), 0.5f)}, 1, {0}};
+    run_check(f_log, &g, 1e-3, 1e-2);
+}
+GC_FN(f_sqrt, ckd_sqrt(c, in[0]))
+Test(grad, sqrt)
+{
+    gcase g = {{positive(P(35, 1, 3, 4), 0.5f)}, 1, {0}};
+    run_check(f_sqrt, &g, 1e-3, 1e-2);
+}
+GC_FN(f_relu, ckd_relu(c, in[0]))
+Test(grad, relu)
+{
+    gcase g = {{away_from_zero(P(36, 1, 3, 4), 0.05f)}, 1, {0}};
+    run_check(f_relu, &g, 1e-3, 1e-2);
+}
+GC_FN(f_gelu, ckd_gelu(c, in[0]))
+GC_TEST(gelu, f_gelu, P(37, 3, 3, 4))
+GC_FN(f_qgelu, ckd_quick_gelu(c, in[0]))
+GC_TEST(quick_gelu, f_qgelu, P(38, 3, 3, 4))
+GC_FN(f_sigmoid, ckd_sigmoid(c, in[0]))
+GC_TEST(sigmoid, f_sigmoid, P(39, 3, 3, 4))
+GC_FN(f_tanh, ckd_tanh(c, in[0]))
+GC_TEST(tanh, f_tanh, P(40, 2, 3, 4))
+
+/* Dropout: the mask must be the same in every evaluation, so reseed first. */
+static ckd_tensor *f_dropout(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    ckd_rng_seed(ckd_ctx_rng(c), 99);
+    int was = ckd_ctx_set_training(c, 1);
+    ckd_tensor *y = ckd_dropout(c, g->in[0], 0.3f);
+    ckd_ctx_set_training(c, was);
+    return weighted_sum(c, y);
+}
+GC_TEST(dropout, f_dropout, P(41, 1, 4, 5))
+
+/* ---- reductions ---- */
+GC_FN(f_sum1, ckd_sum(c, in[0], 1))
+GC_TEST(sum_axis, f_sum1, P(42, 1, 2, 3, 4))
+GC_FN(f_mean_last, ckd_mean(c, in[0], -1))
+GC_TEST(mean_axis, f_mean_last, P(43, 1, 2, 3, 4))
+GC_FN(f_sum_all, ckd_scale(c, ckd_sum_all(c, in[0]), 0.5f))
+GC_TEST(sum_all, f_sum_all, P(44, 1, 3, 4))
+GC_FN(f_mean_all, ckd_mean_all(c, ckd_mul(c, in[0], in[0])))
+GC_TEST(mean_all, f_mean_all, P(45, 1, 3, 4))
+
+/* ---- shape ---- */
+GC_FN(f_reshape, ckd_mul(c, ckd_reshape(c, in[0], 2, SH(4, -1)), ckd_reshape(c, in[0], 2, SH(4, 6))))
+GC_TEST(reshape, f_reshape, P(46, 1, 2, 3, 4))
+GC_FN(f_transpose, ckd_transpose(c, in[0], 0, 2))
+GC_TEST(transpose, f_transpose, P(47, 1, 2, 3, 4))
+GC_FN(f_permute, ckd_permute(c, in[0], (int[]){2, 0, 3, 1}))
+GC_TEST(permute, f_permute, P(48, 1, 2, 3, 4, 2))
+static ckd_tensor *f_concat(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    return weighted_sum(c, ckd_concat(c, g->in, 3, 1));
+}
+GC_TEST(concat, f_concat, P(49, 1, 2, 1, 3), P(50, 1, 2, 2, 3), P(51, 1, 2, 3, 3))
+GC_FN(f_slice, ckd_slice(c, in[0], -1, 1, 2))
+GC_TEST(slice, f_slice, P(52, 1, 2, 3, 4))
+static ckd_tensor *f_gather(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    return weighted_sum(c, ckd_gather_rows(c, g->in[0], g->idx, 6));
+}
+Test(grad, gather_rows)
+{
+    gcase g = {{P(53, 1, 5, 3)}, 1, {4, 0, 4, 2, 1, 4}};
+    run_check(f_gather, &g, 1e-3, 1e-2);
+}
+static ckd_tensor *f_select(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    return weighted_sum(c, ckd_select_rows(c, g->in[0], g->idx, 3));
+}
+Test(grad, select_rows)
+{
+    gcase g = {{P(54, 1, 2, 5, 3)}, 1, {0, 3, 3, 4, 1, 0}};
+    run_check(f_select, &g, 1e-3, 1e-2);
+}
+
+/* ---- normalisation ---- */
+GC_FN(f_softmax, ckd_softmax(c, in[0]))
+GC_TEST(softmax, f_softmax, P(55, 2, 3, 5))
+GC_FN(f_log_softmax, ckd_log_softmax(c, in[0]))
+GC_TEST(log_softmax, f_log_softmax, P(56, 2, 3, 5))
+GC_FN(f_layernorm, ckd_layernorm(c, in[0], in[1], in[2], 1e-5f))
+GC_TEST(layernorm, f_layernorm, P(57, 1, 2, 3, 6), P(58, 1, 6), P(59, 1, 6))
+GC_FN(f_l2n, ckd_l2_normalize(c, in[0], 1e-12f))
+GC_TEST(l2_normalize, f_l2n, P(60, 1, 4, 5))
+
+/* ---- losses ---- */
+static ckd_tensor *f_ce(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    return ckd_cross_entropy(c, g->in[0], g->idx);
+}
+Test(grad, cross_entropy)
+{
+    gcase g = {{P(61, 2, 4, 5)}, 1, {1, 0, 4, 2}};
+    run_check(f_ce, &g, 1e-3, 1e-2);
+}
+static ckd_tensor *f_kl(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    return ckd_kl_div(c, g->in[0], g->in[1]);
+}
+Test(grad, kl_div)
+{
+    gcase g = {{P(62, 2, 4, 5), P(63, 2, 4, 5)}, 2, {0}};
+    run_check(f_kl, &g, 1e-4, 1e-2);
+}
+static ckd_tensor *f_mse(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    return ckd_mse(c, g->in[0], g->in[1]);
+}
+Test(grad, mse)
+{
+    gcase g = {{P(64, 1, 3, 4), P(65, 1, 3, 4)}, 2, {0}};
+    run_check(f_mse, &g, 1e-4, 1e-2);
+}
+
+/* ---- attention ---- */
+GC_FN(f_attn, ckd_attention(c, in[0], in[1], in[2], 2, 0))
+GC_TEST(attention, f_attn, P(66, 1, 2, 5, 6), P(67, 1, 2, 5, 6), P(68, 1, 2, 5, 6))
+GC_FN(f_attn_causal, ckd_attention(c, in[0], in[1], in[2], 3, 1))
+GC_TEST(attention_causal, f_attn_causal, P(69, 1, 2, 4, 6), P(70, 1, 2, 4, 6), P(71, 1, 2, 4, 6))
+/* The same tensor as q, k and v (gradients from three uses accumulate). */
+GC_FN(f_attn_shared, ckd_attention(c, in[0], in[0], in[0], 2, 1))
+GC_TEST(attention_shared_input, f_attn_shared, P(72, 1, 1, 4, 4))
+
+/* A chain through several ops, like a transformer block's pieces. */
+GC_FN(f_chain, ckd_gelu(c, ckd_linear(c, ckd_layernorm(c, in[0], in[1], NULL, 1e-5f), in[2], NULL)))
+GC_TEST(chain, f_chain, P(73, 1, 2, 3, 4), P(74, 1, 4), P(75, 1, 5, 4))
