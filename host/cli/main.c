@@ -1,3 +1,90 @@
+/* clipkd: the command-line front end. Global options, then a subcommand. */
 #include "config.h"
+
 #include <stdio.h>
-int main(void) { puts("clipkd " PACKAGE_VERSION); return 0; }
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "clipkd/blas.h"
+
+static const cli_command commands[] = {
+    {"info", "print the version, BLIS kernels and thread count", cmd_info, cmd_info_help},
+    {"selftest", "check GEMM and every op's gradient on small random inputs", cmd_selftest, cmd_selftest_help},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+int cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+    return 0;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: clipkd [--threads N] COMMAND [ARGS...]\n"
+            "Distil CLIP-style models into small students.\n\n"
+            "Commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\nGlobal options:\n"
+            "  --threads N   threads for GEMM and ops (default: $CLIPKD_THREADS, else all CPUs)\n"
+            "  --version     print the version\n"
+            "  -h, --help    this help; `clipkd COMMAND --help` for a command\n");
+}
+
+static int parse_threads(const char *s)
+{
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || n < 1 || n > 1024) {
+        fprintf(stderr, "clipkd: --threads: '%s' is not a thread count (1..1024)\n", s);
+        return -1;
+    }
+    return (int)n;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return CLI_OK;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("clipkd %s\n", PACKAGE_VERSION);
+            return CLI_OK;
+        } else if (!strcmp(argv[i], "--threads") || !strncmp(argv[i], "--threads=", 10)) {
+            const char *v = argv[i][9] == '=' ? argv[i] + 10 : (i + 1 < argc ? argv[++i] : "");
+            int n = parse_threads(v);
+            if (n < 0)
+                return CLI_USAGE;
+            ckd_set_threads(n);
+        } else {
+            fprintf(stderr, "clipkd: unknown option '%s' (see clipkd --help)\n", argv[i]);
+            return CLI_USAGE;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    for (size_t k = 0; k < N_COMMANDS; k++) {
+        if (strcmp(argv[i], commands[k].name) == 0) {
+            if (cli_wants_help(argc - i, argv + i)) {
+                commands[k].help(stdout);
+                return CLI_OK;
+            }
+            return commands[k].run(argc - i, argv + i);
+        }
+    }
+    fprintf(stderr, "clipkd: unknown command '%s'; commands:", argv[i]);
+    for (size_t k = 0; k < N_COMMANDS; k++)
+        fprintf(stderr, " %s", commands[k].name);
+    fprintf(stderr, "\n");
+    return CLI_USAGE;
+}
