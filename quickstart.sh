@@ -1,0 +1,76 @@
+#!/bin/sh
+# clipkd quick start on Debian 12.
+#   ./quickstart.sh           install what is missing, build, run the quickstart
+#   ./quickstart.sh --check   install what is missing, build, run the whole test suite
+# Builds out of tree in _build/. Installing packages needs root; otherwise the
+# apt-get line to run is printed.
+set -eu
+cd "$(dirname "$0")"
+
+mode=quickstart
+case "${1:-}" in
+  "") ;;
+  --check) mode=check ;;
+  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "quickstart.sh: unknown argument '$1' (use --check or nothing)" >&2; exit 2 ;;
+esac
+
+# Everything clipkd needs to build and test, as Debian 12 packages.
+PACKAGES="build-essential autoconf automake libtool pkg-config libblis-dev libjansson-dev
+libcurl4-openssl-dev libcriterion-dev zlib1g-dev libpng-dev libjpeg-dev libssl-dev
+libarchive-dev dataset-fashion-mnist"
+
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "== installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq $missing >/dev/null
+  else
+    echo "clipkd needs these Debian packages; install them and run this again:" >&2
+    echo "  sudo apt-get install -y$missing" >&2
+    exit 1
+  fi
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+[ -x configure ] || { echo "== autoreconf"; autoreconf --install --force >/dev/null 2>&1; }
+mkdir -p _build
+cd _build
+[ -f Makefile ] || { echo "== configure"; ../configure -q; }
+echo "== make"
+make -s -j"$jobs" >/dev/null
+
+if [ "$mode" = check ]; then
+  echo "== make check"
+  status=0
+  make -s -j"$jobs" check >/dev/null 2>&1 || status=$?
+  # Criterion closes each test program's log with its totals; add them up. A
+  # program that died before printing them counts as one failure.
+  p=0; f=0
+  for log in tests/*.log; do
+    [ -f "$log" ] || continue
+    line=$(grep -h 'Synthesis: Tested:' "$log" | tail -n 1)
+    if [ -n "$line" ]; then
+      t=$(echo "$line" | sed 's/.*Tested: \([0-9]*\).*/\1/')
+      ok=$(echo "$line" | sed 's/.*Passing: \([0-9]*\).*/\1/')
+      p=$((p + ok)); f=$((f + t - ok))
+    elif grep -q ':test-result: \(FAIL\|ERROR\)' "${log%.log}.trs" 2>/dev/null; then
+      f=$((f + 1))
+    fi
+  done
+  echo "$p passed, $f failed" > test-totals.txt
+  grep -h '^\(FAIL\|ERROR\|XPASS\):' test-suite.log 2>/dev/null || true
+  [ "$status" -eq 0 ] || grep -h -B2 -A12 'FAIL\]\|CRASH\|Assertion' tests/*.log 2>/dev/null | head -80 || true
+  cat test-totals.txt
+  exit "$status"
+fi
+
+echo "== clipkd info"
+./clipkd info
+echo "== clipkd selftest"
+./clipkd selftest
