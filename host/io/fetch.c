@@ -776,13 +776,12 @@ int ckd_fetch(const ckd_fetch_opts *opts, const ckd_artifact *a, char *path_out,
         return ckd_error_prefix(err, "fetch %s", label);
     /* Whoever held the lock before us may have finished the job. */
     r = check_entry(entry, a, sha, opts->verify_cached, why, sizeof why, err);
-    int rc = 0;
-    if (r < 0) {
-        rc = ckd_error_prefix(err, "fetch %s", label);
-    } else if (r == 2 && (unlink(entry) < 0 || (unlink(sc) < 0 && errno != ENOENT))) {
+    int rc = r < 0 ? ckd_error_prefix(err, "fetch %s", label) : 0;
+    /* A damaged entry (wrong size or hash) is replaced by a fresh download. */
+    if (r == 2 && (unlink(entry) < 0 || (unlink(sc) < 0 && errno != ENOENT)))
         rc = ckd_errorf(err, "fetch %s: damaged cache entry (%s) cannot be removed: %s", label,
                         why, strerror(errno));
-    } else if (r != 1) {
+    if (rc == 0 && r != 1) {
         CURL *c = curl_easy_init();
         if (!c)
             rc = ckd_errorf(err, "fetch %s: libcurl could not create a handle", label);
