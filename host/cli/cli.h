@@ -22,5 +22,16 @@ int cmd_info(int argc, char **argv);
 void cmd_info_help(FILE *out);
 int cmd_selftest(int argc, char **argv);
 void cmd_selftest_help(FILE *out);
+int cmd_plugins(int argc, char **argv);
+void cmd_plugins_help(FILE *out);
+int cmd_gradcheck(int argc, char **argv);
+void cmd_gradcheck_help(FILE *out);
+int cmd_loss_eval(int argc, char **argv);
+void cmd_loss_eval_help(FILE *out);
+
+/* The plugin registry from $CLIPKD_PLUGIN_PATH and the installed directory
+ * (NULL after printing why); rejected plugin files reported on stderr. */
+struct ckd_registry *cli_open_registry(void);
+int cli_report_rejections(const struct ckd_registry *r);
 
 #endif

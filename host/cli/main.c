@@ -11,6 +11,10 @@
 static const cli_command commands[] = {
     {"info", "print the version, BLIS kernels and thread count", cmd_info, cmd_info_help},
     {"selftest", "check GEMM and every op's gradient on small random inputs", cmd_selftest, cmd_selftest_help},
+    {"plugins", "list plugins, or `plugins show NAME` for one plugin's parameters", cmd_plugins, cmd_plugins_help},
+    {"gradcheck", "finite-difference check of a loss plugin on random inputs", cmd_gradcheck, cmd_gradcheck_help},
+    {"loss-eval", "evaluate a loss plugin on recorded tensors, write loss and gradients", cmd_loss_eval,
+     cmd_loss_eval_help},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

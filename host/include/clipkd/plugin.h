@@ -1,0 +1,151 @@
+/* clipkd/plugin.h — the plugin ABI.
+ *
+ * A plugin is a shared object (built with libtool -module -avoid-version and
+ * installed in clipkd's plugin directory, or found through
+ * $CLIPKD_PLUGIN_PATH) that exports exactly one symbol:
+ *
+ *     const ckd_plugin_descriptor *ckd_plugin_entry(void);
+ *
+ * returning a pointer to a constant descriptor (GStreamer/LV2 style). The
+ * host checks the ABI major version and the struct sizes before touching
+ * anything else, so an old plugin is rejected with a message instead of
+ * crashing, and a newer host can append fields to these structs (a minor,
+ * compatible change) while still loading plugins built against older headers.
+ *
+ * A loss plugin computes one scalar on the tape from a batch of embeddings
+ * (ckd_loss_batch). It may own parameters (projections, scales): it creates
+ * them with ckd_param_new() in create(), names them (those names appear in
+ * checkpoints and in `clipkd loss-eval`), and the host trains, saves and
+ * restores them with the student.
+ *
+ * Plugins use only the public API (clipkd/clipkd.h); they never print and
+ * report failures through ckd_error.
+ */
+#ifndef CLIPKD_PLUGIN_H
+#define CLIPKD_PLUGIN_H
+
+#include <stdint.h>
+
+#include "clipkd/clipkd.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped on any incompatible change to the structs below. */
+#define CKD_PLUGIN_ABI_MAJOR 1
+/* The name of the one exported symbol. */
+#define CKD_PLUGIN_ENTRY "ckd_plugin_entry"
+
+#if defined(__GNUC__)
+#define CKD_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define CKD_PLUGIN_EXPORT
+#endif
+
+typedef enum ckd_plugin_kind {
+    CKD_PLUGIN_MODEL = 1,
+    CKD_PLUGIN_LOSS = 2,
+} ckd_plugin_kind;
+
+/* ---- parameters -------------------------------------------------------------
+ * A plugin's parameters, after the host has checked them against the
+ * plugin's JSON schema and filled in defaults: every key the schema declares
+ * with a default is present, types and ranges are already right. */
+typedef struct ckd_params ckd_params;
+
+int ckd_params_has(const ckd_params *p, const char *key);
+double ckd_params_number(const ckd_params *p, const char *key, double fallback);
+const char *ckd_params_string(const ckd_params *p, const char *key, const char *fallback);
+int ckd_params_bool(const ckd_params *p, const char *key, int fallback);
+
+/* ---- losses ------------------------------------------------------------------- */
+
+/* What a loss reads from the batch; the host refuses a recipe that cannot
+ * provide it (e.g. `fd` without a teacher) before any compute. */
+enum {
+    CKD_NEED_S_IMG = 1u << 0,
+    CKD_NEED_S_TXT = 1u << 1,
+    CKD_NEED_T_IMG = 1u << 2,
+    CKD_NEED_T_TXT = 1u << 3,
+    CKD_NEED_LABELS = 1u << 4,
+    CKD_NEED_CLASS_TXT = 1u << 5,
+    CKD_NEED_S_LOGITS = 1u << 6,
+    CKD_NEED_T_LOGITS = 1u << 7,
+    CKD_NEED_CENTROIDS = 1u << 8,
+    CKD_NEED_S_IMG_MASKED = 1u << 9,
+};
+
+typedef struct ckd_loss_dims {
+    int64_t s_dim;     /* Ds: student embedding width */
+    int64_t t_dim;     /* Dt: teacher embedding width (0 without a teacher) */
+    int64_t n_classes; /* K: classes, when labels / class prompts exist (else 0) */
+} ckd_loss_dims;
+
+/* One batch of N samples. Fields a recipe cannot provide are NULL. Student
+ * tensors carry gradients back into the student; teacher tensors never
+ * require gradients. */
+typedef struct ckd_loss_batch {
+    uint32_t struct_size;      /* sizeof(ckd_loss_batch) as the host built it */
+    int64_t n;
+    ckd_tensor *s_img, *s_txt;      /* [N, Ds] student embeddings, not normalised */
+    ckd_tensor *s_img_n, *s_txt_n;  /* [N, Ds] the same, L2-normalised */
+    ckd_tensor *t_img, *t_txt;      /* [N, Dt] teacher embeddings, L2-normalised */
+    ckd_tensor *s_logit_scale;      /* scalar θ_s, λ_s = exp(θ_s) (a student parameter) */
+    ckd_tensor *t_logit_scale;      /* scalar θ_t, λ_t = exp(θ_t) (fixed) */
+    const int32_t *labels;          /* [N] class ids */
+    ckd_tensor *class_txt;          /* [K, Dt] teacher class-prompt embeddings, normalised */
+    ckd_tensor *s_logits;           /* [N, K] student class logits */
+    ckd_tensor *t_logits;           /* [N, K] teacher class logits */
+    ckd_tensor *centroids;          /* [K, Dt] teacher class centroids */
+    ckd_tensor *s_img_masked;       /* [N, Ds] student image embeddings with patch masking */
+} ckd_loss_batch;
+
+typedef struct ckd_loss_vtable {
+    uint32_t struct_size; /* sizeof(ckd_loss_vtable) as the plugin was built */
+    uint32_t needs;       /* CKD_NEED_* bits */
+    /* Creates the loss state and its owned parameters, initialised from rng.
+     * Returns 0, or -1 with err set (the host reports it and stops). */
+    int (*create)(const ckd_params *params, const ckd_loss_dims *dims, ckd_rng *rng, void **state,
+                  ckd_error *err);
+    void (*destroy)(void *state);
+    /* The owned parameters (named tensors from ckd_param_new); may be 0. */
+    int (*n_params)(void *state);
+    ckd_tensor *(*param)(void *state, int i);
+    /* The loss: a scalar built from ops (so that backward reaches the student
+     * and the owned parameters). NULL with the context's error on failure. */
+    ckd_tensor *(*forward)(void *state, ckd_ctx *c, const ckd_loss_batch *batch);
+} ckd_loss_vtable;
+
+/* Defined by the models issue; a loss plugin never needs it. */
+typedef struct ckd_model_vtable ckd_model_vtable;
+
+typedef struct ckd_plugin_descriptor {
+    uint32_t abi_major;    /* CKD_PLUGIN_ABI_MAJOR */
+    uint32_t struct_size;  /* sizeof(ckd_plugin_descriptor) */
+    ckd_plugin_kind kind;
+    const char *name;      /* unique within its kind, e.g. "crd" */
+    const char *version;   /* the plugin's own version, e.g. "1.0" */
+    const char *summary;   /* one line for `clipkd plugins` */
+    /* JSON schema of the parameters: {"type": "object", "properties": {...},
+     * "required": [...]}; each property has "type" (number, integer, string,
+     * boolean), and optionally "default", "minimum", "maximum", "enum" and
+     * "description". NULL or "{}" for none. */
+    const char *params_schema;
+    const ckd_loss_vtable *loss;   /* kind == CKD_PLUGIN_LOSS */
+    const ckd_model_vtable *model; /* kind == CKD_PLUGIN_MODEL */
+} ckd_plugin_descriptor;
+
+typedef const ckd_plugin_descriptor *(*ckd_plugin_entry_fn)(void);
+
+/* Declares the entry point of a plugin:
+ *     CKD_PLUGIN_DEFINE(my_descriptor)
+ * where my_descriptor is a static const ckd_plugin_descriptor. */
+#define CKD_PLUGIN_DEFINE(desc)                                              \
+    CKD_PLUGIN_EXPORT const ckd_plugin_descriptor *ckd_plugin_entry(void); \
+    CKD_PLUGIN_EXPORT const ckd_plugin_descriptor *ckd_plugin_entry(void) { return &(desc); }
+
+#ifdef __cplusplus
+}
+#endif
+#endif
