@@ -101,7 +101,7 @@ int ckd_gradcheck(ckd_ctx *c, ckd_scalar_fn fn, void *user, ckd_tensor **inputs,
             if (abs_err / tol > worst_ratio) {
                 worst_ratio = abs_err / tol;
                 rep->worst_input = i;
-                rep->worst_name = x->name;
+                snprintf(rep->worst_name, sizeof rep->worst_name, "%s", x->name ? x->name : "");
                 rep->worst_index = e;
                 rep->analytic = an;
                 rep->numeric = num;
@@ -124,8 +124,7 @@ const char *ckd_gradcheck_describe(const ckd_gradcheck_report *rep, char *buf, s
     snprintf(buf, cap,
              "worst: input %d%s%s%s [%lld]: analytic %.6g numeric %.6g (abs %.2g, rel %.2g); %lld of %lld out of "
              "tolerance",
-             rep->worst_input, rep->worst_name ? " (" : "", rep->worst_name ? rep->worst_name : "",
-             rep->worst_name ? ")" : "", (long long)rep->worst_index, rep->analytic, rep->numeric, rep->abs_err,
+             rep->worst_input, rep->worst_name[0] ? " (" : "", rep->worst_name, rep->worst_name[0] ? ")" : "", (long long)rep->worst_index, rep->analytic, rep->numeric, rep->abs_err,
              rep->rel_err, (long long)rep->failed, (long long)rep->checked);
     return buf;
 }

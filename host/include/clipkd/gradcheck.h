@@ -36,7 +36,7 @@ typedef struct ckd_gradcheck_report {
     int64_t checked;          /* elements compared */
     int64_t failed;           /* elements out of tolerance */
     int worst_input;          /* index into inputs */
-    const char *worst_name;   /* its name, if it has one */
+    char worst_name[64];      /* its name, if it has one ("" otherwise) */
     int64_t worst_index;      /* flat element index */
     double analytic, numeric; /* at the worst element */
     double abs_err, rel_err;
