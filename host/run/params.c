@@ -31,23 +31,43 @@ void ckd_params_free(ckd_params *p)
 
 const json_t *ckd_params_json(const ckd_params *p) { return p->obj; }
 
-int ckd_params_has(const ckd_params *p, const char *key) { return p && json_object_get(p->obj, key) != NULL; }
+/* Looks up "a.b.c" through nested objects (model configs are nested). */
+static const json_t *lookup(const ckd_params *p, const char *key)
+{
+    if (!p)
+        return NULL;
+    const json_t *cur = p->obj;
+    char part[128];
+    while (cur && *key) {
+        const char *dot = strchr(key, '.');
+        size_t n = dot ? (size_t)(dot - key) : strlen(key);
+        if (n >= sizeof part)
+            return NULL;
+        memcpy(part, key, n);
+        part[n] = '\0';
+        cur = json_object_get(cur, part);
+        key += n + (dot ? 1 : 0);
+    }
+    return cur;
+}
+
+int ckd_params_has(const ckd_params *p, const char *key) { return lookup(p, key) != NULL; }
 
 double ckd_params_number(const ckd_params *p, const char *key, double fallback)
 {
-    const json_t *v = p ? json_object_get(p->obj, key) : NULL;
+    const json_t *v = lookup(p, key);
     return json_is_number(v) ? json_number_value(v) : fallback;
 }
 
 const char *ckd_params_string(const ckd_params *p, const char *key, const char *fallback)
 {
-    const json_t *v = p ? json_object_get(p->obj, key) : NULL;
+    const json_t *v = lookup(p, key);
     return json_is_string(v) ? json_string_value(v) : fallback;
 }
 
 int ckd_params_bool(const ckd_params *p, const char *key, int fallback)
 {
-    const json_t *v = p ? json_object_get(p->obj, key) : NULL;
+    const json_t *v = lookup(p, key);
     return json_is_boolean(v) ? json_is_true(v) : fallback;
 }
 

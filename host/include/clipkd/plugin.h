@@ -51,7 +51,8 @@ typedef enum ckd_plugin_kind {
 /* ---- parameters -------------------------------------------------------------
  * A plugin's parameters, after the host has checked them against the
  * plugin's JSON schema and filled in defaults: every key the schema declares
- * with a default is present, types and ranges are already right. */
+ * with a default is present, types and ranges are already right. Keys may
+ * be dotted paths into nested objects ("vision.width"). */
 typedef struct ckd_params ckd_params;
 
 int ckd_params_has(const ckd_params *p, const char *key);
