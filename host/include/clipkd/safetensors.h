@@ -142,7 +142,9 @@ int ckd_st_writer_set_metadata(ckd_st_writer *w, const char *key,
  * of 8 bytes. The write is atomic: data goes to "<path>.tmp.<pid>", which is
  * fsync'ed and renamed over path, then the directory is fsync'ed. On any
  * failure the temporary file is removed and an existing file at path is left
- * as it was. The writer can be saved again or freed afterwards. */
+ * as it was. Because the old file is replaced, not overwritten, tensors may
+ * be views into that very file (opened with ckd_st_open). The writer can be
+ * saved again or freed afterwards. */
 int ckd_st_writer_save(const ckd_st_writer *w, const char *path, ckd_error *err);
 
 /* ---- half precision ----------------------------------------------------- */
