@@ -208,6 +208,22 @@ Test(golden, kd_losses_rewrite_is_byte_identical)
     cr_assert_eq(la, lb);
     cr_assert_eq(memcmp(a, b, la), 0, "rewritten file differs from PyTorch's");
     cr_assert_eq(count_entries(dir), 1, "no temporary file left behind");
+    free(b);
+    /* Saving views of a file over that same file (resaving a checkpoint). */
+    ckd_st_close(st);
+    st = ckd_st_open(out, &err);
+    ckd_st_writer_free(w);
+    w = ckd_st_writer_new();
+    for (size_t i = 0; i < ckd_st_count(st); i++) {
+        const ckd_st_tensor *t = ckd_st_at(st, i);
+        cr_assert_eq(ckd_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), 0);
+    }
+    static const char *const keys[] = {"seed", "torch", "dtype_of_math"};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(ckd_st_writer_set_metadata(w, keys[i], ckd_st_metadata(st, keys[i]), &err), 0);
+    cr_assert_eq(ckd_st_writer_save(w, out, &err), 0, "%s", err.msg);
+    b = read_all(out, &lb);
+    cr_assert(la == lb && memcmp(a, b, la) == 0, "resaved file differs");
     free(a);
     free(b);
     free(out);
