@@ -28,6 +28,8 @@ int cmd_gradcheck(int argc, char **argv);
 void cmd_gradcheck_help(FILE *out);
 int cmd_loss_eval(int argc, char **argv);
 void cmd_loss_eval_help(FILE *out);
+int cmd_cache(int argc, char **argv);
+void cmd_cache_help(FILE *out);
 
 /* The plugin registry from $CLIPKD_PLUGIN_PATH and the installed directory
  * (NULL after printing why); rejected plugin files reported on stderr. */
