@@ -1,0 +1,202 @@
+/* The recipe schema, and the checks around it: the few rules the schema
+ * subset cannot express, and each plugin's own parameter schema applied to
+ * the part of the recipe that plugin reads. Every key and default here is
+ * documented in docs/clipkd-recipe.5; keep the two in step. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "clipkd/recipe.h"
+
+/* Defaults follow CLIP-KD's training setup where it has one (AdamW
+ * lr 1e-3, weight decay 0.1, betas 0.9/0.98, eps 1e-6 for ViT students,
+ * cosine schedule, no gradient clipping, seed 0), scaled to the small runs
+ * this harness is for (batch 64, no warm-up unless asked). */
+#define ARTIFACT                                                                         \
+    "{\"type\": \"object\", \"required\": [\"urls\", \"sha256\", \"size\"],"              \
+    " \"properties\": {"                                                                 \
+    "  \"urls\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"             \
+    "  \"sha256\": {\"type\": \"string\"},"                                              \
+    "  \"size\": {\"type\": \"integer\", \"minimum\": 0},"                               \
+    "  \"name\": {\"type\": \"string\"},"                                                \
+    "  \"description\": {\"type\": \"string\"}}}"
+
+/* A model plugin and its parameters ("config", checked against the plugin's
+ * schema), optionally initialised from weights. */
+#define MODEL_PROPS                                                                      \
+    "  \"model\": {\"type\": \"string\"},"                                               \
+    "  \"config\": {\"type\": \"object\", \"additionalProperties\": true, \"default\": {}}," \
+    "  \"weights\": " ARTIFACT
+
+/* A data reader: its name and reader-specific keys (checked by the reader). */
+#define READER                                                                           \
+    "{\"type\": \"object\", \"required\": [\"reader\"], \"additionalProperties\": true,"   \
+    " \"properties\": {\"reader\": {\"type\": \"string\"}}}"
+
+static const char recipe_schema[] =
+    "{\"type\": \"object\", \"required\": [\"student\", \"data\", \"losses\"],"
+    " \"properties\": {"
+    "  \"name\": {\"type\": \"string\"},"
+    "  \"description\": {\"type\": \"string\"},"
+    "  \"seed\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    "  \"threads\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    "  \"teacher\": {\"type\": \"object\", \"properties\": {" MODEL_PROPS ","
+    "    \"recipe\": {\"type\": \"string\"},"
+    "    \"mode\": {\"type\": \"string\", \"enum\": [\"cache\", \"live\"], \"default\": \"cache\"}}},"
+    "  \"student\": {\"type\": \"object\", \"required\": [\"model\"], \"properties\": {" MODEL_PROPS "}},"
+    "  \"data\": {\"type\": \"object\", \"required\": [\"train\"], \"properties\": {"
+    "    \"train\": " READER ", \"eval\": " READER "}},"
+    "  \"losses\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"required\": [\"name\"],"
+    "    \"properties\": {"
+    "      \"name\": {\"type\": \"string\"},"
+    "      \"weight\": {\"type\": \"number\", \"minimum\": 0, \"default\": 1},"
+    "      \"params\": {\"type\": \"object\", \"additionalProperties\": true, \"default\": {}}}}},"
+    "  \"optim\": {\"type\": \"object\", \"default\": {}, \"properties\": {"
+    "    \"lr\": {\"type\": \"number\", \"exclusiveMinimum\": 0, \"default\": 0.001},"
+    "    \"weight_decay\": {\"type\": \"number\", \"minimum\": 0, \"default\": 0.1},"
+    "    \"betas\": {\"type\": \"array\", \"items\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 0.999999},"
+    "               \"default\": [0.9, 0.98]},"
+    "    \"eps\": {\"type\": \"number\", \"exclusiveMinimum\": 0, \"default\": 1e-06},"
+    "    \"warmup_steps\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    "    \"schedule\": {\"type\": \"string\", \"enum\": [\"cosine\", \"constant\"], \"default\": \"cosine\"},"
+    "    \"grad_clip\": {\"type\": \"number\", \"minimum\": 0, \"default\": 0}}},"
+    "  \"train\": {\"type\": \"object\", \"default\": {}, \"properties\": {"
+    "    \"epochs\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 1},"
+    "    \"steps\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    "    \"batch_size\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 64},"
+    "    \"accum\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 1},"
+    "    \"log_every\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 10},"
+    "    \"eval_every\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    "    \"checkpoint_every\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0}}},"
+    "  \"eval\": {\"type\": \"object\", \"default\": {}, \"properties\": {"
+    "    \"zero_shot\": {\"type\": \"boolean\", \"default\": true},"
+    "    \"retrieval\": {\"type\": \"boolean\", \"default\": true},"
+    "    \"calibration\": {\"type\": \"boolean\", \"default\": true},"
+    "    \"calibration_bins\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 15},"
+    "    \"templates\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"
+    "    \"batch_size\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256}}}"
+    "}}";
+
+const char *ckd_recipe_schema_text(void)
+{
+    return recipe_schema;
+}
+
+typedef struct where {
+    const char *file;
+    ckd_json_locate_fn locate;
+    void *user;
+    ckd_error *err;
+} where;
+
+/* Rules outside the schema subset: fixed-length arrays, either-or keys,
+ * values that are only wrong together. */
+static int check_rules(const where *w, json_t *recipe)
+{
+    json_t *betas = json_object_get(json_object_get(recipe, "optim"), "betas");
+    if (json_array_size(betas) != 2)
+        return ckd_json_errorf(w->locate, w->user, w->file, "optim.betas", w->err,
+                               "expected an array of 2 numbers, got %zu", json_array_size(betas));
+    json_t *teacher = json_object_get(recipe, "teacher");
+    if (teacher) {
+        int has_model = json_object_get(teacher, "model") != NULL;
+        int has_recipe = json_object_get(teacher, "recipe") != NULL;
+        if (has_model == has_recipe)
+            return ckd_json_errorf(w->locate, w->user, w->file, "teacher", w->err,
+                                   has_model ? "expected \"model\" or \"recipe\", not both"
+                                             : "expected \"model\" (a model plugin) or \"recipe\""
+                                               " (the recipe that trained the teacher)");
+        if (has_recipe && json_object_get(teacher, "weights"))
+            return ckd_json_errorf(w->locate, w->user, w->file, "teacher.weights", w->err,
+                                   "a teacher given by \"recipe\" takes its weights from that "
+                                   "run; remove \"weights\"");
+    }
+    if (json_array_size(json_object_get(recipe, "losses")) == 0)
+        return ckd_json_errorf(w->locate, w->user, w->file, "losses", w->err,
+                               "expected at least one loss, got none");
+    json_t *train = json_object_get(recipe, "train");
+    if (json_integer_value(json_object_get(train, "epochs")) == 0 &&
+        json_integer_value(json_object_get(train, "steps")) == 0)
+        return ckd_json_errorf(w->locate, w->user, w->file, "train", w->err,
+                               "expected epochs or steps above 0, got both 0");
+    return 0;
+}
+
+/* Checks `params` (at json_path) against the schema of plugin kind/name,
+ * whose name sits at name_path. */
+static int check_plugin(const where *w, ckd_recipe_plugin_schema_fn plugin_schema, void *user,
+                        const char *kind, const char *name, const char *name_path,
+                        json_t *params, const char *json_path)
+{
+    const char *text = NULL;
+    ckd_error e = {{0}};
+    if (plugin_schema(user, kind, name, &text, &e))
+        return ckd_json_errorf(w->locate, w->user, w->file, name_path, w->err, "%s", e.msg);
+    char what[256];
+    snprintf(what, sizeof what, "%s plugin \"%s\"", kind, name);
+    json_t *schema = ckd_schema_parse(text, what, &e);
+    if (!schema)
+        return ckd_json_errorf(w->locate, w->user, w->file, name_path, w->err, "%s", e.msg);
+    int rc = ckd_schema_apply(schema, params, w->file, json_path, w->locate, w->user, w->err);
+    json_decref(schema);
+    return rc;
+}
+
+static int check_model(const where *w, ckd_recipe_plugin_schema_fn plugin_schema, void *user,
+                       json_t *recipe, const char *role)
+{
+    json_t *m = json_object_get(recipe, role);
+    const char *name = json_string_value(json_object_get(m, "model"));
+    if (!name)
+        return 0; /* no such role, or a teacher given by its recipe */
+    char name_path[64], config_path[64];
+    snprintf(name_path, sizeof name_path, "%s.model", role);
+    snprintf(config_path, sizeof config_path, "%s.config", role);
+    return check_plugin(w, plugin_schema, user, "model", name, name_path,
+                        json_object_get(m, "config"), config_path);
+}
+
+int ckd_recipe_validate(json_t *recipe, const char *file, ckd_json_locate_fn locate,
+                        void *locate_user, ckd_recipe_plugin_schema_fn plugin_schema, void *user,
+                        ckd_error *err)
+{
+    where w = {file, locate, locate_user, err};
+    json_t *schema = ckd_schema_parse(recipe_schema, "the recipe schema", err);
+    if (!schema)
+        return -1;
+    /* A section left out (optim, train, eval) is its default, {}, filled in
+     * before validation rather than by it, so that the schema then fills the
+     * section's own defaults: leaving a section out and writing it with
+     * every default spelled out must give the same recipe (and hash). */
+    const char *key;
+    json_t *prop;
+    json_object_foreach(json_object_get(schema, "properties"), key, prop)
+    {
+        json_t *def = json_object_get(prop, "default");
+        if (json_is_object(def) && json_is_object(recipe) && !json_object_get(recipe, key))
+            json_object_set_new(recipe, key, json_deep_copy(def));
+    }
+    int rc = ckd_schema_apply(schema, recipe, file, "", locate, locate_user, err);
+    json_decref(schema);
+    if (rc || check_rules(&w, recipe))
+        return -1;
+    if (!plugin_schema)
+        return 0;
+    json_t *losses = json_object_get(recipe, "losses"), *loss;
+    size_t i;
+    json_array_foreach(losses, i, loss)
+    {
+        char name_path[64], params_path[64];
+        snprintf(name_path, sizeof name_path, "losses[%zu].name", i);
+        snprintf(params_path, sizeof params_path, "losses[%zu].params", i);
+        if (check_plugin(&w, plugin_schema, user, "loss",
+                         json_string_value(json_object_get(loss, "name")), name_path,
+                         json_object_get(loss, "params"), params_path))
+            return -1;
+    }
+    if (check_model(&w, plugin_schema, user, recipe, "student") ||
+        check_model(&w, plugin_schema, user, recipe, "teacher"))
+        return -1;
+    return 0;
+}
