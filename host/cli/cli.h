@@ -29,6 +29,10 @@ void cmd_gradcheck_help(FILE *out);
 int cmd_loss_eval(int argc, char **argv);
 void cmd_loss_eval_help(FILE *out);
 int cmd_cache(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+void cmd_validate_help(FILE *out);
+int cmd_run(int argc, char **argv);
+void cmd_run_help(FILE *out);
 void cmd_cache_help(FILE *out);
 
 /* The plugin registry from $CLIPKD_PLUGIN_PATH and the installed directory
