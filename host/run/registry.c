@@ -15,6 +15,7 @@
  * after these, and a plugin built before them is still accepted. */
 #define MIN_DESCRIPTOR_SIZE (offsetof(ckd_plugin_descriptor, model) + sizeof(void *))
 #define MIN_LOSS_VTABLE_SIZE (offsetof(ckd_loss_vtable, forward) + sizeof(void *))
+#define MIN_MODEL_VTABLE_SIZE (offsetof(ckd_model_vtable, save) + sizeof(void *))
 
 struct ckd_registry {
     ckd_plugin *items;
@@ -73,10 +74,18 @@ static int check_descriptor(const char *path, const ckd_plugin_descriptor *d, ck
             return ckd_errorf(err, "%s: loss plugin %s leaves a vtable function NULL", path, d->name);
         break;
     }
-    case CKD_PLUGIN_MODEL:
-        if (!d->model)
+    case CKD_PLUGIN_MODEL: {
+        const ckd_model_vtable *v = d->model;
+        if (!v)
             return ckd_errorf(err, "%s: model plugin %s has no model vtable", path, d->name);
+        if (v->struct_size < MIN_MODEL_VTABLE_SIZE)
+            return ckd_errorf(err, "%s: model vtable of %s is %u bytes, at least %zu expected", path, d->name,
+                              v->struct_size, (size_t)MIN_MODEL_VTABLE_SIZE);
+        if (!v->create || !v->destroy || !v->n_params || !v->param || !v->logit_scale || !v->info ||
+            !v->encode_image || !v->encode_text || !v->load || !v->save)
+            return ckd_errorf(err, "%s: model plugin %s leaves a vtable function NULL", path, d->name);
         break;
+    }
     default:
         return ckd_errorf(err, "%s: unknown plugin kind %d", path, (int)d->kind);
     }

@@ -118,8 +118,87 @@ typedef struct ckd_loss_vtable {
     ckd_tensor *(*forward)(void *state, ckd_ctx *c, const ckd_loss_batch *batch);
 } ckd_loss_vtable;
 
-/* Defined by the models issue; a loss plugin never needs it. */
-typedef struct ckd_model_vtable ckd_model_vtable;
+/* ---- models ------------------------------------------------------------------
+ * A model plugin holds a two-tower CLIP-style model: an image tower and a
+ * text tower, each ending in a projection to a shared embedding width, and a
+ * learnable logit scale. Its parameters are named as in Hugging Face
+ * checkpoints ("vision_model.encoder.layers.0.mlp.fc1.weight"), so that a
+ * checkpoint the host writes is readable by transformers and names in
+ * messages mean the same thing everywhere. The forward passes are built from
+ * ops: with gradients on they record on the tape (students); the same code
+ * under ckd_ctx_set_grad(c, 0) is the inference path (teachers, eval). */
+
+/* Largest number of hidden states a tower reports (64 layers + the input). */
+#define CKD_MODEL_MAX_HIDDEN 65
+
+/* What an encode call can return besides the embedding. All tensors are
+ * arena tensors of the context passed to the encode call. */
+typedef struct ckd_tower_out {
+    int want_hidden;    /* in: fill hidden[] (costs one pointer per layer, no copies) */
+    /* out, with want_hidden: [B, T, C] for the encoder's input (HF's
+     * hidden_states[0]) and after each layer, as HF's output_hidden_states:
+     * n_hidden = layers + 1. */
+    ckd_tensor *hidden[CKD_MODEL_MAX_HIDDEN];
+    int n_hidden;
+    /* out: HF's last_hidden_state [B, T, C] — image tower: the encoder output
+     * (no post-LN, as HF); text tower: after the final LN. */
+    ckd_tensor *last_hidden;
+    /* out: HF's pooler_output [B, C] — image: post-LN of the CLS token; text:
+     * the final-LN row at the end-of-text token. */
+    ckd_tensor *pooled;
+} ckd_tower_out;
+
+/* Sizes a host needs for preprocessing, tokenizing and batching. */
+typedef struct ckd_model_info {
+    uint32_t struct_size;   /* set by the caller to sizeof(ckd_model_info) as it knows it;
+                               a plugin writes only the fields that fit */
+    int64_t embed_dim;      /* width of both towers' projected embeddings */
+    int64_t image_size;     /* input pixels are [B, channels, image_size, image_size] */
+    int64_t patch_size;
+    int64_t channels;
+    int64_t vision_width, vision_layers, vision_heads;
+    int64_t n_patches;      /* (image_size / patch_size)^2; the sequence is n_patches + 1 */
+    int64_t context_length; /* longest token sequence (text position embeddings) */
+    int64_t vocab_size;
+    int64_t text_width, text_layers, text_heads;
+    int32_t eos_token_id;   /* the id text pooling looks for (see the plugin's docs) */
+} ckd_model_info;
+
+typedef struct ckd_model_vtable {
+    uint32_t struct_size; /* sizeof(ckd_model_vtable) as the plugin was built */
+    /* Creates a model from its configuration (validated against the plugin's
+     * schema, defaults filled). init_rng non-NULL: the plugin's initialisation
+     * for training from scratch, drawn from it; NULL: every parameter is left
+     * zero (weights are about to be loaded). Returns 0, or -1 with err set
+     * (impossible sizes are refused here, naming the keys). */
+    int (*create)(const ckd_params *config, ckd_rng *init_rng, void **state, ckd_error *err);
+    void (*destroy)(void *state);
+    /* Every parameter, in a fixed order, named as in HF checkpoints. */
+    int (*n_params)(void *state);
+    ckd_tensor *(*param)(void *state, int i);
+    /* The scalar parameter θ, with λ = exp θ scaling the cosine logits. */
+    ckd_tensor *(*logit_scale)(void *state);
+    /* Fills *out (whose struct_size the caller has set). */
+    void (*info)(void *state, ckd_model_info *out);
+    /* pixels [B, channels, image_size, image_size] -> [B, embed_dim], projected,
+     * not normalised. keep_ratio in (0, 1) keeps, per sample, the CLS token and
+     * a random subset of floor(n_patches · keep_ratio) (at least 1) patch tokens
+     * after the position embeddings are added (MFD's masking), drawn from the
+     * context's rng; keep_ratio >= 1 keeps everything. out may be NULL.
+     * NULL with the context's error on failure. */
+    ckd_tensor *(*encode_image)(void *state, ckd_ctx *c, ckd_tensor *pixels, float keep_ratio, ckd_tower_out *out);
+    /* ids [B·T] (row-major, T <= context_length, each id < vocab_size) ->
+     * [B, embed_dim], projected, not normalised. out may be NULL. */
+    ckd_tensor *(*encode_text)(void *state, ckd_ctx *c, const int32_t *ids, int64_t B, int64_t T,
+                               ckd_tower_out *out);
+    /* Loads weights from a safetensors file, a sharded checkpoint's index, or
+     * a directory (see the plugin's docs for the name sets it accepts). Every
+     * parameter must be present with its shape; all are checked before any is
+     * written, so on failure the model is unchanged. 0, or -1 with err set. */
+    int (*load)(void *state, const char *path, ckd_error *err);
+    /* Writes every parameter (F32, HF names) to a safetensors file, atomically. */
+    int (*save)(void *state, const char *path, ckd_error *err);
+} ckd_model_vtable;
 
 typedef struct ckd_plugin_descriptor {
     uint32_t abi_major;    /* CKD_PLUGIN_ABI_MAJOR */

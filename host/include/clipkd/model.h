@@ -1,0 +1,95 @@
+/* clipkd/model.h — instantiating model plugins, and CLIP configurations.
+ *
+ * ckd_model wraps a model plugin with its validated configuration and its
+ * state, so that the trainer, the evaluator and the CLI never touch the
+ * vtable (as clipkd/loss.h does for losses). It also knows the three ways a
+ * CLIP configuration arrives:
+ *   - clipkd's own JSON (the "clip" plugin's parameters, in the spirit of
+ *     open_clip's model_configs/), shipped for named architectures in
+ *     $(pkgdatadir)/models/clip/configs/NAME.json;
+ *   - a Hugging Face config.json (CLIPConfig), converted;
+ *   - a model directory holding one of those and the weights.
+ */
+#ifndef CLIPKD_MODEL_H
+#define CLIPKD_MODEL_H
+
+#include <jansson.h>
+
+#include "clipkd/registry.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ckd_model ckd_model;
+
+/* Validates config against the plugin's schema (messages prefixed by where),
+ * then creates the model: with init set, initialised for training from
+ * scratch from seed; otherwise with every parameter zero (to load weights). */
+ckd_model *ckd_model_new(const ckd_plugin *p, const json_t *config, const char *where, int init, uint64_t seed,
+                         ckd_error *err);
+void ckd_model_free(ckd_model *m);
+
+const char *ckd_model_plugin_name(const ckd_model *m);
+/* The configuration as validated, defaults filled (borrowed). */
+const json_t *ckd_model_config(const ckd_model *m);
+const ckd_model_info *ckd_model_get_info(const ckd_model *m);
+int64_t ckd_model_embed_dim(const ckd_model *m);
+int ckd_model_n_params(const ckd_model *m);
+ckd_tensor *ckd_model_param(const ckd_model *m, int i);
+/* The parameter of that (HF) name, or NULL. */
+ckd_tensor *ckd_model_find_param(const ckd_model *m, const char *name);
+ckd_tensor *ckd_model_logit_scale(const ckd_model *m);
+/* Number of scalars in all parameters. */
+int64_t ckd_model_param_count(const ckd_model *m);
+
+/* The forward passes (see ckd_model_vtable): [B, embed_dim], projected, not
+ * normalised; NULL with the context's error on failure. out may be NULL. */
+ckd_tensor *ckd_model_encode_image(ckd_model *m, ckd_ctx *c, ckd_tensor *pixels, float keep_ratio,
+                                   ckd_tower_out *out);
+ckd_tensor *ckd_model_encode_text(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t B, int64_t T,
+                                  ckd_tower_out *out);
+
+/* Weights: a file, a sharded index, or a directory (see the plugin). */
+int ckd_model_load(ckd_model *m, const char *path, ckd_error *err);
+int ckd_model_save(ckd_model *m, const char *path, ckd_error *err);
+
+/* ---- CLIP configurations -------------------------------------------------- */
+
+/* Converts a Hugging Face CLIPConfig (the parsed config.json) into the clip
+ * plugin's configuration. Missing keys take CLIPConfig's defaults (ViT-B/32);
+ * non-null text_config_dict / vision_config_dict override; the top-level
+ * projection_dim is used for both projections (the sub-configs' own
+ * projection_dim is ignored, as CLIPModel does); eos_token_id is carried over,
+ * so the legacy value 2 selects HF's argmax pooling. `where` prefixes
+ * messages. Returns a new reference, or NULL with err set. */
+json_t *ckd_clip_config_from_hf(const json_t *hf, const char *where, ckd_error *err);
+
+/* The reverse: an HF CLIPConfig for a clip plugin configuration (validated,
+ * defaults filled, as ckd_model_config returns it). */
+json_t *ckd_clip_config_to_hf(const json_t *cfg, const char *where, ckd_error *err);
+
+/* Reads a configuration file: clipkd's own JSON, or an HF config.json
+ * (recognised by its text_config / vision_config keys), converted. */
+json_t *ckd_clip_config_load(const char *path, ckd_error *err);
+
+/* A shipped configuration by name ("ViT-B-32", "fmnist-student", ...): the
+ * file NAME.json in $CLIPKD_MODEL_CONFIG_DIR when set, else in
+ * $(pkgdatadir)/models/clip/configs. A name holding '/' or ending in ".json"
+ * is read as a path. */
+json_t *ckd_clip_config_named(const char *name, ckd_error *err);
+
+/* A model directory: config.json (HF) or clipkd.json (clipkd's own), then
+ * the weights (model.safetensors.index.json, model.safetensors or
+ * open_clip_model.safetensors), with the registry's "clip" plugin. */
+ckd_model *ckd_model_from_pretrained(const ckd_registry *r, const char *dir, ckd_error *err);
+
+/* Writes dir/model.safetensors (HF names) and dir/config.json (an HF
+ * CLIPConfig that ckd_model_from_pretrained and transformers both read),
+ * creating dir if needed. Only for clip-plugin models. */
+int ckd_model_save_pretrained(ckd_model *m, const char *dir, ckd_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,109 @@
+/* Helpers shared by the CLIP model tests: the in-tree registry, fixture
+ * paths, reference tensors, comparisons. Header-only (each test program
+ * includes it once). */
+#ifndef CKD_CLIP_TEST_UTIL_H
+#define CKD_CLIP_TEST_UTIL_H
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clipkd/model.h"
+#include "clipkd/safetensors.h"
+
+static ckd_registry *reg;
+
+/* The plugins as built: $CKD_TEST_BUILDDIR/models/.libs. */
+static inline void open_registry(void)
+{
+    const char *b = getenv("CKD_TEST_BUILDDIR");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/models/.libs", b ? b : ".");
+    ckd_error err = {{0}};
+    reg = ckd_registry_open(dir, &err);
+    cr_assert_not_null(reg, "registry: %s", err.msg);
+    for (size_t i = 0; i < ckd_registry_rejected(reg); i++)
+        cr_log_warn("rejected: %s", ckd_registry_rejection(reg, i));
+}
+
+static inline void close_registry(void)
+{
+    ckd_registry_free(reg);
+    reg = NULL;
+}
+
+/* $CKD_TEST_SRCDIR/tests/fixtures/<rel>, in a rotating set of buffers. */
+static const char *fixture(const char *rel)
+{
+    static char bufs[4][4096];
+    static int k;
+    char *b = bufs[k++ % 4];
+    const char *src = getenv("CKD_TEST_SRCDIR");
+    snprintf(b, 4096, "%s/tests/fixtures/%s", src ? src : ".", rel);
+    return b;
+}
+
+static inline ckd_model *load_fixture_model(const char *name)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "hf-clip/%s", name);
+    ckd_error err = {{0}};
+    ckd_model *m = ckd_model_from_pretrained(reg, fixture(rel), &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    return m;
+}
+
+/* A reference tensor converted to float (malloc'd), with its shape. */
+static float *ref_f32(const ckd_safetensors *st, const char *name, const ckd_st_tensor **out)
+{
+    const ckd_st_tensor *t = ckd_st_find(st, name);
+    cr_assert_not_null(t, "reference tensor %s missing", name);
+    size_t n = (size_t)ckd_st_numel(t);
+    float *buf = malloc((n ? n : 1) * sizeof *buf);
+    ckd_error err = {{0}};
+    cr_assert_eq(ckd_st_to_f32(t, buf, n, &err), 0, "%s", err.msg);
+    if (out)
+        *out = t;
+    return buf;
+}
+
+/* Largest |a − ref| over a tensor whose shape must match the reference's. */
+static inline double max_abs_vs_ref(const ckd_safetensors *st, const char *name, const ckd_tensor *a)
+{
+    cr_assert_not_null(a, "no tensor to compare with %s", name);
+    const ckd_st_tensor *t;
+    float *r = ref_f32(st, name, &t);
+    cr_assert_eq((int64_t)ckd_st_numel(t), a->n, "%s: %lld elements, reference %lld", name, (long long)a->n,
+                 (long long)ckd_st_numel(t));
+    for (int i = 0; i < t->ndim; i++)
+        cr_assert_eq(t->shape[i], a->shape[i], "%s: dim %d is %lld, reference %lld", name, i,
+                     (long long)a->shape[i], (long long)t->shape[i]);
+    double worst = 0;
+    for (int64_t i = 0; i < a->n; i++) {
+        double d = fabs((double)a->data[i] - (double)r[i]);
+        if (!(d <= worst))
+            worst = d;
+    }
+    free(r);
+    return worst;
+}
+
+static inline ckd_safetensors *open_st(const char *path)
+{
+    ckd_error err = {{0}};
+    ckd_safetensors *st = ckd_st_open(path, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    return st;
+}
+
+static inline ckd_ctx *new_ctx(void)
+{
+    ckd_error err = {{0}};
+    ckd_ctx *c = ckd_ctx_new(0, 7, &err);
+    cr_assert_not_null(c, "%s", err.msg);
+    return c;
+}
+
+#endif
