@@ -308,25 +308,3 @@ int ckd_json_source_locate(void *source, const char *json_path, const char **fil
         *(cut ? cut : buf) = '\0';
     }
 }
-
-int ckd_json_errorf(ckd_json_locate_fn locate, void *locate_user, const char *file,
-                    const char *json_path, ckd_error *err, const char *fmt, ...)
-{
-    if (!err)
-        return -1;
-    int line = 0, col = 0;
-    if (locate)
-        locate(locate_user, json_path, &file, &line, &col);
-    char what[CKD_ERROR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    char where[512] = "";
-    if (file && *file && line > 0)
-        snprintf(where, sizeof where, "%s:%d:%d: ", file, line, col);
-    else if (file && *file)
-        snprintf(where, sizeof where, "%s: ", file);
-    return ckd_errorf(err, "%s%s: %s", where,
-                      json_path && *json_path ? json_path : "(top level)", what);
-}

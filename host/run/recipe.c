@@ -379,20 +379,6 @@ fail:
 
 /* ---- --set ---------------------------------------------------------------------- */
 
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 /* The schema of member `key` of an object with schema `s`: 0 with *out set
  * (NULL: anything goes below here), -1 with a message if the schema has no
  * such key. */
@@ -454,7 +440,7 @@ static int assign(json_t *recipe, const json_t *schema, const char *assignment, 
             nlen += (size_t)snprintf(norm + nlen, cap - nlen, "[%zu]", c.index);
             if (!json_is_array(cur)) {
                 rc = ckd_errorf(err, "--set %s: %s is %s, not an array", assignment, parent,
-                                type_name(cur));
+                                ckd_json_type_name(cur));
                 break;
             }
             if (c.index >= json_array_size(cur)) {
@@ -480,7 +466,7 @@ static int assign(json_t *recipe, const json_t *schema, const char *assignment, 
         }
         if (!json_is_object(cur)) {
             rc = ckd_errorf(err, "--set %s: %s is %s, not an object", assignment, parent,
-                            type_name(cur));
+                            ckd_json_type_name(cur));
             break;
         }
         if ((rc = schema_member(s, key, norm, &s, assignment, err)))
@@ -717,7 +703,7 @@ int ckd_recipe_resolve_path(const ckd_recipe *r, const char *json_path, char *ou
         v = NULL;
     if (!json_is_string(v))
         return ckd_recipe_errorf(r, json_path, err, "expected a file name, got %s",
-                                 v ? type_name(v) : "nothing");
+                                 v ? ckd_json_type_name(v) : "nothing");
     const char *s = json_string_value(v);
     size_t got;
     long k = origin(r, json_path, &got);

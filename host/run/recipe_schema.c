@@ -165,18 +165,9 @@ int ckd_recipe_validate(json_t *recipe, const char *file, ckd_json_locate_fn loc
     json_t *schema = ckd_schema_parse(recipe_schema, "the recipe schema", err);
     if (!schema)
         return -1;
-    /* A section left out (optim, train, eval) is its default, {}, filled in
-     * before validation rather than by it, so that the schema then fills the
-     * section's own defaults: leaving a section out and writing it with
-     * every default spelled out must give the same recipe (and hash). */
-    const char *key;
-    json_t *prop;
-    json_object_foreach(json_object_get(schema, "properties"), key, prop)
-    {
-        json_t *def = json_object_get(prop, "default");
-        if (json_is_object(def) && json_is_object(recipe) && !json_object_get(recipe, key))
-            json_object_set_new(recipe, key, json_deep_copy(def));
-    }
+    /* A section left out (optim, train, eval) defaults to {}, and the schema
+     * fills that default's own defaults: leaving a section out and writing it
+     * with every default spelled out give the same recipe (and hash). */
     int rc = ckd_schema_apply(schema, recipe, file, "", locate, locate_user, err);
     json_decref(schema);
     if (rc || check_rules(&w, recipe))

@@ -17,31 +17,30 @@ typedef struct vctx {
     ckd_error *err;
 } vctx;
 
-/* "file:line:col: path: " (each part only when known). */
-static int fail(const vctx *v, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(const vctx *v, const char *path, const char *fmt, ...)
+int ckd_json_errorf(ckd_json_locate_fn locate, void *locate_user, const char *file, const char *json_path,
+                    ckd_error *err, const char *fmt, ...)
 {
-    char where[512] = "";
-    const char *file = v->file;
+    if (!err)
+        return -1;
     int line = 0, col = 0;
-    if (v->locate)
-        v->locate(v->user, path, &file, &line, &col);
-    size_t k = 0;
-    if (file && *file)
-        k += (size_t)snprintf(where + k, sizeof where - k, "%s:", file);
-    if (line > 0 && k < sizeof where)
-        k += (size_t)snprintf(where + k, sizeof where - k, "%d:%d:", line, col);
-    if (k < sizeof where)
-        snprintf(where + k, sizeof where - k, "%s%s%s", k ? " " : "", path && *path ? path : "(top level)", ": ");
-    char what[768];
+    if (locate)
+        locate(locate_user, json_path, &file, &line, &col);
+    char what[CKD_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return ckd_errorf(v->err, "%s%s", where, what);
+    char where[512] = "";
+    if (file && *file && line > 0)
+        snprintf(where, sizeof where, "%s:%d:%d: ", file, line, col);
+    else if (file && *file)
+        snprintf(where, sizeof where, "%s: ", file);
+    return ckd_errorf(err, "%s%s: %s", where, json_path && *json_path ? json_path : "(top level)", what);
 }
 
-static const char *type_of(const json_t *j)
+#define fail(v, path, ...) ckd_json_errorf((v)->locate, (v)->user, (v)->file, (path), (v)->err, __VA_ARGS__)
+
+const char *ckd_json_type_name(const json_t *j)
 {
     switch (json_typeof(j)) {
     case JSON_OBJECT: return "an object";
@@ -59,7 +58,7 @@ static const char *type_of(const json_t *j)
 static const char *show(const json_t *j, char *buf, size_t cap)
 {
     if (json_is_object(j) || json_is_array(j))
-        return type_of(j);
+        return ckd_json_type_name(j);
     char *s = json_dumps(j, JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
     snprintf(buf, cap, "%s", s ? s : "?");
     free(s);
@@ -207,8 +206,15 @@ static int check_object(const vctx *v, const json_t *schema, json_t *value, cons
     json_object_foreach((json_t *)props, pk, ps)
     {
         const json_t *def = json_object_get(ps, "default");
-        if (def && !json_object_get(value, pk))
-            json_object_set_new(value, pk, json_deep_copy(def));
+        if (def && !json_object_get(value, pk)) {
+            /* A default goes through its own schema too, so that an object
+             * default gets its members' defaults filled in. */
+            json_t *copy = json_deep_copy(def);
+            json_object_set_new(value, pk, copy);
+            join_path(sub, sizeof sub, path, pk);
+            if (validate(v, ps, copy, sub))
+                return -1;
+        }
     }
     return 0;
 }

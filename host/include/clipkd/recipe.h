@@ -60,12 +60,6 @@ int ckd_json_source_locate(void *source, const char *json_path, const char **fil
 const char *ckd_json_source_name(const ckd_json_source *s);
 void ckd_json_source_free(ckd_json_source *s);
 
-/* Formats a message about the value at json_path in the format of
- * ckd_schema_apply: "<file>:<line>:<col>: <path>: <message>", where locate
- * (may be NULL) supplies the position and may replace `file`. Returns -1. */
-int ckd_json_errorf(ckd_json_locate_fn locate, void *locate_user, const char *file,
-                    const char *json_path, ckd_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
 
 /* ---- recipes ------------------------------------------------------------------ */
 typedef struct ckd_recipe ckd_recipe;

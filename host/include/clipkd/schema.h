@@ -37,6 +37,15 @@ typedef int (*ckd_json_locate_fn)(void *user, const char *json_path, const char 
 int ckd_schema_apply(const json_t *schema, json_t *value, const char *file, const char *path,
                      ckd_json_locate_fn locate, void *locate_user, ckd_error *err);
 
+/* Formats a message about the value at json_path: "<file>:<line>:<col>:
+ * <path>: <message>", where locate (may be NULL) supplies the position and may
+ * replace `file`; parts that are unknown are left out. Returns -1. */
+int ckd_json_errorf(ckd_json_locate_fn locate, void *locate_user, const char *file, const char *json_path,
+                    ckd_error *err, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* "an object", "a string", "an integer", ... for messages. */
+const char *ckd_json_type_name(const json_t *v);
+
 /* Parses a schema from text (plugins carry theirs as a string). */
 json_t *ckd_schema_parse(const char *text, const char *what, ckd_error *err);
 
