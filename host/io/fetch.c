@@ -28,6 +28,7 @@
 #include <curl/curl.h>
 
 #include "clipkd/fetch.h"
+#include "clipkd/schema.h"
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -60,20 +61,6 @@ static int is_file_url(const char *u)
     return !strncasecmp(u, "file://", 7);
 }
 
-static const char *json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 /* "weights.safetensors" from "https://host/a/weights.safetensors?x=1". */
 static char *name_from_url(const char *url)
 {
@@ -98,7 +85,7 @@ int ckd_artifact_from_json(const json_t *obj, ckd_artifact *out, const char *whe
     if (!json_is_object(obj))
         return ckd_errorf(err, "%s: expected an artifact object {\"urls\": [...], \"sha256\": "
                                "\"<64 hex>\", \"size\": N}, got %s",
-                          where, obj ? json_kind(obj) : "nothing");
+                          where, obj ? ckd_json_type_name(obj) : "nothing");
     const json_t *urls = json_object_get(obj, "urls");
     const json_t *sha = json_object_get(obj, "sha256");
     const json_t *size = json_object_get(obj, "size");
@@ -108,12 +95,12 @@ int ckd_artifact_from_json(const json_t *obj, ckd_artifact *out, const char *whe
                                "http://, https:// or file:// URLs)", where);
     if (!json_is_array(urls) || json_array_size(urls) == 0)
         return ckd_errorf(err, "%s.urls: expected a non-empty array of URLs, got %s", where,
-                          json_is_array(urls) ? "an empty array" : json_kind(urls));
+                          json_is_array(urls) ? "an empty array" : ckd_json_type_name(urls));
     for (size_t i = 0; i < json_array_size(urls); i++) {
         const json_t *u = json_array_get(urls, i);
         if (!json_is_string(u))
             return ckd_errorf(err, "%s.urls[%zu]: expected a URL string, got %s", where, i,
-                              json_kind(u));
+                              ckd_json_type_name(u));
         if (!is_url(json_string_value(u)))
             return ckd_errorf(err, "%s.urls[%zu]: \"%.200s\" is not an http://, https:// or "
                                    "file:// URL", where, i, json_string_value(u));
@@ -122,7 +109,7 @@ int ckd_artifact_from_json(const json_t *obj, ckd_artifact *out, const char *whe
         return ckd_errorf(err, "%s: \"sha256\" is missing (expected 64 hex digits)", where);
     if (!json_is_string(sha))
         return ckd_errorf(err, "%s.sha256: expected a string of 64 hex digits, got %s", where,
-                          json_kind(sha));
+                          ckd_json_type_name(sha));
     if (!ckd_sha256_is_hex(json_string_value(sha)))
         return ckd_errorf(err, "%s.sha256: \"%.100s\" is not a SHA-256 (expected exactly 64 "
                                "hex digits, got %zu characters)", where,
@@ -131,12 +118,12 @@ int ckd_artifact_from_json(const json_t *obj, ckd_artifact *out, const char *whe
         return ckd_errorf(err, "%s: \"size\" is missing (expected the size in bytes)", where);
     if (!json_is_integer(size))
         return ckd_errorf(err, "%s.size: expected an integer number of bytes, got %s", where,
-                          json_kind(size));
+                          ckd_json_type_name(size));
     if (json_integer_value(size) < 0)
         return ckd_errorf(err, "%s.size: %lld is negative (expected a size in bytes >= 0)",
                           where, (long long)json_integer_value(size));
     if (name && !json_is_string(name))
-        return ckd_errorf(err, "%s.name: expected a string, got %s", where, json_kind(name));
+        return ckd_errorf(err, "%s.name: expected a string, got %s", where, ckd_json_type_name(name));
 
     size_t n = json_array_size(urls);
     out->urls = calloc(n, sizeof *out->urls);
