@@ -49,7 +49,7 @@ Test(metrics, retrieval_with_several_captions_per_image)
     /* 3 images; captions: image 0 has two (one good, one poor), image 1 one poor, image 2 one good. */
     float img[6], txt[8];
     at_angles((double[]){0, 90, 200}, 3, img);
-    at_angles((double[]){2, 150, 45, 200}, 4, txt);
+    at_angles((double[]){2, 160, 45, 200}, 4, txt);
     /* Make the tie below exact: image 1 = (0, 1), caption 2 = (0.5, 0.5) scores 0.5 against images 0 and 1. */
     img[2] = 0.0f;
     img[3] = 1.0f;
@@ -59,9 +59,9 @@ Test(metrics, retrieval_with_several_captions_per_image)
     ckd_error err;
     cr_assert_eq(ckd_retrieval_eval(img, 3, txt, owner, 4, 2, &r, &err), 0, "%s", err.msg);
     /* i2t R@1: image 0 (its best caption at 2° wins), image 1 (45° caption is its closest? 90° vs 45°: 45° off;
-     * the 150° caption is 60° off) yes, image 2 (200° exact) yes. */
+     * the 160° caption scores lower) yes, image 2 (200° exact) yes. */
     cr_assert_float_eq(r.i2t[0], 1.0, 1e-12);
-    /* t2i R@1: caption 0 → image 0 yes; caption 1 at 150° is closest to image 2 (50°) not image 0 → no;
+    /* t2i R@1: caption 0 → image 0 yes; caption 1 at 160° is closest to image 2 (40°) not image 0 → no;
      * caption 2 at 45° ties images 0 and 1 (45° each) → a tie counts against → no; caption 3 → image 2 yes. */
     cr_assert_float_eq(r.t2i[0], 0.5, 1e-12);
     cr_assert_float_eq(r.t2i[1], 1.0, 1e-12);
