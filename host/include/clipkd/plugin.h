@@ -74,6 +74,12 @@ enum {
     CKD_NEED_S_LOGITS = 1u << 6,
     CKD_NEED_T_LOGITS = 1u << 7,
     CKD_NEED_CENTROIDS = 1u << 8,
+    /* s_img_masked: the student's image embedding from a forward that sees
+     * CLS and only a random subset of the patch tokens (MFD). A loss that
+     * sets this bit declares the fraction of patch tokens to hide as its
+     * number parameter `mask_ratio`, in [0, 1), with a default in its
+     * schema; the host reads it from the loss's validated parameters and
+     * runs the student's image tower with keep_ratio = 1 − mask_ratio. */
     CKD_NEED_S_IMG_MASKED = 1u << 9,
 };
 
