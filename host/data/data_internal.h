@@ -1,0 +1,120 @@
+/* What the readers share: the reader interface, the dataset object they fill
+ * in, and small helpers (paths, artifacts, UTF-8, text files, string lists,
+ * seed mixing). Not installed. */
+#ifndef CKD_DATA_INTERNAL_H
+#define CKD_DATA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "clipkd/data.h"
+
+/* Where a reader is opened from: the directory relative paths start at and
+ * how artifacts are fetched. */
+typedef struct ckdd_env {
+    const char *base_dir;
+    const ckd_fetch_opts *fetch;
+} ckdd_env;
+
+/* Places a message about a spec the way ckd_schema_apply does:
+ * "<file>:<line>:<col>: <path>: <message>" with the parts that are known. */
+typedef struct ckdd_where {
+    const char *file;
+    const char *path;       /* JSON path of the spec object */
+    ckd_json_locate_fn locate;
+    void *user;
+} ckdd_where;
+
+int ckdd_spec_errorf(const ckdd_where *w, const char *key, ckd_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* One reader. open() receives a spec already checked against `schema` (with
+ * defaults filled in) and returns its state, or NULL with err set; it may set
+ * the dataset's source, classes and templates with the helpers below.
+ * get() must be safe to call from several threads at once. */
+typedef struct ckdd_reader {
+    const char *name;
+    const char *schema;
+    /* Rules the schema cannot express; NULL when there are none. */
+    int (*check)(const json_t *spec, const ckdd_where *w, ckd_error *err);
+    void *(*open)(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, ckd_error *err);
+    size_t (*size)(const void *state);
+    int (*get)(const void *state, size_t i, ckd_sample *out, ckd_error *err);
+    void (*close)(void *state);
+} ckdd_reader;
+
+extern const ckdd_reader ckdd_reader_fashion_mnist;
+extern const ckdd_reader ckdd_reader_csv;
+extern const ckdd_reader ckdd_reader_webdataset;
+extern const ckdd_reader ckdd_reader_imagefolder;
+extern const ckdd_reader ckdd_reader_retrieval;
+extern const ckdd_reader ckdd_reader_tensors;
+
+/* The key every reader's schema starts with, and the one every reader takes. */
+#define CKDD_SCHEMA_COMMON                                                                  \
+    "\"reader\": {\"type\": \"string\"},"                                                   \
+    " \"limit\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0,"                  \
+    "  \"description\": \"use only the first N samples (0: all)\"}"
+
+/* A file name, or an artifact object that is fetched (see ckdd_resolve). */
+#define CKDD_SCHEMA_PATH_OR_ARTIFACT                                                        \
+    "{\"type\": [\"string\", \"object\"], \"required\": [\"urls\", \"sha256\", \"size\"],"  \
+    " \"properties\": {"                                                                    \
+    "  \"urls\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"                \
+    "  \"sha256\": {\"type\": \"string\"},"                                                 \
+    "  \"size\": {\"type\": \"integer\", \"minimum\": 0},"                                  \
+    "  \"name\": {\"type\": \"string\"}, \"description\": {\"type\": \"string\"}}}"
+
+/* Setters for open(): each copies its arguments. */
+int ckdd_set_source(ckd_dataset *ds, const char *source, ckd_error *err);
+int ckdd_set_classes(ckd_dataset *ds, const char *const *names, size_t n, ckd_error *err);
+int ckdd_set_templates(ckd_dataset *ds, const char *const *t, size_t n, ckd_error *err);
+
+/* dir + "/" + rel, or rel alone when it is absolute or dir is NULL/"". */
+int ckdd_join(const char *dir, const char *rel, char *out, size_t cap, ckd_error *err);
+
+/* The directory part of a path ("." when there is none), malloc'd. */
+char *ckdd_dirname(const char *path);
+
+/* The file a spec key names: a string joined to env->base_dir, or an
+ * artifact object fetched into the cache. */
+int ckdd_resolve(const ckdd_env *env, const json_t *spec, const char *key, char *out, size_t cap,
+                 ckd_error *err);
+
+/* 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or values past
+ * U+10FFFF); else 0 and *bad = offset of the first bad byte. */
+int ckdd_utf8_valid(const char *s, size_t n, size_t *bad);
+
+/* Reads a whole file (NUL-terminated; *len excludes the NUL). */
+int ckdd_read_text(const char *path, char **buf, size_t *len, ckd_error *err);
+
+/* The non-empty lines of a text file (CR LF or LF; trailing blanks trimmed),
+ * each checked to be UTF-8. */
+int ckdd_read_lines(const char *path, char ***lines, size_t *n, ckd_error *err);
+
+/* A growable list of owned strings. */
+typedef struct ckdd_strvec {
+    char **v;
+    size_t n, cap;
+} ckdd_strvec;
+int ckdd_strvec_push(ckdd_strvec *sv, const char *s, size_t len);
+void ckdd_strvec_free(ckdd_strvec *sv);
+
+/* Replaces "{}" in `tmpl` by `name` (every occurrence); malloc'd. */
+char *ckdd_format_template(const char *tmpl, const char *name);
+
+/* Gives a sample its captions (copies). */
+int ckdd_sample_add_caption(ckd_sample *s, const char *text, size_t len, ckd_error *err);
+
+/* splitmix64's finaliser: a well-mixed 64-bit function of x, used to derive
+ * independent random streams from (seed, epoch, index, …). */
+uint64_t ckdd_mix(uint64_t x);
+/* One splitmix64 step on *state. */
+uint64_t ckdd_next(uint64_t *state);
+
+/* Case-insensitive comparison of an extension with a name. */
+int ckdd_ext_eq(const char *ext, size_t len, const char *name);
+
+#endif
