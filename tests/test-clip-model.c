@@ -221,6 +221,51 @@ Test(weights, save_and_load_round_trip, .init = open_registry, .fini = close_reg
     rm_dir(dir);
 }
 
+/* BF16 in two shards with an index, as transformers writes large checkpoints. */
+Test(weights, sharded_bf16_checkpoint, .init = open_registry, .fini = close_registry)
+{
+    ckd_model *m = load_fixture_model("tiny-clip-gelu");
+    char *dir = temp_dir();
+    ckd_error err = {{0}};
+    ckd_st_writer *w[2] = {ckd_st_writer_new(), ckd_st_writer_new()};
+    json_t *map = json_object();
+    int n = ckd_model_n_params(m);
+    for (int i = 0; i < n; i++) {
+        ckd_tensor *p = ckd_model_param(m, i);
+        uint16_t *h = malloc((size_t)(p->n ? p->n : 1) * sizeof *h);
+        for (int64_t j = 0; j < p->n; j++)
+            h[j] = ckd_f32_to_bf16(p->data[j]);
+        int k = i < n / 2 ? 0 : 1;
+        cr_assert_eq(ckd_st_writer_add_copy(w[k], p->name, CKD_DT_BF16, p->ndim, p->shape, h, &err), 0, "%s",
+                     err.msg);
+        free(h);
+        json_object_set_new(map, p->name, json_string(k ? "model-00002-of-00002.safetensors"
+                                                        : "model-00001-of-00002.safetensors"));
+    }
+    char path[4200];
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/model-0000%d-of-00002.safetensors", dir, k + 1);
+        cr_assert_eq(ckd_st_writer_save(w[k], path, &err), 0, "%s", err.msg);
+        ckd_st_writer_free(w[k]);
+    }
+    json_t *index = json_pack("{s:{s:i}, s:o}", "metadata", "total_size", 0, "weight_map", map);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    cr_assert_eq(json_dump_file(index, path, 0), 0);
+    json_decref(index);
+    ckd_model *b = empty_like(m);
+    load_into(b, dir);
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        ckd_tensor *x = ckd_model_param(m, i), *y = ckd_model_param(b, i);
+        for (int64_t j = 0; j < x->n; j++) /* bfloat16 keeps 8 significant bits: rounding errs by at most |x|·2^-8 */
+            worst = fmax(worst, fabs(x->data[j] - y->data[j]) / fmax(fabs(x->data[j]) * 0x1p-8, 1e-30));
+    }
+    cr_expect_leq(worst, 1.0, "BF16 load differs by %g ulps", worst);
+    ckd_model_free(b);
+    ckd_model_free(m);
+    rm_dir(dir);
+}
+
 /* ---- forward paths ---------------------------------------------------------------- */
 
 static float *copy_data(const ckd_tensor *t)
