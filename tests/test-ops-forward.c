@@ -130,6 +130,13 @@ Test(fwd, broadcasting_binary_ops)
     assert_close(ckd_mul(C, a, s)->data, (double[]){2, 4, 6, 8, 10, 12}, 6, 0, "mul by scalar");
     assert_close(ckd_div(C, a, b)->data, (double[]){0.1, 0.1, 0.075, 0.4, 0.25, 0.15}, 6, 1e-6, "div");
     assert_close(ckd_scale(C, a, -0.5f)->data, (double[]){-0.5, -1, -1.5, -2, -2.5, -3}, 6, 0, "scale");
+    /* Leading 1s broadcast too: [1, 2, 3] + [2, 3] -> [1, 2, 3]. */
+    ckd_tensor *a1 = ckd_reshape(C, a, 3, SH(1, 2, 3));
+    ckd_tensor *sum = ckd_add(C, ckd_scale(C, a, 1.0f), a1);
+    assert_ok(sum);
+    cr_assert(sum->ndim == 3 && sum->shape[0] == 1, "shape of the operand with more dims");
+    assert_close(sum->data, (double[]){2, 4, 6, 8, 10, 12}, 6, 0, "add [2,3] + [1,2,3]");
+    cr_assert_null(ckd_add(C, a, ckd_tensor_zeros(C, 2, SH(3, 2))), "same count, different shapes");
 }
 
 Test(fwd, unary_ops_match_libm)

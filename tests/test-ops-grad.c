@@ -87,6 +87,7 @@ GC_TEST(conv2d_patch_embedding, f_conv_patch, P(17, 1, 2, 3, 4, 6), P(18, 1, 4, 
 /* ---- elementwise ---- */
 GC_FN(f_add, ckd_add(c, in[0], in[1]))
 GC_TEST(add_broadcast, f_add, P(20, 1, 2, 3, 4), P(21, 1, 3, 4))
+GC_TEST(add_broadcast_leading_one, f_add, P(19, 1, 3, 4), P(18, 1, 1, 3, 4))
 GC_FN(f_sub, ckd_sub(c, in[0], in[1]))
 GC_TEST(sub_broadcast_row, f_sub, P(22, 1, 3, 4), P(23, 1, 4))
 GC_TEST(sub_broadcast_first_small, f_sub, P(24, 1, 4), P(25, 1, 3, 4))

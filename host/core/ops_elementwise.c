@@ -22,13 +22,19 @@
 enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV };
 static const char *const binary_names[] = {"add", "sub", "mul", "div"};
 
+/* Does `small` broadcast against `big`? Its shape, without leading 1s, must
+ * equal the trailing dimensions of big's (or it has a single element). */
 static int is_suffix(const ckd_tensor *small, const ckd_tensor *big)
 {
     if (small->n == 1)
         return 1;
-    if (small->ndim > big->ndim)
+    int lead = 0;
+    while (lead < small->ndim && small->shape[lead] == 1)
+        lead++;
+    int nd = small->ndim - lead;
+    if (nd > big->ndim)
         return 0;
-    for (int i = 1; i <= small->ndim; i++)
+    for (int i = 1; i <= nd; i++)
         if (small->shape[small->ndim - i] != big->shape[big->ndim - i])
             return 0;
     return 1;
@@ -75,8 +81,11 @@ static ckd_tensor *binary(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b, int kind)
 {
     if (!a || !b || ckd_ctx_failed(c))
         return NULL;
-    const ckd_tensor *big = a->n >= b->n ? a : b, *small = big == a ? b : a;
-    if (!(a->n == b->n ? ckd_same_shape(a, b) || small->n == 1 : is_suffix(small, big))) {
+    /* The output takes the larger operand's shape; with equal counts, the one
+     * with more dimensions ([1, T, C] + [T, C] -> [1, T, C]). */
+    const ckd_tensor *big = (a->n > b->n || (a->n == b->n && a->ndim >= b->ndim)) ? a : b;
+    const ckd_tensor *small = big == a ? b : a;
+    if (!is_suffix(small, big)) {
         char s0[64], s1[64];
         return ckd_ctx_fail(c, "%s: shapes %s and %s do not broadcast (the smaller must match the trailing dims)",
                             binary_names[kind], SHAPE(a, s0), SHAPE(b, s1));

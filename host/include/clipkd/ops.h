@@ -35,8 +35,9 @@ ckd_tensor *ckd_linear(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bia
 ckd_tensor *ckd_conv2d(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias, int stride, int pad);
 
 /* ---- elementwise (host/core/ops_elementwise.c) ------------------------------- */
-/* Broadcasting: the smaller operand's shape must equal the trailing dimensions
- * of the larger one (e.g. [B, T, C] with [C] or [T, C]), or be a single element. */
+/* Broadcasting: the smaller operand's shape, leading 1s aside, must equal the
+ * trailing dimensions of the larger one (e.g. [B, T, C] with [C], [T, C] or
+ * [1, T, C]), or be a single element. */
 ckd_tensor *ckd_add(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
 ckd_tensor *ckd_sub(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
 ckd_tensor *ckd_mul(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
