@@ -4,6 +4,7 @@
 #ifndef CKD_DATA_TEST_H
 #define CKD_DATA_TEST_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,12 +47,16 @@ uint8_t *tdu_idx(int ndim, const uint32_t *dims, const uint8_t *data, size_t *n)
 /* Opens a dataset from JSON text (asserting that it parses). */
 ckd_dataset *tdu_open(const char *json, const char *base_dir, ckd_error *err);
 
-/* Asserts that opening fails with a message containing every needle (a
- * NULL-terminated list); returns nothing. */
-void tdu_open_fails(const char *json, const char *base_dir, ...);
+/* Asserts that opening fails with a message containing every needle (the
+ * macro ends the list). */
+void tdu_open_fails_(const char *json, const char *base_dir, ...);
+#define tdu_open_fails(...) tdu_open_fails_(__VA_ARGS__, (const char *)NULL)
 
-/* Asserts that msg contains every needle of the NULL-terminated list. */
-void tdu_assert_has(const char *msg, ...);
+/* Asserts that msg contains every needle. */
+void tdu_assert_has_(const char *msg, ...);
+#define tdu_assert_has(...) tdu_assert_has_(__VA_ARGS__, (const char *)NULL)
+/* The same with the needles in a va_list (ended by NULL). */
+void tdu_assert_has_v(const char *msg, va_list ap);
 
 /* The directory of Debian's Fashion-MNIST; asserts that the package is
  * installed (CI installs it). */

@@ -236,28 +236,30 @@ ckd_dataset *tdu_open(const char *json, const char *base_dir, ckd_error *err)
     return ds;
 }
 
-static void has_all(const char *msg, va_list ap)
+void tdu_assert_has_v(const char *msg, va_list ap)
 {
     for (const char *needle; (needle = va_arg(ap, const char *));)
         cr_assert(strstr(msg, needle), "message lacks \"%s\": %s", needle, msg);
 }
 
-void tdu_assert_has(const char *msg, ...)
+void tdu_assert_has_(const char *msg, ...)
 {
     va_list ap;
     va_start(ap, msg);
-    has_all(msg, ap);
+    tdu_assert_has_v(msg, ap);
     va_end(ap);
 }
 
-void tdu_open_fails(const char *json, const char *base_dir, ...)
+void tdu_open_fails_(const char *json, const char *base_dir, ...)
 {
     ckd_error err = {""};
     ckd_dataset *ds = tdu_open(json, base_dir, &err);
     cr_assert_null(ds, "opening %s should have failed", json);
+    if (getenv("CKD_TEST_SHOW_ERRORS")) /* to read the messages while writing tests */
+        fprintf(stderr, "%s\n", err.msg);
     va_list ap;
     va_start(ap, base_dir);
-    has_all(err.msg, ap);
+    tdu_assert_has_v(err.msg, ap);
     va_end(ap);
 }
 

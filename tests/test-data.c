@@ -46,9 +46,9 @@ Test(data_brace, refuses_nesting_and_huge_lists)
     size_t n;
     ckd_error err;
     cr_assert_eq(ckd_brace_expand("a{b,{c,d}}", &out, &n, &err), -1);
-    tdu_assert_has(err.msg, "nested", "offset 4", NULL);
+    tdu_assert_has(err.msg, "nested", "offset 4");
     cr_assert_eq(ckd_brace_expand("{0..999}{0..999}{0..9}", &out, &n, &err), -1);
-    tdu_assert_has(err.msg, "more than", NULL);
+    tdu_assert_has(err.msg, "more than");
 }
 
 /* ---- IDX ---------------------------------------------------------------------- */
@@ -86,7 +86,7 @@ static void idx_fails(const char *path, int ndim, const char *a, const char *b)
     ckd_error err;
     cr_assert_eq(ckd_idx_load(path, ndim, &idx, &err), -1, "%s should not load", path);
     cr_assert_null(idx.data);
-    tdu_assert_has(err.msg, path, a, b, NULL);
+    tdu_assert_has(err.msg, path, a, b);
 }
 
 Test(data_idx, bad_files)
@@ -134,7 +134,7 @@ Test(data_idx, bad_files)
     tdu_write(tdu_path(dir, "huge"), huge, sizeof huge);
     idx_fails(tdu_path(dir, "huge"), 3, "offset 12", "corrupt");
 
-    idx_fails(tdu_path(dir, "missing"), 3, "cannot open", NULL);
+    idx_fails(tdu_path(dir, "missing"), 3, "cannot open", "missing");
     free(b);
     tdu_rmrf(dir);
     free(dir);
@@ -166,7 +166,7 @@ Test(data_fmnist, attributes_and_captions)
     for (int k = 0; k < CKD_FMNIST_MAX_CAPTIONS; k++) {
         int n = ckd_fashion_mnist_caption(&a, 2, 0, 17, k, cap, sizeof cap);
         cr_assert_eq(n, (int)strlen(cap));
-        tdu_assert_has(cap, "dark, wide, dense pullover", NULL);
+        tdu_assert_has(cap, "dark, wide, dense pullover");
         for (int j = 0; j < k; j++) {
             char other[256];
             ckd_fashion_mnist_caption(&a, 2, 0, 17, j, other, sizeof other);
@@ -180,11 +180,11 @@ Test(data_fmnist, attributes_and_captions)
     ckd_gray_attributes(im, 28, 28, &a);
     cr_assert(a.bin[0] == 2 && a.bin[1] == 0 && a.bin[2] == 0);
     ckd_fashion_mnist_caption(&a, 7, 0, 3, 0, cap, sizeof cap);
-    tdu_assert_has(cap, "bright, narrow, sparse sneaker", NULL);
+    tdu_assert_has(cap, "bright, narrow, sparse sneaker");
     /* Middle bins give no word; the article follows the first word. */
     a.bin[0] = a.bin[1] = a.bin[2] = 1;
     ckd_fashion_mnist_caption(&a, 9, 0, 3, 0, cap, sizeof cap);
-    tdu_assert_has(cap, "ankle boot", NULL);
+    tdu_assert_has(cap, "ankle boot");
     cr_assert(!strstr(cap, ", "), "no attribute words expected: %s", cap);
     cr_assert(!strstr(cap, "a ankle"), "wrong article: %s", cap);
     /* Truncation: snprintf's contract. */
@@ -363,12 +363,12 @@ Test(data_fmnist, default_artifacts_through_the_cache)
     ckd_dataset *ds = ckd_dataset_open_fetch(spec, NULL, &fo, &err);
     cr_assert_not_null(ds, "%s", err.msg);
     cr_assert_eq(ckd_dataset_size(ds), 10000);
-    tdu_assert_has(ckd_dataset_source(ds), cache, NULL);
+    tdu_assert_has(ckd_dataset_source(ds), cache);
     ckd_dataset_close(ds);
     /* A second open finds them cached. */
     char path[4096];
     cr_assert_eq(ckd_fashion_mnist_fetch(CKD_FMNIST_TEST_LABELS, &fo, path, sizeof path, &err), 0);
-    tdu_assert_has(path, cache, NULL);
+    tdu_assert_has(path, cache);
     json_decref(spec);
     tdu_rmrf(cache);
     free(cache);
@@ -388,8 +388,7 @@ Test(data_fmnist, bad_dir_files)
     tdu_write_gz(tdu_path(dir, "t10k-labels-idx1-ubyte.gz"), lb, n);
     free(lb);
     const char *spec = "{\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \".\"}";
-    tdu_open_fails(spec, dir, "t10k-labels-idx1-ubyte.gz", "offset 9", "label 12 of image 1",
-                   NULL);
+    tdu_open_fails(spec, dir, "t10k-labels-idx1-ubyte.gz", "offset 9", "label 12 of image 1");
 
     /* Two labels for three images (plain files win when no .gz exists). */
     uint32_t two[1] = {2};
@@ -397,11 +396,11 @@ Test(data_fmnist, bad_dir_files)
     remove(tdu_path(dir, "t10k-labels-idx1-ubyte.gz"));
     tdu_write(tdu_path(dir, "t10k-labels-idx1-ubyte"), lb, n);
     free(lb);
-    tdu_open_fails(spec, dir, "t10k-labels-idx1-ubyte", "2 labels for the 3 images", NULL);
+    tdu_open_fails(spec, dir, "t10k-labels-idx1-ubyte", "2 labels for the 3 images");
 
     /* The train files are missing altogether. */
     tdu_open_fails("{\"reader\": \"fashion-mnist\", \"dir\": \".\"}", dir,
-                   "train-images-idx3-ubyte", "cannot open", NULL);
+                   "train-images-idx3-ubyte", "cannot open");
     tdu_rmrf(dir);
     free(dir);
 }
@@ -432,7 +431,7 @@ static void spec_fails(const char *text, const char *a, const char *b)
     ckd_error err;
     cr_assert_eq(ckd_dataset_check_spec(spec, "r.json", "data.train", NULL, NULL, &err), -1,
                  "%s should be refused", text);
-    tdu_assert_has(err.msg, "r.json", a, b, NULL);
+    tdu_assert_has(err.msg, "r.json", a, b);
     json_decref(spec);
 }
 
@@ -472,7 +471,7 @@ Test(data_spec, defaults_are_filled_in)
     /* Opening works on a copy: the caller's spec keeps its two keys. */
     spec = json_pack("{s:s, s:s}", "reader", "csv", "path", "/nonexistent/x.tsv");
     cr_assert_null(ckd_dataset_open(spec, NULL, &err));
-    tdu_assert_has(err.msg, "csv reader", "/nonexistent/x.tsv", "cannot open", NULL);
+    tdu_assert_has(err.msg, "csv reader", "/nonexistent/x.tsv", "cannot open");
     cr_assert_eq(json_object_size(spec), 2);
     json_decref(spec);
 }

@@ -156,6 +156,7 @@ static int class_names(const json_t *spec, const ckdd_env *env, const if_state *
             return -1;
         if (n != dirs->n) {
             ckd_strings_free(*names, n);
+            *names = NULL;
             return ckd_errorf(err, "%s: %zu class names for the %zu class folders of %s", p, n,
                               dirs->n, s->root);
         }
@@ -198,10 +199,12 @@ static int templates(const json_t *spec, const ckdd_env *env, char ***t, size_t 
             ckd_errorf(err, "%s: template %zu (\"%s\") has no \"{}\" for the class name", p, i + 1,
                        (*t)[i]);
             ckd_strings_free(*t, *n);
+            *t = NULL;
             return -1;
         }
     if (*n == 0) {
         ckd_strings_free(*t, *n);
+        *t = NULL;
         return ckd_errorf(err, "%s: no templates in the file", p);
     }
     return 0;

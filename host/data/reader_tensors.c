@@ -82,9 +82,9 @@ static void *ts_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, c
     }
     if ((lb = ckd_st_find(s->st, "labels")) &&
         (lb->ndim != 1 || !is_int_type(lb->dtype) || lb->shape[0] != px->shape[0])) {
-        ckd_errorf(err, "%s: tensor \"labels\" is %s with %d dimensions, expected an integer type "
-                        "[%lld]",
-                   p, ckd_dtype_name(lb->dtype), lb->ndim, (long long)px->shape[0]);
+        ckd_errorf(err, "%s: tensor \"labels\" is %s [%lld%s], expected an integer type [%lld]", p,
+                   ckd_dtype_name(lb->dtype), (long long)lb->shape[0], lb->ndim > 1 ? ", …" : "",
+                   (long long)px->shape[0]);
         goto fail;
     }
     s->pixels = px;

@@ -294,7 +294,7 @@ static int index_shard(wds_state *st, uint32_t shard, ckd_error *err)
     char last[512] = "";
     int64_t last_end = 0;
     if (archive_read_open_filename(a, w.path, 1 << 16) != ARCHIVE_OK) {
-        ckd_errorf(err, "%s: %s", w.path, archive_error_string(a));
+        ckd_errorf(err, "%s: offset 0: %s", w.path, archive_error_string(a));
         goto done;
     }
     for (int first = 1;; first = 0) {
@@ -302,7 +302,9 @@ static int index_shard(wds_state *st, uint32_t shard, ckd_error *err)
         int r = archive_read_next_header(a, &e);
         if (r == ARCHIVE_EOF)
             break;
-        if (r < ARCHIVE_WARN) {
+        /* ARCHIVE_RETRY (a damaged header) ranks above ARCHIVE_WARN but is an
+         * error here: the member it would have been is lost. */
+        if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
             if (last[0])
                 ckd_errorf(err, "%s: after member \"%s\" (its data ends at offset %lld): %s",
                            w.path, last, (long long)last_end, archive_error_string(a));
