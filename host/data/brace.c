@@ -32,11 +32,18 @@ static int product(ckdd_strvec *sv, const ckdd_strvec *alt)
     for (size_t i = 0; i < sv->n; i++)
         for (size_t j = 0; j < alt->n; j++) {
             size_t a = strlen(sv->v[i]), b = strlen(alt->v[j]);
-            if (ckdd_strvec_push(&out, sv->v[i], a + b) < 0) {
+            char *t = malloc(a + b + 1);
+            int rc = -1;
+            if (t) {
+                memcpy(t, sv->v[i], a);
+                memcpy(t + a, alt->v[j], b + 1);
+                rc = ckdd_strvec_push(&out, t, a + b);
+                free(t);
+            }
+            if (rc < 0) {
                 ckdd_strvec_free(&out);
                 return -1;
             }
-            memcpy(out.v[out.n - 1] + a, alt->v[j], b + 1);
         }
     ckdd_strvec_free(sv);
     *sv = out;

@@ -2,6 +2,7 @@
  * reader shares. */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +28,17 @@ static const ckdd_reader *const readers[] = {
 #define N_READERS (sizeof readers / sizeof readers[0])
 
 static const char *reader_names[N_READERS + 1];
+static pthread_once_t names_once = PTHREAD_ONCE_INIT;
+
+static void fill_names(void)
+{
+    for (size_t i = 0; i < N_READERS; i++)
+        reader_names[i] = readers[i]->name;
+}
 
 const char *const *ckd_dataset_readers(size_t *n)
 {
-    /* Filled on every call: a constant table of pointers to the readers'
-     * constant names, so concurrent calls write the same values. */
-    for (size_t i = 0; i < N_READERS; i++)
-        reader_names[i] = readers[i]->name;
+    pthread_once(&names_once, fill_names);
     if (n)
         *n = N_READERS;
     return reader_names;

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,12 +19,12 @@
 #define MAX_IDX_BYTES ((uint64_t)1 << 32)
 
 /* Reads up to n bytes and returns how many it got; a short count means the
- * data ended. *why is set to zlib's message when the stream is corrupt or a
- * gzip stream was cut short (zlib says so only after the fact), else NULL. */
-static size_t read_some(gzFile g, uint8_t *buf, size_t n, const char **why)
+ * data ended. why[] receives zlib's message when the stream is corrupt or a
+ * gzip stream was cut short (zlib says so only after the fact), else "". */
+static size_t read_some(gzFile g, uint8_t *buf, size_t n, char why[256])
 {
     size_t got = 0;
-    *why = NULL;
+    why[0] = '\0';
     while (got < n) {
         unsigned chunk = n - got > (1u << 30) ? 1u << 30 : (unsigned)(n - got);
         int r = gzread(g, buf + got, chunk);
@@ -34,7 +35,7 @@ static size_t read_some(gzFile g, uint8_t *buf, size_t n, const char **why)
     int code;
     const char *msg = gzerror(g, &code);
     if (code != Z_OK && code != Z_STREAM_END)
-        *why = msg;
+        snprintf(why, 256, "%s", msg ? msg : "error");
     return got;
 }
 
@@ -53,16 +54,16 @@ int ckd_idx_load(const char *path, int ndim, ckd_idx *out, ckd_error *err)
     if (!g)
         return ckd_errorf(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
     gzbuffer(g, 1 << 17);
-    const char *why;
+    char why[256];
     uint8_t head[4 + 4 * 4];
     size_t head_len = 4 + 4 * (size_t)ndim;
-    size_t got = read_some(g, head, head_len, &why);
+    size_t got = read_some(g, head, head_len, why);
     if (got < head_len) {
         gzclose(g);
         return ckd_errorf(err, "%s: truncated at offset %zu: the IDX header needs %zu bytes "
                                "(magic and %d dimension%s)%s%s",
                           path, got, head_len, ndim, ndim == 1 ? "" : "s",
-                          why ? "; zlib: " : "", why ? why : "");
+                          why[0] ? "; zlib: " : "", why);
     }
     uint32_t want = 0x00000800u | (uint32_t)ndim, magic = be32(head);
     if (magic != want) {
@@ -95,19 +96,19 @@ int ckd_idx_load(const char *path, int ndim, ckd_idx *out, ckd_error *err)
         gzclose(g);
         return ckd_errorf(err, "%s: out of memory for %s bytes", path, shape);
     }
-    got = read_some(g, out->data, out->nbytes, &why);
-    if (got < out->nbytes || why) {
+    got = read_some(g, out->data, out->nbytes, why);
+    if (got < out->nbytes || why[0]) {
         gzclose(g);
         ckd_idx_free(out);
         return ckd_errorf(err, "%s: truncated at offset %zu: the header gives %s = %llu bytes "
                                "of data from offset %zu%s%s",
                           path, head_len + got, shape, (unsigned long long)total, head_len,
-                          why ? "; zlib: " : "", why ? why : "");
+                          why[0] ? "; zlib: " : "", why);
     }
     uint8_t extra;
-    got = read_some(g, &extra, 1, &why);
+    got = read_some(g, &extra, 1, why);
     gzclose(g);
-    if (got != 0 || why) {
+    if (got != 0 || why[0]) {
         ckd_idx_free(out);
         if (got == 0)
             return ckd_errorf(err, "%s: offset %zu: corrupt data after the %s values: %s", path,

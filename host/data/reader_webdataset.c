@@ -13,7 +13,8 @@
  * evaluation sets, and large ones should be stored uncompressed.
  *
  * Captions are read at open too (to check their UTF-8) but, for
- * uncompressed shards, not kept. */
+ * uncompressed shards, not kept. Offsets in messages are byte offsets in the
+ * tar stream: in the file for plain tar, after decompression otherwise. */
 #include "config.h"
 
 #define _POSIX_C_SOURCE 200809L
