@@ -18,8 +18,8 @@ typedef struct ckdd_env {
     const ckd_fetch_opts *fetch;
 } ckdd_env;
 
-/* Places a message about a spec the way ckd_schema_apply does:
- * "<file>:<line>:<col>: <path>: <message>" with the parts that are known. */
+/* Places a message about a spec (or its member `key`, when not NULL) the way
+ * ckd_schema_apply does, through ckd_json_errorf. */
 typedef struct ckdd_where {
     const char *file;
     const char *path;       /* JSON path of the spec object */
@@ -82,6 +82,13 @@ char *ckdd_dirname(const char *path);
  * artifact object fetched into the cache. */
 int ckdd_resolve(const ckdd_env *env, const json_t *spec, const char *key, char *out, size_t cap,
                  ckd_error *err);
+
+/* For readers of a file that names images: the file spec key "path" names
+ * (see ckdd_resolve), and the folder its image paths are relative to — spec
+ * key "root" joined to env->base_dir, else the file's own folder. Both are
+ * malloc'd; on failure both are NULL. */
+int ckdd_resolve_file_and_root(const ckdd_env *env, const json_t *spec, char **file, char **root,
+                               ckd_error *err);
 
 /* 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or values past
  * U+10FFFF); else 0 and *bad = offset of the first bad byte. */

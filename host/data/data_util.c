@@ -60,6 +60,29 @@ int ckdd_resolve(const ckdd_env *env, const json_t *spec, const char *key, char 
     return rc < 0 ? ckd_error_prefix(err, "\"%s\"", key) : 0;
 }
 
+int ckdd_resolve_file_and_root(const ckdd_env *env, const json_t *spec, char **file, char **root,
+                               ckd_error *err)
+{
+    char p[4096];
+    *file = *root = NULL;
+    if (ckdd_resolve(env, spec, "path", p, sizeof p, err) < 0)
+        return -1;
+    if (!(*file = strdup(p)))
+        return ckd_errorf(err, "out of memory");
+    const char *r = json_string_value(json_object_get(spec, "root"));
+    if (r && ckdd_join(env->base_dir, r, p, sizeof p, err) < 0) {
+        free(*file);
+        *file = NULL;
+        return -1;
+    }
+    if (!(*root = r ? strdup(p) : ckdd_dirname(*file))) {
+        free(*file);
+        *file = NULL;
+        return ckd_errorf(err, "out of memory");
+    }
+    return 0;
+}
+
 int ckdd_utf8_valid(const char *s, size_t n, size_t *bad)
 {
     const unsigned char *p = (const unsigned char *)s;

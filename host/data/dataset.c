@@ -60,30 +60,17 @@ const char *ckd_dataset_schema_text(const char *reader)
 
 int ckdd_spec_errorf(const ckdd_where *w, const char *key, ckd_error *err, const char *fmt, ...)
 {
-    char path[512];
+    char path[512], what[CKD_ERROR_MAX];
     const char *base = w->path ? w->path : "";
     if (key)
         snprintf(path, sizeof path, "%s%s%s", base, *base ? "." : "", key);
     else
         snprintf(path, sizeof path, "%s", base);
-    const char *file = w->file;
-    int line = 0, col = 0;
-    if (w->locate)
-        w->locate(w->user, path, &file, &line, &col);
-    char where[768] = "";
-    size_t k = 0;
-    if (file && *file)
-        k += (size_t)snprintf(where, sizeof where, "%s:", file);
-    if (line > 0 && k < sizeof where)
-        k += (size_t)snprintf(where + k, sizeof where - k, "%d:%d:", line, col);
-    if (k < sizeof where)
-        snprintf(where + k, sizeof where - k, "%s%s: ", k ? " " : "", *path ? path : "(top level)");
-    char what[CKD_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return ckd_errorf(err, "%s%s", where, what);
+    return ckd_json_errorf(w->locate, w->user, w->file, path, err, "%s", what);
 }
 
 int ckd_dataset_check_spec(json_t *spec, const char *file, const char *json_path,

@@ -80,8 +80,10 @@ static void free_slot(ckdl_slot *s)
 
 ckd_loader *ckd_loader_new(const ckd_dataset *ds, const ckd_loader_opts *o, ckd_error *err)
 {
-    if (!ds || !o)
-        return ckd_errorf(err, "loader: NULL dataset or options"), NULL;
+    if (!ds || !o) {
+        ckd_errorf(err, "loader: NULL dataset or options");
+        return NULL;
+    }
     if (check_opts(o, err) < 0)
         return NULL;
     size_t n = ckd_dataset_size(ds), B = (size_t)o->batch_size;
@@ -126,7 +128,7 @@ ckd_loader *ckd_loader_new(const ckd_dataset *ds, const ckd_loader_opts *o, ckd_
     return l;
 oom:
     ckd_loader_free(l);
-    ckd_errorf(err, "loader: out of memory for %d batches of %zu images of %dx%d", o->prefetch,
+    ckd_errorf(err, "loader: out of memory for %d batches of %zu images of %dx%d", l->n_slots,
                B, o->image_size, o->image_size);
     return NULL;
 }

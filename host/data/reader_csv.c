@@ -268,25 +268,13 @@ static int map_file(csv_state *s, ckd_error *err)
 static void *csv_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, ckd_error *err)
 {
     csv_state *s = calloc(1, sizeof *s);
-    char path[4096];
-    if (!s || !(s->path = malloc(sizeof path))) {
-        free(s);
+    if (!s) {
         ckd_errorf(err, "out of memory");
         return NULL;
     }
-    if (ckdd_resolve(env, spec, "path", s->path, sizeof path, err) < 0)
-        goto fail;
-    const char *root = json_string_value(json_object_get(spec, "root"));
-    if (root) {
-        if (ckdd_join(env->base_dir, root, path, sizeof path, err) < 0)
-            goto fail;
-        s->root = strdup(path);
-    } else {
-        s->root = ckdd_dirname(s->path);
-    }
     s->sep = json_string_value(json_object_get(spec, "separator"))[0];
     s->quotes = json_is_true(json_object_get(spec, "quotes"));
-    if (!s->root || map_file(s, err) < 0)
+    if (ckdd_resolve_file_and_root(env, spec, &s->path, &s->root, err) < 0 || map_file(s, err) < 0)
         goto fail;
 
     size_t pos = 0, line = 1, cap = 0;

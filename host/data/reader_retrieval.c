@@ -106,23 +106,13 @@ static int add_image(rt_state *s, const json_t *im, size_t i, const char *split,
 static void *rt_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, ckd_error *err)
 {
     rt_state *s = calloc(1, sizeof *s);
-    char p[4096];
     json_t *root = NULL;
-    if (!s || !(s->json_path = malloc(sizeof p))) {
-        free(s);
+    if (!s) {
         ckd_errorf(err, "out of memory");
         return NULL;
     }
-    if (ckdd_resolve(env, spec, "path", s->json_path, sizeof p, err) < 0)
+    if (ckdd_resolve_file_and_root(env, spec, &s->json_path, &s->root, err) < 0)
         goto fail;
-    const char *r = json_string_value(json_object_get(spec, "root"));
-    if (r) {
-        if (ckdd_join(env->base_dir, r, p, sizeof p, err) < 0)
-            goto fail;
-        s->root = strdup(p);
-    } else {
-        s->root = ckdd_dirname(s->json_path);
-    }
     json_error_t je;
     /* jansson rejects invalid UTF-8 itself, with the position. */
     root = json_load_file(s->json_path, JSON_REJECT_DUPLICATES, &je);
@@ -152,7 +142,7 @@ static void *rt_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, c
     }
     char src[4200];
     snprintf(src, sizeof src, "%s (split %s)", s->json_path, split);
-    if (!s->root || ckdd_set_source(ds, src, err) < 0)
+    if (ckdd_set_source(ds, src, err) < 0)
         goto fail;
     json_decref(root);
     return s;

@@ -281,8 +281,12 @@ static int index_shard(wds_state *st, uint32_t shard, ckd_error *err)
     walk w = {.st = st, .shard = shard, .path = st->shards[shard], .fd = -1};
     w.fd = open(w.path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
-    if (w.fd < 0 || fstat(w.fd, &sb) < 0)
-        return ckd_errorf(err, "%s: cannot open: %s", w.path, strerror(errno));
+    if (w.fd < 0 || fstat(w.fd, &sb) < 0) {
+        int e = errno;
+        if (w.fd >= 0)
+            close(w.fd);
+        return ckd_errorf(err, "%s: cannot open: %s", w.path, strerror(e));
+    }
     w.file_size = (int64_t)sb.st_size;
     struct archive *a = archive_read_new();
     if (!a) {

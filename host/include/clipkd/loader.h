@@ -54,15 +54,16 @@ typedef struct ckd_loader_opts {
                                k >= 0: caption k (the last if there are fewer) */
 
     int threads;            /* prefetch threads; 0: work in the caller's thread */
-    int prefetch;           /* batches made ahead (ring size, >= threads) */
+    int prefetch;           /* batch slots in the ring (at least threads + 1 are
+                               used); each holds B x 3 x S x S floats */
     int on_error;           /* CKD_LOADER_SKIP or CKD_LOADER_FAIL */
 } ckd_loader_opts;
 
 /* Defaults: B 64, drop_last off, shuffle on, seed 0, endless; S 224 with
  * OpenAI CLIP's mean and std; augment on with CLIP-KD's random resized crop
  * (scale 0.9–1.0, ratio 3/4–4/3, bicubic), no flip; T 77, pad 0 (OpenAI and
- * open_clip pad with 0), a random caption; 1 prefetch thread, 4 batches
- * ahead; undecodable images skipped. */
+ * open_clip pad with 0), a random caption; 1 prefetch thread, 2 slots;
+ * undecodable images skipped. */
 void ckd_loader_opts_init(ckd_loader_opts *o);
 
 /* One batch; valid until the next ckd_loader_next, ckd_loader_seek or
