@@ -31,6 +31,8 @@ void cmd_loss_eval_help(FILE *out);
 int cmd_embed(int argc, char **argv);
 void cmd_embed_help(FILE *out);
 int cmd_cache(int argc, char **argv);
+int cmd_fetch(int argc, char **argv);
+void cmd_fetch_help(FILE *out);
 int cmd_validate(int argc, char **argv);
 void cmd_validate_help(FILE *out);
 int cmd_run(int argc, char **argv);
@@ -41,5 +43,11 @@ void cmd_cache_help(FILE *out);
  * (NULL after printing why); rejected plugin files reported on stderr. */
 struct ckd_registry *cli_open_registry(void);
 int cli_report_rejections(const struct ckd_registry *r);
+
+/* Loads RECIPE with the --set overrides, checking plugin parameters against
+ * the registry's schemas; NULL after printing why (prefixed "clipkd CMD:").
+ * On success *reg_out holds the registry (free it after the recipe). */
+struct ckd_recipe *cli_load_recipe(const char *cmd, const char *path, const char *const *sets, size_t n_sets,
+                                   struct ckd_registry **reg_out);
 
 #endif

@@ -30,19 +30,6 @@ void cmd_run_help(FILE *out)
                  "creates nothing.\n");
 }
 
-/* Plugin schemas for the recipe loader, from the registry. */
-static int schema_from_registry(void *user, const char *kind, const char *name, const char **schema_json,
-                                ckd_error *err)
-{
-    const ckd_registry *r = user;
-    ckd_plugin_kind k = !strcmp(kind, "loss") ? CKD_PLUGIN_LOSS : CKD_PLUGIN_MODEL;
-    const ckd_plugin *p = ckd_registry_find(r, k, name, err);
-    if (!p)
-        return -1;
-    *schema_json = p->desc->params_schema ? p->desc->params_schema : "{}";
-    return 0;
-}
-
 typedef struct recipe_args {
     const char *path, *out;
     const char *sets[256];
@@ -76,31 +63,13 @@ static int parse_args(const char *cmd, int argc, char **argv, int allow_run_opts
     return 0;
 }
 
-/* Loads and checks a recipe against the installed plugins; NULL after printing why. */
-static ckd_recipe *load(const char *cmd, const recipe_args *a, ckd_registry **reg_out)
-{
-    ckd_registry *reg = cli_open_registry();
-    if (!reg)
-        return NULL;
-    ckd_error err;
-    ckd_recipe *r = ckd_recipe_load(a->path, a->sets, a->n_sets, schema_from_registry, reg, &err);
-    if (!r) {
-        fprintf(stderr, "clipkd %s: %s\n", cmd, err.msg);
-        cli_report_rejections(reg);
-        ckd_registry_free(reg);
-        return NULL;
-    }
-    *reg_out = reg;
-    return r;
-}
-
 int cmd_validate(int argc, char **argv)
 {
     recipe_args a;
     if (parse_args("validate", argc, argv, 0, &a))
         return CLI_USAGE;
     ckd_registry *reg;
-    ckd_recipe *r = load("validate", &a, &reg);
+    ckd_recipe *r = cli_load_recipe("validate", a.path, a.sets, a.n_sets, &reg);
     if (!r)
         return CLI_USAGE;
     char *dump = ckd_recipe_dump(r);
@@ -133,7 +102,7 @@ int cmd_run(int argc, char **argv)
     if (parse_args("run", argc, argv, 1, &a))
         return CLI_USAGE;
     ckd_registry *reg;
-    ckd_recipe *r = load("run", &a, &reg);
+    ckd_recipe *r = cli_load_recipe("run", a.path, a.sets, a.n_sets, &reg);
     if (!r)
         return CLI_USAGE;
     const char *hash = ckd_recipe_hash(r);

@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"embed", "normalised CLIP embeddings of images and texts with a model directory", cmd_embed, cmd_embed_help},
     {"validate", "check a recipe and print it resolved, with its hash", cmd_validate, cmd_validate_help},
     {"run", "create a run directory from a recipe (--dry-run: only check)", cmd_run, cmd_run_help},
+    {"fetch", "download and verify every file a recipe needs into the cache", cmd_fetch, cmd_fetch_help},
     {"cache", "list, verify or clean the artifact cache", cmd_cache, cmd_cache_help},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
