@@ -127,9 +127,9 @@ ckd_loader *ckd_loader_new(const ckd_dataset *ds, const ckd_loader_opts *o, ckd_
     }
     return l;
 oom:
-    ckd_loader_free(l);
     ckd_errorf(err, "loader: out of memory for %d batches of %zu images of %dx%d", l->n_slots,
                B, o->image_size, o->image_size);
+    ckd_loader_free(l);
     return NULL;
 }
 
