@@ -37,6 +37,10 @@ int cmd_validate(int argc, char **argv);
 void cmd_validate_help(FILE *out);
 int cmd_run(int argc, char **argv);
 void cmd_run_help(FILE *out);
+int cmd_eval(int argc, char **argv);
+void cmd_eval_help(FILE *out);
+int cmd_quickstart(int argc, char **argv);
+void cmd_quickstart_help(FILE *out);
 void cmd_cache_help(FILE *out);
 
 /* The plugin registry from $CLIPKD_PLUGIN_PATH and the installed directory

@@ -17,7 +17,11 @@ static const cli_command commands[] = {
      cmd_loss_eval_help},
     {"embed", "normalised CLIP embeddings of images and texts with a model directory", cmd_embed, cmd_embed_help},
     {"validate", "check a recipe and print it resolved, with its hash", cmd_validate, cmd_validate_help},
-    {"run", "create a run directory from a recipe (--dry-run: only check)", cmd_run, cmd_run_help},
+    {"run", "train a recipe in its run directory (--resume: continue; --dry-run: only check)", cmd_run,
+     cmd_run_help},
+    {"eval", "zero-shot, retrieval and calibration of a trained model", cmd_eval, cmd_eval_help},
+    {"quickstart", "teacher, baseline and distilled student on Fashion-MNIST, compared", cmd_quickstart,
+     cmd_quickstart_help},
     {"fetch", "download and verify every file a recipe needs into the cache", cmd_fetch, cmd_fetch_help},
     {"cache", "list, verify or clean the artifact cache", cmd_cache, cmd_cache_help},
 };

@@ -1,0 +1,154 @@
+/* clipkd/train.h — running a recipe: training, checkpoints, evaluation.
+ *
+ * ckd_train_run() turns a loaded recipe (clipkd/recipe.h) into a run
+ * directory:
+ *
+ *     recipe.json      the resolved recipe
+ *     run.json         recipe file, --set overrides and hash (for --resume)
+ *     metrics.jsonl    one JSON object per logged step and per evaluation
+ *     checkpoint.safetensors
+ *                      student weights (model.<HF name>), loss-owned
+ *                      parameters (loss.<i>.<name>), AdamW moments
+ *                      (adam.m.<k>, adam.v.<k>); the rest of the state
+ *                      (step, epoch, loader cursor, RNG, AdamW step counts,
+ *                      recipe hash, metrics.jsonl length) is JSON in the
+ *                      file's __metadata__ "state", copied to checkpoint.json
+ *     final/           the trained student as a model directory
+ *                      (model.safetensors + config.json, readable by
+ *                      ckd_model_from_pretrained and transformers)
+ *     results.json     the final evaluation and the last losses
+ *
+ * A run is a pure function of the recipe and the thread count: a run stopped
+ * at any point and resumed from its last checkpoint ends with the same
+ * weights and the same metrics.jsonl (timing fields aside) as a run that was
+ * never stopped, because the checkpoint holds every piece of state the next
+ * step reads and metrics.jsonl is cut back to the length it had when the
+ * checkpoint was written.
+ *
+ * Nothing here prints: progress reaches the caller through a callback.
+ */
+#ifndef CLIPKD_TRAIN_H
+#define CLIPKD_TRAIN_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "clipkd/metrics.h"
+#include "clipkd/model.h"
+#include "clipkd/recipe.h"
+#include "clipkd/registry.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CKD_TRAIN_MAX_TERMS 16
+
+typedef enum ckd_train_event_kind {
+    CKD_TRAIN_MESSAGE = 1, /* a line of information (text) */
+    CKD_TRAIN_STEP = 2,    /* after an optimiser step */
+    CKD_TRAIN_EVAL = 3,    /* after an evaluation (text: a one-line summary) */
+} ckd_train_event_kind;
+
+typedef struct ckd_train_event {
+    ckd_train_event_kind kind;
+    const char *run_name;            /* the recipe's name */
+    const char *text;
+    int64_t step, total_steps, epoch;
+    int logged;                      /* this step was written to metrics.jsonl */
+    double loss, lr;
+    int n_terms;
+    const char *term_names[CKD_TRAIN_MAX_TERMS];
+    double terms[CKD_TRAIN_MAX_TERMS]; /* unweighted values */
+    double images_per_s, eta_s;
+} ckd_train_event;
+
+typedef void (*ckd_train_progress_fn)(void *user, const ckd_train_event *ev);
+
+typedef struct ckd_train_opts {
+    /* The run directory; NULL: <runs_root>/<name>-<first 12 hex digits of the hash>. */
+    const char *out_dir;
+    /* Where default run directories go, teachers named by teacher.recipe
+     * included; NULL: the directory holding out_dir when given, else "runs". */
+    const char *runs_root;
+    /* The overrides the recipe was loaded with (recorded in run.json, so
+     * that --resume can load the same recipe again). */
+    const char *const *sets;
+    size_t n_sets;
+    /* Stop, as if killed, once this many optimiser steps are done (0: run
+     * to the end); a checkpoint is written only if checkpoint_every says so. */
+    int64_t stop_after;
+    ckd_train_progress_fn progress;  /* may be NULL */
+    void *user;
+} ckd_train_opts;
+
+void ckd_train_opts_init(ckd_train_opts *o);
+
+/* Trains the recipe in a new run directory (an existing one holding a
+ * checkpoint of the same recipe is an error that suggests --resume; one
+ * holding a finished run is reused as it is). A teacher named by
+ * teacher.recipe is trained first in its own run directory under the runs
+ * root, unless its final weights are already there. The directory used is
+ * copied to run_dir (may be NULL). Checks everything the recipe asks for —
+ * plugins, sizes, what each loss needs — before any compute. */
+int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_opts *o, char *run_dir,
+                  size_t cap, ckd_error *err);
+
+/* Continues the run in run_dir from its checkpoint. r NULL: the recipe
+ * recorded in run.json, loaded again with its overrides; either way its hash
+ * must be the checkpoint's. */
+int ckd_train_resume(const ckd_registry *reg, const ckd_recipe *r, const char *run_dir, const ckd_train_opts *o,
+                     ckd_error *err);
+
+/* A ckd_recipe_plugin_schema_fn whose user pointer is a ckd_registry: the
+ * plugins' own schemas, so that a loaded recipe has their defaults filled in
+ * (and hashes as the run it names). */
+int ckd_train_plugin_schema(void *registry, const char *kind, const char *name, const char **schema_json,
+                            ckd_error *err);
+
+/* The default run directory of a recipe under root (NULL: "runs"). */
+void ckd_train_run_dir(const ckd_recipe *r, const char *root, char *out, size_t cap);
+
+/* ---- evaluation ---------------------------------------------------------------- */
+
+#define CKD_EVAL_MAX_TEMPLATES 128
+
+typedef struct ckd_eval_opts {
+    int zero_shot, retrieval, calibration; /* each on by default */
+    int calibration_bins;                  /* 15 */
+    int batch_size;                        /* 256 */
+    const char *templates[CKD_EVAL_MAX_TEMPLATES]; /* n_templates 0: the dataset's own */
+    size_t n_templates;
+} ckd_eval_opts;
+
+void ckd_eval_opts_init(ckd_eval_opts *o);
+/* From a recipe's "eval" object (missing keys keep their defaults); the
+ * templates borrow from the JSON (at most CKD_EVAL_MAX_TEMPLATES). */
+void ckd_eval_opts_from_json(ckd_eval_opts *o, const json_t *eval);
+
+typedef struct ckd_eval_result {
+    int has_zero_shot, has_retrieval, has_calibration;
+    ckd_zero_shot zero_shot;
+    ckd_retrieval retrieval;
+    ckd_calibration calibration;
+    int64_t n_images;
+    double seconds;
+} ckd_eval_result;
+
+/* Evaluates a model on a dataset spec (relative paths against base_dir):
+ * zero-shot needs class names and templates, retrieval captions; what the
+ * data cannot give is skipped. */
+int ckd_evaluate(ckd_model *m, const json_t *data_spec, const char *base_dir, const ckd_eval_opts *o,
+                 ckd_eval_result *out, ckd_error *err);
+
+/* The result as a JSON object {"zero_shot": {...}, "retrieval": {...},
+ * "calibration": {...}, "n_images", "seconds"} (a new reference). */
+json_t *ckd_eval_result_json(const ckd_eval_result *r);
+/* "zs top1 85.1% top5 99.0% | i2t R@1 .. | t2i R@1 .. | ECE .." into buf. */
+const char *ckd_eval_result_str(const ckd_eval_result *r, char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

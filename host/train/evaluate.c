@@ -1,0 +1,350 @@
+/* Evaluation of a CLIP-style model on a dataset: zero-shot classification
+ * with prompt ensembles, multi-caption retrieval both ways, calibration of
+ * the zero-shot probabilities (the numbers themselves: clipkd/metrics.h). */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clipkd/data.h"
+#include "clipkd/loader.h"
+#include "clipkd/ops.h"
+#include "clipkd/tokenizer.h"
+#include "train_internal.h"
+
+void ckd_eval_opts_init(ckd_eval_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->zero_shot = o->retrieval = o->calibration = 1;
+    o->calibration_bins = 15;
+    o->batch_size = 256;
+}
+
+void ckd_eval_opts_from_json(ckd_eval_opts *o, const json_t *ev)
+{
+    ckd_eval_opts_init(o);
+    if (!json_is_object(ev))
+        return;
+    const json_t *v;
+    if ((v = json_object_get(ev, "zero_shot")))
+        o->zero_shot = json_is_true(v);
+    if ((v = json_object_get(ev, "retrieval")))
+        o->retrieval = json_is_true(v);
+    if ((v = json_object_get(ev, "calibration")))
+        o->calibration = json_is_true(v);
+    if ((v = json_object_get(ev, "calibration_bins")))
+        o->calibration_bins = (int)json_number_value(v);
+    if ((v = json_object_get(ev, "batch_size")))
+        o->batch_size = (int)json_number_value(v);
+    /* The recipe schema makes every element a string; they stay borrowed. */
+    if ((v = json_object_get(ev, "templates")))
+        for (size_t i = 0; i < json_array_size(v) && o->n_templates < CKD_EVAL_MAX_TEMPLATES; i++)
+            o->templates[o->n_templates++] = json_string_value(json_array_get(v, i));
+}
+
+/* Normalised text embeddings of M token rows of length T, in batches. */
+static int encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
+                        ckd_error *err)
+{
+    int64_t D = ckd_model_embed_dim(m);
+    for (int64_t i = 0; i < M; i += bs) {
+        int64_t b = M - i < bs ? M - i : bs;
+        ckd_ctx_reset(c);
+        ckd_tensor *e = ckd_l2_normalize(c, ckd_model_encode_text(m, c, ids + i * T, b, T, NULL), 1e-12f);
+        if (ckd_ctx_check(c, err))
+            return ckd_error_prefix(err, "text embeddings");
+        memcpy(out + i * D, e->data, (size_t)(b * D) * sizeof *out);
+    }
+    return 0;
+}
+
+/* Normalised image embeddings of the whole dataset in its order (no
+ * augmentation: resize and centre crop), with labels and indices. */
+static int encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, float *img, int32_t *labels,
+                         int64_t *index, int64_t *n_out, ckd_error *err)
+{
+    const ckd_model_info *info = ckd_model_get_info(m);
+    ckd_loader_opts lo;
+    ckd_loader_opts_init(&lo);
+    lo.batch_size = bs;
+    lo.shuffle = 0;
+    lo.epochs = 1;
+    lo.augment = 0;
+    lo.image_size = (int)info->image_size;
+    lo.threads = 1;
+    lo.prefetch = 2;
+    lo.on_error = CKD_LOADER_FAIL;
+    ckd_loader *l = ckd_loader_new(ds, &lo, err);
+    if (!l)
+        return -1;
+    int64_t D = ckd_model_embed_dim(m), n = 0;
+    const ckd_batch *b;
+    int rc;
+    while ((rc = ckd_loader_next(l, &b, err)) == 0) {
+        ckd_ctx_reset(c);
+        int64_t shape[4] = {b->n, 3, b->image_size, b->image_size};
+        ckd_tensor *px = ckd_tensor_from(c, 4, shape, b->pixel_values);
+        ckd_tensor *e = ckd_l2_normalize(c, ckd_model_encode_image(m, c, px, 1.0f, NULL), 1e-12f);
+        if (ckd_ctx_check(c, err)) {
+            rc = ckd_error_prefix(err, "image embeddings");
+            break;
+        }
+        memcpy(img + n * D, e->data, (size_t)(b->n * D) * sizeof *img);
+        for (int i = 0; i < b->n; i++)
+            labels[n + i] = b->labels[i], index[n + i] = b->indices[i];
+        n += b->n;
+    }
+    ckd_loader_free(l);
+    *n_out = n;
+    return rc < 0 ? -1 : 0;
+}
+
+/* Class embeddings [K, D]: every template applied to every class name,
+ * embedded, averaged per class (ckd_prompt_ensemble). */
+int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, const ckd_dataset *ds,
+                            const ckd_eval_opts *o, int64_t T, float *out, ckd_error *err)
+{
+    int64_t K = (int64_t)ckd_dataset_n_classes(ds), D = ckd_model_embed_dim(m);
+    int64_t NT = o->n_templates ? (int64_t)o->n_templates : (int64_t)ckd_dataset_n_templates(ds);
+    int32_t *ids = malloc((size_t)(K * NT * T) * sizeof *ids);
+    float *e = malloc((size_t)(K * NT * D) * sizeof *e);
+    int rc = -1;
+    if (!ids || !e) {
+        ckd_errorf(err, "out of memory for %lld prompts", (long long)(K * NT));
+        goto out;
+    }
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t t = 0; t < NT; t++) {
+            const char *tpl = o->n_templates ? o->templates[t] : ckd_dataset_template(ds, (size_t)t);
+            const char *name = ckd_dataset_class_name(ds, (size_t)k);
+            const char *at = strstr(tpl, "{}");
+            char text[1024];
+            if (at)
+                snprintf(text, sizeof text, "%.*s%s%s", (int)(at - tpl), tpl, name, at + 2);
+            else
+                snprintf(text, sizeof text, "%s", tpl);
+            if (ckd_tokenize(tok, text, ids + (k * NT + t) * T, (int)T, 0, NULL, NULL, err)) {
+                ckd_error_prefix(err, "prompt \"%s\"", text);
+                goto out;
+            }
+        }
+    if (encode_texts(m, c, ids, K * NT, T, 256, e, err))
+        goto out;
+    ckd_prompt_ensemble(e, K, NT, D, out);
+    rc = 0;
+out:
+    free(ids);
+    free(e);
+    return rc;
+}
+
+/* Every caption of the n images (in the order of index), tokenized; the
+ * tensors reader's ready-made ids count as the one caption. */
+static int caption_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const int64_t *index, int64_t n, int64_t T,
+                       int32_t **ids_out, int32_t **owner_out, int64_t *m_out, ckd_error *err)
+{
+    int64_t cap = n * 2 + 16, m = 0;
+    int32_t *ids = malloc((size_t)(cap * T) * sizeof *ids), *owner = malloc((size_t)cap * sizeof *owner);
+    int rc = -1;
+    for (int64_t i = 0; i < n && ids && owner; i++) {
+        ckd_sample s;
+        if (ckd_dataset_get(ds, (size_t)index[i], &s, err))
+            goto out;
+        size_t nc = s.input_ids ? 1 : s.n_captions;
+        if (m + (int64_t)nc > cap) {
+            cap = (m + (int64_t)nc) * 2;
+            int32_t *a = realloc(ids, (size_t)(cap * T) * sizeof *ids), *b = a ? realloc(owner, (size_t)cap * sizeof *owner) : NULL;
+            if (a)
+                ids = a;
+            if (b)
+                owner = b;
+            if (!a || !b) {
+                ckd_sample_free(&s);
+                ckd_errorf(err, "out of memory for captions");
+                goto out;
+            }
+        }
+        for (size_t k = 0; k < nc; k++, m++) {
+            int32_t *row = ids + m * T;
+            owner[m] = (int32_t)i;
+            if (s.input_ids) {
+                for (int64_t t = 0; t < T; t++)
+                    row[t] = t < s.n_ids ? s.input_ids[t] : 0;
+            } else if (ckd_tokenize(tok, s.captions[k], row, (int)T, 0, NULL, NULL, err)) {
+                ckd_sample_free(&s);
+                ckd_error_prefix(err, "caption %zu of sample %lld", k, (long long)index[i]);
+                goto out;
+            }
+        }
+        ckd_sample_free(&s);
+    }
+    if (!ids || !owner) {
+        ckd_errorf(err, "out of memory for captions");
+        goto out;
+    }
+    *ids_out = ids, *owner_out = owner, *m_out = m;
+    return 0;
+out:
+    free(ids);
+    free(owner);
+    return rc;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Zero-shot accuracy and calibration from image and class embeddings. */
+static int zero_shot(ckd_model *m, const ckd_eval_opts *o, const float *img, const int32_t *labels, int64_t n,
+                     const float *cls, int64_t K, ckd_eval_result *r, ckd_error *err)
+{
+    int64_t D = ckd_model_embed_dim(m);
+    if (o->zero_shot) {
+        if (ckd_zero_shot_eval(img, labels, n, cls, K, D, &r->zero_shot, err))
+            return -1;
+        r->has_zero_shot = 1;
+    }
+    if (!o->calibration)
+        return 0;
+    float *probs = malloc((size_t)(n * K) * sizeof *probs);
+    if (!probs)
+        return ckd_errorf(err, "out of memory for %lld x %lld probabilities", (long long)n, (long long)K);
+    double lambda = exp(ckd_model_logit_scale(m)->data[0]);
+    for (int64_t i = 0; i < n; i++) {
+        double mx = -INFINITY, sum = 0, z[1024];
+        int64_t kk = K < 1024 ? K : 1024;
+        for (int64_t k = 0; k < kk; k++) {
+            double s = 0;
+            for (int64_t d = 0; d < D; d++)
+                s += (double)img[i * D + d] * cls[k * D + d];
+            z[k] = lambda * s;
+            mx = fmax(mx, z[k]);
+        }
+        for (int64_t k = 0; k < kk; k++)
+            sum += (z[k] = exp(z[k] - mx));
+        for (int64_t k = 0; k < kk; k++)
+            probs[i * K + k] = (float)(z[k] / sum);
+    }
+    int rc = ckd_calibration_eval(probs, labels, n, K, o->calibration_bins, &r->calibration, err);
+    free(probs);
+    r->has_calibration = rc == 0;
+    return rc;
+}
+
+int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const ckd_eval_opts *opts,
+                 ckd_eval_result *r, ckd_error *err)
+{
+    ckd_eval_opts o;
+    if (opts)
+        o = *opts;
+    else
+        ckd_eval_opts_init(&o);
+    memset(r, 0, sizeof *r);
+    double t0 = now_s();
+    ckd_dataset *ds = ckd_dataset_open(spec, base_dir, err);
+    if (!ds)
+        return -1;
+    ckd_tokenizer *tok = NULL;
+    ckd_ctx *c = ckd_ctx_new(0, 0, err);
+    float *img = NULL, *cls = NULL, *txt = NULL;
+    int32_t *labels = NULL, *ids = NULL, *owner = NULL;
+    int64_t *index = NULL, n = 0, M = 0;
+    int rc = -1;
+    size_t N = ckd_dataset_size(ds);
+    int64_t D = ckd_model_embed_dim(m), T = ckd_model_get_info(m)->context_length;
+    int64_t K = (int64_t)ckd_dataset_n_classes(ds);
+    if (!c || !(tok = ckd_tokenizer_load_default(err)))
+        goto out;
+    ckd_ctx_set_grad(c, 0);
+    img = malloc(N * (size_t)D * sizeof *img);
+    labels = malloc(N * sizeof *labels);
+    index = malloc(N * sizeof *index);
+    if (!img || !labels || !index) {
+        ckd_errorf(err, "out of memory for %zu embeddings", N);
+        goto out;
+    }
+    if (encode_images(m, c, ds, o.batch_size, img, labels, index, &n, err))
+        goto out;
+    r->n_images = n;
+    int has_labels = n > 0;
+    for (int64_t i = 0; i < n; i++)
+        has_labels &= labels[i] >= 0 && labels[i] < K;
+    int64_t NT = o.n_templates ? (int64_t)o.n_templates : (int64_t)ckd_dataset_n_templates(ds);
+    if ((o.zero_shot || o.calibration) && K > 0 && NT > 0 && has_labels) {
+        if (!(cls = malloc((size_t)(K * D) * sizeof *cls))) {
+            ckd_errorf(err, "out of memory");
+            goto out;
+        }
+        if (train_class_embeddings(m, c, tok, ds, &o, T, cls, err) || zero_shot(m, &o, img, labels, n, cls, K, r, err))
+            goto out;
+    }
+    if (o.retrieval) {
+        if (caption_ids(ds, tok, index, n, T, &ids, &owner, &M, err))
+            goto out;
+        if (M > 0) {
+            if (!(txt = malloc((size_t)(M * D) * sizeof *txt))) {
+                ckd_errorf(err, "out of memory for %lld caption embeddings", (long long)M);
+                goto out;
+            }
+            if (encode_texts(m, c, ids, M, T, o.batch_size, txt, err) ||
+                ckd_retrieval_eval(img, n, txt, owner, M, D, &r->retrieval, err))
+                goto out;
+            r->has_retrieval = 1;
+        }
+    }
+    r->seconds = now_s() - t0;
+    rc = 0;
+out:
+    free(img), free(cls), free(txt), free(labels), free(ids), free(owner), free(index);
+    ckd_tokenizer_free(tok);
+    ckd_ctx_free(c);
+    ckd_dataset_close(ds);
+    return rc;
+}
+
+json_t *ckd_eval_result_json(const ckd_eval_result *r)
+{
+    json_t *o = json_object();
+    if (r->has_zero_shot)
+        json_object_set_new(o, "zero_shot", json_pack("{s:f, s:f, s:I}", "top1", r->zero_shot.top1, "top5",
+                                                      r->zero_shot.top5, "n", (json_int_t)r->zero_shot.n));
+    if (r->has_retrieval) {
+        const ckd_retrieval *t = &r->retrieval;
+        json_object_set_new(o, "retrieval",
+                            json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I}", "i2t_r1", t->i2t[0], "i2t_r5",
+                                      t->i2t[1], "i2t_r10", t->i2t[2], "t2i_r1", t->t2i[0], "t2i_r5", t->t2i[1],
+                                      "t2i_r10", t->t2i[2], "n_images", (json_int_t)t->n_images, "n_texts",
+                                      (json_int_t)t->n_texts));
+    }
+    if (r->has_calibration) {
+        const ckd_calibration *k = &r->calibration;
+        json_object_set_new(o, "calibration",
+                            json_pack("{s:f, s:f, s:f, s:f, s:I}", "top1", k->top1, "ece", k->ece, "wrong_conf",
+                                      k->wrong_conf, "wrong_true_prob", k->wrong_true_prob, "n_wrong",
+                                      (json_int_t)k->n_wrong));
+    }
+    json_object_set_new(o, "n_images", json_integer(r->n_images));
+    return o;
+}
+
+const char *ckd_eval_result_str(const ckd_eval_result *r, char *buf, size_t cap)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    if (r->has_zero_shot)
+        k += (size_t)snprintf(buf + k, cap - k, "zero-shot top1 %.2f%% top5 %.2f%%", 100 * r->zero_shot.top1,
+                              100 * r->zero_shot.top5);
+    if (r->has_retrieval && k < cap)
+        k += (size_t)snprintf(buf + k, cap - k, "%si2t R@1/5/10 %.1f/%.1f/%.1f%% t2i R@1/5/10 %.1f/%.1f/%.1f%%",
+                              k ? " | " : "", 100 * r->retrieval.i2t[0], 100 * r->retrieval.i2t[1],
+                              100 * r->retrieval.i2t[2], 100 * r->retrieval.t2i[0], 100 * r->retrieval.t2i[1],
+                              100 * r->retrieval.t2i[2]);
+    if (r->has_calibration && k < cap)
+        snprintf(buf + k, cap - k, "%sECE %.3f", k ? " | " : "", r->calibration.ece);
+    return buf;
+}

@@ -1,0 +1,76 @@
+/* What the trainer's files share: one run's state, built from a recipe by
+ * train_setup.c, stepped by trainer.c, saved and restored by checkpoint.c. */
+#ifndef CKD_TRAIN_INTERNAL_H
+#define CKD_TRAIN_INTERNAL_H
+
+#include <stdint.h>
+
+#include "clipkd/data.h"
+#include "clipkd/loader.h"
+#include "clipkd/loss.h"
+#include "clipkd/optim.h"
+#include "clipkd/tokenizer.h"
+#include "clipkd/train.h"
+
+#define TRAIN_PATH_MAX 4096
+
+typedef struct train_run {
+    const ckd_registry *reg;
+    const ckd_recipe *recipe;
+    const json_t *rj;                 /* the resolved recipe (borrowed) */
+    const ckd_train_opts *opts;
+    char name[256];
+    char dir[TRAIN_PATH_MAX];         /* the run directory */
+    char base_dir[TRAIN_PATH_MAX];    /* the recipe's directory (data paths) */
+    char runs_root[TRAIN_PATH_MAX];
+
+    ckd_model *student, *teacher;
+    ckd_loss *loss[CKD_TRAIN_MAX_TERMS];
+    double weight[CKD_TRAIN_MAX_TERMS];
+    int n_losses;
+    uint32_t needs;                   /* union of the losses' needs */
+    float keep_ratio;                 /* student image tower for s_img_masked */
+
+    ckd_dataset *train_ds;
+    ckd_loader *loader;
+    ckd_tokenizer *tok;
+    ckd_ctx *ctx;
+    ckd_tensor *class_txt;            /* [K, Dt] teacher class prompts, or NULL */
+    int64_t n_classes;
+
+    ckd_tensor **params;              /* student parameters, then loss-owned ones */
+    int n_params, n_model_params;
+    ckd_adamw *opt;
+
+    /* The loop's settings. */
+    int64_t total_steps, steps_per_epoch, accum, log_every, eval_every, ckpt_every;
+    double lr, grad_clip;
+    int64_t warmup;
+    int cosine;
+
+    /* Where the loop is: optimiser steps done. */
+    int64_t step;
+} train_run;
+
+/* train_setup.c: everything the recipe names, checked before any compute. */
+int train_setup(train_run *t, ckd_error *err);
+void train_free(train_run *t);
+/* The loader cursor where step `step` starts. */
+ckd_loader_cursor train_cursor_for(const train_run *t, int64_t step);
+
+/* evaluate.c: class embeddings [K, D] from the dataset's class names and the
+ * templates (o's, else the dataset's), prompt-ensembled. */
+int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, const ckd_dataset *ds,
+                           const ckd_eval_opts *o, int64_t T, float *out, ckd_error *err);
+
+/* checkpoint.c. metrics_len: bytes of metrics.jsonl at this point. */
+int train_checkpoint_save(train_run *t, int64_t metrics_len, ckd_error *err);
+/* Restores the state; *metrics_len gets the recorded metrics.jsonl length. */
+int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err);
+int train_checkpoint_exists(const char *dir);
+
+/* The recipe's hash and settings as JSON helpers. */
+double train_num(const json_t *root, const char *path, double fallback);
+int train_path_join(char *out, size_t cap, const char *dir, const char *file);
+
+#endif

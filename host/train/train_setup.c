@@ -1,0 +1,344 @@
+/* Building a run from its recipe: the student, the teacher (given directly
+ * or trained by its own recipe), the losses and what they need, the data, the
+ * optimiser. Every check that can fail without compute is done before the
+ * first model is created. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "clipkd/blas.h"
+#include "clipkd/fetch.h"
+#include "clipkd/ops.h"
+#include "train_internal.h"
+
+double train_num(const json_t *root, const char *path, double fallback)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    const json_t *v = root;
+    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k && v; k = strtok_r(NULL, ".", &save))
+        v = json_object_get(v, k);
+    return json_is_number(v) ? json_number_value(v) : fallback;
+}
+
+int train_path_join(char *out, size_t cap, const char *dir, const char *file)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, file);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
+/* Plugin schemas for loading a teacher's recipe, from the registry. */
+int ckd_train_plugin_schema(void *user, const char *kind, const char *name, const char **schema_json, ckd_error *err)
+{
+    const ckd_plugin *p =
+        ckd_registry_find(user, !strcmp(kind, "loss") ? CKD_PLUGIN_LOSS : CKD_PLUGIN_MODEL, name, err);
+    if (!p)
+        return -1;
+    *schema_json = p->desc->params_schema ? p->desc->params_schema : "{}";
+    return 0;
+}
+
+/* Places a library message at a recipe value. */
+static int recipe_fail(const train_run *t, const char *json_path, ckd_error *err)
+{
+    char msg[CKD_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return ckd_recipe_errorf(t->recipe, json_path, err, "%s", msg);
+}
+
+static int file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* A model from a recipe's "student" or "teacher" object with "model". */
+static ckd_model *model_from(const train_run *t, const json_t *obj, const char *role, int init, uint64_t seed,
+                             ckd_error *err)
+{
+    const char *pname = json_string_value(json_object_get(obj, "model"));
+    char where[64];
+    const ckd_plugin *p = ckd_registry_find(t->reg, CKD_PLUGIN_MODEL, pname ? pname : "", err);
+    if (!p)
+        return recipe_fail(t, role, err), NULL;
+    snprintf(where, sizeof where, "%s.config", role);
+    const json_t *weights = json_object_get(obj, "weights");
+    ckd_model *m = ckd_model_new(p, json_object_get(obj, "config"), where, init && !weights, seed, err);
+    if (!m || !weights)
+        return m;
+    ckd_artifact a;
+    char path[TRAIN_PATH_MAX];
+    snprintf(where, sizeof where, "%s.weights", role);
+    if (ckd_artifact_from_json(weights, &a, where, err) || ckd_fetch(NULL, &a, path, sizeof path, err) ||
+        ckd_model_load(m, path, err)) {
+        ckd_artifact_free(&a);
+        ckd_model_free(m);
+        return NULL;
+    }
+    ckd_artifact_free(&a);
+    return m;
+}
+
+/* teacher.recipe: that recipe's run (trained now unless its final weights
+ * exist) under the same runs root. */
+static ckd_model *teacher_from_recipe(const train_run *t, ckd_error *err)
+{
+    char path[TRAIN_PATH_MAX], dir[TRAIN_PATH_MAX], final[TRAIN_PATH_MAX + 32];
+    if (ckd_recipe_resolve_path(t->recipe, "teacher.recipe", path, sizeof path, err))
+        return NULL;
+    ckd_recipe *tr = ckd_recipe_load(path, NULL, 0, ckd_train_plugin_schema, (void *)t->reg, err);
+    if (!tr) {
+        ckd_error_prefix(err, "teacher.recipe");
+        return NULL;
+    }
+    ckd_train_run_dir(tr, t->runs_root, dir, sizeof dir);
+    snprintf(final, sizeof final, "%s/final/model.safetensors", dir);
+    ckd_model *m = NULL;
+    if (!file_exists(final)) {
+        ckd_train_opts o = *t->opts;
+        o.out_dir = NULL;
+        o.runs_root = t->runs_root;
+        o.sets = NULL;
+        o.n_sets = 0;
+        o.stop_after = 0;
+        if (o.progress) {
+            char msg[2 * TRAIN_PATH_MAX + 64];
+            snprintf(msg, sizeof msg, "training the teacher (%s) in %s", path, dir);
+            ckd_train_event ev = {.kind = CKD_TRAIN_MESSAGE, .run_name = t->name, .text = msg};
+            o.progress(o.user, &ev);
+        }
+        if (ckd_train_run(t->reg, tr, &o, NULL, 0, err)) {
+            ckd_error_prefix(err, "teacher %s", path);
+            ckd_recipe_free(tr);
+            return NULL;
+        }
+    }
+    ckd_recipe_free(tr);
+    snprintf(final, sizeof final, "%s/final", dir);
+    m = ckd_model_from_pretrained(t->reg, final, err);
+    if (!m)
+        ckd_error_prefix(err, "teacher");
+    return m;
+}
+
+/* What the run can put in a loss batch. */
+static uint32_t available(const train_run *t, int has_teacher, int has_classes)
+{
+    uint32_t a = CKD_NEED_S_IMG | CKD_NEED_S_TXT | CKD_NEED_S_IMG_MASKED;
+    if (has_teacher)
+        a |= CKD_NEED_T_IMG | CKD_NEED_T_TXT;
+    if (has_classes)
+        a |= CKD_NEED_LABELS;
+    if (has_teacher && has_classes && ckd_dataset_n_templates(t->train_ds) > 0)
+        a |= CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS;
+    return a;
+}
+
+/* Refuses losses that need what the run cannot give, before any compute. */
+static int check_needs(train_run *t, int has_teacher, int has_classes, ckd_error *err)
+{
+    const json_t *losses = json_object_get(t->rj, "losses");
+    uint32_t have = available(t, has_teacher, has_classes);
+    if (json_array_size(losses) > CKD_TRAIN_MAX_TERMS)
+        return ckd_recipe_errorf(t->recipe, "losses", err, "at most %d losses", CKD_TRAIN_MAX_TERMS);
+    for (size_t i = 0; i < json_array_size(losses); i++) {
+        const json_t *l = json_array_get(losses, i);
+        const char *name = json_string_value(json_object_get(l, "name"));
+        char path[64], buf[256];
+        snprintf(path, sizeof path, "losses[%zu]", i);
+        const ckd_plugin *p = ckd_registry_find(t->reg, CKD_PLUGIN_LOSS, name, err);
+        if (!p)
+            return recipe_fail(t, path, err);
+        uint32_t missing = p->desc->loss->needs & ~have;
+        if (missing) {
+            const char *why = !has_teacher && (missing & (CKD_NEED_T_IMG | CKD_NEED_T_TXT | CKD_NEED_CLASS_TXT |
+                                                          CKD_NEED_T_LOGITS | CKD_NEED_CENTROIDS))
+                                  ? "the recipe has no teacher"
+                              : !has_classes ? "the training data has no classes"
+                                             : "this trainer does not provide it";
+            return ckd_recipe_errorf(t->recipe, path, err, "loss \"%s\" needs %s: %s", name,
+                                     ckd_loss_needs_str(missing, buf, sizeof buf), why);
+        }
+        t->needs |= p->desc->loss->needs;
+        if (p->desc->loss->needs & CKD_NEED_S_IMG_MASKED)
+            t->keep_ratio = (float)(1.0 - train_num(json_object_get(l, "params"), "mask_ratio", 0.5));
+    }
+    return 0;
+}
+
+static int make_losses(train_run *t, ckd_error *err)
+{
+    const json_t *losses = json_object_get(t->rj, "losses");
+    ckd_loss_dims dims = {.s_dim = ckd_model_embed_dim(t->student),
+                          .t_dim = t->teacher ? ckd_model_embed_dim(t->teacher) : 0,
+                          .n_classes = t->n_classes};
+    uint64_t seed = (uint64_t)train_num(t->rj, "seed", 0);
+    for (size_t i = 0; i < json_array_size(losses); i++) {
+        const json_t *l = json_array_get(losses, i);
+        char where[64];
+        snprintf(where, sizeof where, "losses[%zu].params", i);
+        const ckd_plugin *p =
+            ckd_registry_find(t->reg, CKD_PLUGIN_LOSS, json_string_value(json_object_get(l, "name")), err);
+        /* Each loss draws its own parameters from its own stream. */
+        if (!p || !(t->loss[i] = ckd_loss_new(p, json_object_get(l, "params"), where, &dims,
+                                              seed * 1000003u + 17u * (i + 1), err)))
+            return -1;
+        t->weight[i] = train_num(l, "weight", 1.0);
+        t->n_losses = (int)i + 1;
+    }
+    return 0;
+}
+
+static int make_optimizer(train_run *t, ckd_error *err)
+{
+    int n = ckd_model_n_params(t->student);
+    for (int i = 0; i < t->n_losses; i++)
+        n += ckd_loss_n_params(t->loss[i]);
+    t->params = calloc((size_t)n, sizeof *t->params);
+    double *wd = calloc((size_t)n, sizeof *wd);
+    if (!t->params || !wd) {
+        free(wd);
+        return ckd_errorf(err, "out of memory");
+    }
+    double decay = train_num(t->rj, "optim.weight_decay", 0.1);
+    int k = 0;
+    for (int i = 0; i < ckd_model_n_params(t->student); i++)
+        t->params[k++] = ckd_model_param(t->student, i);
+    t->n_model_params = k;
+    for (int i = 0; i < t->n_losses; i++)
+        for (int j = 0; j < ckd_loss_n_params(t->loss[i]); j++)
+            t->params[k++] = ckd_loss_param(t->loss[i], j);
+    t->n_params = k;
+    for (int i = 0; i < k; i++)
+        wd[i] = ckd_adamw_default_decay(t->params[i]) ? decay : 0.0;
+    const json_t *betas = json_object_get(json_object_get(t->rj, "optim"), "betas");
+    ckd_adamw_opts o = {.lr = t->lr,
+                        .beta1 = json_is_number(json_array_get(betas, 0)) ? json_number_value(json_array_get(betas, 0)) : 0.9,
+                        .beta2 = json_is_number(json_array_get(betas, 1)) ? json_number_value(json_array_get(betas, 1)) : 0.98,
+                        .eps = train_num(t->rj, "optim.eps", 1e-6)};
+    t->opt = ckd_adamw_new(t->params, wd, k, &o, err);
+    free(wd);
+    return t->opt ? 0 : ckd_error_prefix(err, "optim");
+}
+
+static int make_loader(train_run *t, ckd_error *err)
+{
+    const ckd_model_info *si = ckd_model_get_info(t->student);
+    int64_t T = si->context_length;
+    if (t->teacher) {
+        const ckd_model_info *ti = ckd_model_get_info(t->teacher);
+        if (ti->image_size != si->image_size)
+            return ckd_recipe_errorf(t->recipe, "teacher", err,
+                                     "the teacher takes %lld-pixel images, the student %lld: a live teacher sees the "
+                                     "student's pixels, so both must be the same",
+                                     (long long)ti->image_size, (long long)si->image_size);
+        if (ti->context_length < T)
+            T = ti->context_length; /* both towers read the same token rows */
+    }
+    ckd_loader_opts lo;
+    ckd_loader_opts_init(&lo);
+    lo.batch_size = (int)train_num(t->rj, "train.batch_size", 64);
+    lo.drop_last = 1;
+    lo.seed = (uint64_t)train_num(t->rj, "seed", 0);
+    lo.image_size = (int)si->image_size;
+    lo.tokenizer = t->tok;
+    lo.context_len = (int)T;
+    lo.threads = 1;
+    lo.prefetch = 4;
+    if (!(t->loader = ckd_loader_new(t->train_ds, &lo, err)))
+        return ckd_error_prefix(err, "data.train");
+    int64_t bpe = ckd_loader_batches_per_epoch(t->loader);
+    t->steps_per_epoch = bpe / t->accum > 0 ? bpe / t->accum : 1;
+    int64_t steps = (int64_t)train_num(t->rj, "train.steps", 0);
+    t->total_steps = steps > 0 ? steps : (int64_t)train_num(t->rj, "train.epochs", 1) * bpe / t->accum;
+    if (t->total_steps < 1)
+        t->total_steps = 1;
+    return 0;
+}
+
+ckd_loader_cursor train_cursor_for(const train_run *t, int64_t step)
+{
+    int64_t bpe = ckd_loader_batches_per_epoch(t->loader), mb = step * t->accum;
+    return (ckd_loader_cursor){.epoch = mb / bpe, .batch = mb % bpe};
+}
+
+/* The teacher's class-prompt embeddings [K, Dt] for class_txt and t_logits. */
+static int make_class_txt(train_run *t, ckd_error *err)
+{
+    int64_t K = t->n_classes, D = ckd_model_embed_dim(t->teacher);
+    ckd_eval_opts eo;
+    ckd_eval_opts_init(&eo);
+    if (!(t->class_txt = ckd_param_new(2, (int64_t[]){K, D}, "class_txt", err)))
+        return -1;
+    t->class_txt->requires_grad = 0;
+    int rc = train_class_embeddings(t->teacher, t->ctx, t->tok, t->train_ds, &eo,
+                                    ckd_model_get_info(t->teacher)->context_length, t->class_txt->data, err);
+    ckd_ctx_reset(t->ctx);
+    return rc ? ckd_error_prefix(err, "teacher class prompts") : 0;
+}
+
+int train_setup(train_run *t, ckd_error *err)
+{
+    const json_t *rj = t->rj;
+    uint64_t seed = (uint64_t)train_num(rj, "seed", 0);
+    int threads = (int)train_num(rj, "threads", 0);
+    if (threads > 0)
+        ckd_set_threads(threads);
+    t->lr = train_num(rj, "optim.lr", 1e-3);
+    t->warmup = (int64_t)train_num(rj, "optim.warmup_steps", 0);
+    t->grad_clip = train_num(rj, "optim.grad_clip", 0);
+    const char *sched = json_string_value(json_object_get(json_object_get(rj, "optim"), "schedule"));
+    t->cosine = !sched || !strcmp(sched, "cosine");
+    t->accum = (int64_t)train_num(rj, "train.accum", 1);
+    t->log_every = (int64_t)train_num(rj, "train.log_every", 10);
+    t->eval_every = (int64_t)train_num(rj, "train.eval_every", 0);
+    t->ckpt_every = (int64_t)train_num(rj, "train.checkpoint_every", 0);
+    t->keep_ratio = 1.0f;
+    const json_t *teacher = json_object_get(rj, "teacher");
+
+    /* Data first: cheap, and the needs check depends on it. */
+    if (!(t->train_ds = ckd_dataset_open(json_object_get(json_object_get(rj, "data"), "train"), t->base_dir, err)))
+        return ckd_error_prefix(err, "data.train");
+    int has_classes = ckd_dataset_n_classes(t->train_ds) > 0;
+    t->n_classes = (int64_t)ckd_dataset_n_classes(t->train_ds);
+    if (check_needs(t, teacher != NULL, has_classes, err))
+        return -1;
+    if (!(t->tok = ckd_tokenizer_load_default(err)) || !(t->ctx = ckd_ctx_new(0, seed ^ 0x9e3779b97f4a7c15ull, err)))
+        return -1;
+    if (!(t->student = model_from(t, json_object_get(rj, "student"), "student", 1, seed, err)))
+        return -1;
+    if (teacher) {
+        t->teacher = json_object_get(teacher, "recipe") ? teacher_from_recipe(t, err)
+                                                        : model_from(t, teacher, "teacher", 0, seed, err);
+        if (!t->teacher)
+            return -1;
+        /* A fixed teacher: no tape, no gradients. */
+        for (int i = 0; i < ckd_model_n_params(t->teacher); i++)
+            ckd_model_param(t->teacher, i)->requires_grad = 0;
+    }
+    if (make_loader(t, err) || make_losses(t, err) || make_optimizer(t, err))
+        return -1;
+    if ((t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) && make_class_txt(t, err))
+        return -1;
+    return 0;
+}
+
+void train_free(train_run *t)
+{
+    ckd_adamw_free(t->opt);
+    free(t->params);
+    for (int i = 0; i < t->n_losses; i++)
+        ckd_loss_free(t->loss[i]);
+    ckd_param_free(t->class_txt);
+    ckd_loader_free(t->loader);
+    ckd_dataset_close(t->train_ds);
+    ckd_model_free(t->student);
+    ckd_model_free(t->teacher);
+    ckd_tokenizer_free(t->tok);
+    ckd_ctx_free(t->ctx);
+    memset(t, 0, sizeof *t);
+}

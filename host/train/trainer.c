@@ -1,0 +1,483 @@
+/* The training loop: loss batches as host/run/loss_check.c assembles them,
+ * the weighted sum of the recipe's losses, AdamW with warm-up and cosine
+ * decay, clipping, accumulation, the logit-scale clamp; metrics, evaluation,
+ * checkpoints and exact resume. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clipkd/ops.h"
+#include "train_internal.h"
+
+/* CLIP's clamp: λ = exp θ ≤ 100. */
+#define LOGIT_SCALE_MAX 4.605170185988091
+
+void ckd_train_opts_init(ckd_train_opts *o) { memset(o, 0, sizeof *o); }
+
+void ckd_train_run_dir(const ckd_recipe *r, const char *root, char *out, size_t cap)
+{
+    const json_t *name = json_object_get(ckd_recipe_json(r), "name");
+    snprintf(out, cap, "%s/%s-%.12s", root ? root : "runs", json_is_string(name) ? json_string_value(name) : "run",
+             ckd_recipe_hash(r));
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int mkdirs(const char *path, ckd_error *err)
+{
+    char buf[TRAIN_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return ckd_errorf(err, "cannot create %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return ckd_errorf(err, "cannot create %s: %s", buf, strerror(errno));
+    return 0;
+}
+
+static int write_json(const char *dir, const char *file, const json_t *v, ckd_error *err)
+{
+    char path[TRAIN_PATH_MAX + 64], tmp[TRAIN_PATH_MAX + 96];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (json_dump_file(v, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, path))
+        return ckd_errorf(err, "cannot write %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* ---- one step ------------------------------------------------------------------- */
+
+static double lr_at(const train_run *t, int64_t s)
+{
+    if (s < t->warmup)
+        return t->lr * (double)(s + 1) / (double)t->warmup;
+    if (!t->cosine)
+        return t->lr;
+    int64_t span = t->total_steps - t->warmup;
+    double p = span > 0 ? (double)(s - t->warmup) / (double)span : 0.0;
+    return t->lr * 0.5 * (1.0 + cos(M_PI * p));
+}
+
+static ckd_tensor *normed(ckd_ctx *c, ckd_tensor *x) { return ckd_l2_normalize(c, x, 1e-12f); }
+
+/* The loss batch of one micro-batch (see ckd_loss_batch). */
+static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_error *err)
+{
+    ckd_ctx *c = t->ctx;
+    int64_t n = b->n, T = b->context_len;
+    ckd_tensor *px = ckd_tensor_from(c, 4, (int64_t[]){n, 3, b->image_size, b->image_size}, b->pixel_values);
+    memset(lb, 0, sizeof *lb);
+    lb->struct_size = sizeof *lb;
+    lb->n = n;
+    lb->s_img = ckd_model_encode_image(t->student, c, px, 1.0f, NULL);
+    lb->s_txt = ckd_model_encode_text(t->student, c, b->input_ids, n, T, NULL);
+    lb->s_img_n = normed(c, lb->s_img);
+    lb->s_txt_n = normed(c, lb->s_txt);
+    lb->s_logit_scale = ckd_model_logit_scale(t->student);
+    if (t->needs & CKD_NEED_S_IMG_MASKED)
+        lb->s_img_masked = ckd_model_encode_image(t->student, c, px, t->keep_ratio, NULL);
+    if (t->needs & CKD_NEED_LABELS) {
+        for (int64_t i = 0; i < n; i++)
+            if (b->labels[i] < 0 || b->labels[i] >= t->n_classes)
+                return ckd_errorf(err, "data.train: sample %lld has no class label", (long long)b->indices[i]);
+        lb->labels = b->labels;
+    }
+    if (t->teacher) {
+        int was = ckd_ctx_set_grad(c, 0);
+        lb->t_img = normed(c, ckd_model_encode_image(t->teacher, c, px, 1.0f, NULL));
+        lb->t_txt = normed(c, ckd_model_encode_text(t->teacher, c, b->input_ids, n, T, NULL));
+        lb->t_logit_scale = ckd_model_logit_scale(t->teacher);
+        if (t->class_txt && (t->needs & CKD_NEED_CLASS_TXT))
+            lb->class_txt = t->class_txt;
+        if (t->class_txt && (t->needs & CKD_NEED_T_LOGITS))
+            lb->t_logits = ckd_scale(c, ckd_matmul_ex(c, lb->t_img, 0, t->class_txt, 1),
+                                     expf(lb->t_logit_scale->data[0]));
+        ckd_ctx_set_grad(c, was);
+    }
+    return ckd_ctx_check(c, err);
+}
+
+static void clip_gradients(train_run *t)
+{
+    if (t->grad_clip <= 0)
+        return;
+    double s = 0;
+    for (int k = 0; k < t->n_params; k++)
+        for (int64_t i = 0; t->params[k]->grad && i < t->params[k]->n; i++)
+            s += (double)t->params[k]->grad[i] * t->params[k]->grad[i];
+    double norm = sqrt(s);
+    if (norm <= t->grad_clip)
+        return;
+    float f = (float)(t->grad_clip / (norm + 1e-6));
+    for (int k = 0; k < t->n_params; k++)
+        for (int64_t i = 0; t->params[k]->grad && i < t->params[k]->n; i++)
+            t->params[k]->grad[i] *= f;
+}
+
+/* One optimiser step over accum micro-batches; terms[i] gets each loss's
+ * mean over them, *images the samples seen. */
+static int train_step(train_run *t, double *terms, double *total, int64_t *images, ckd_error *err)
+{
+    for (int k = 0; k < t->n_params; k++)
+        ckd_param_zero_grad(t->params[k]);
+    memset(terms, 0, sizeof(double) * (size_t)t->n_losses);
+    *total = 0;
+    *images = 0;
+    for (int64_t a = 0; a < t->accum; a++) {
+        const ckd_batch *b;
+        int rc = ckd_loader_next(t->loader, &b, err);
+        if (rc)
+            return rc < 0 ? ckd_error_prefix(err, "data.train") : ckd_errorf(err, "data.train: ran out of batches");
+        ckd_ctx_reset(t->ctx);
+        ckd_loss_batch lb;
+        if (fill_batch(t, b, &lb, err))
+            return ckd_error_prefix(err, "step %lld", (long long)t->step + 1);
+        ckd_tensor *sum = NULL;
+        for (int i = 0; i < t->n_losses; i++) {
+            ckd_tensor *l = ckd_loss_forward(t->loss[i], t->ctx, &lb);
+            if (!l)
+                break;
+            if (!isfinite(l->data[0]))
+                return ckd_errorf(err, "step %lld: loss term %d (%s) is %g; stopped (the last checkpoint is kept)",
+                                  (long long)t->step + 1, i, ckd_loss_name(t->loss[i]), l->data[0]);
+            terms[i] += l->data[0] / (double)t->accum;
+            ckd_tensor *w = ckd_scale(t->ctx, l, (float)(t->weight[i] / (double)t->accum));
+            sum = sum ? ckd_add(t->ctx, sum, w) : w;
+        }
+        if (ckd_ctx_check(t->ctx, err) || ckd_backward(t->ctx, sum, err))
+            return ckd_error_prefix(err, "step %lld", (long long)t->step + 1);
+        *total += sum->data[0];
+        *images += b->n;
+    }
+    clip_gradients(t);
+    ckd_adamw_set_lr(t->opt, lr_at(t, t->step));
+    ckd_adamw_step(t->opt);
+    ckd_tensor *theta = ckd_model_logit_scale(t->student);
+    if (theta->data[0] > LOGIT_SCALE_MAX)
+        theta->data[0] = (float)LOGIT_SCALE_MAX;
+    t->step++;
+    return 0;
+}
+
+/* ---- metrics, evaluation, results ---------------------------------------------- */
+
+typedef struct loop_state {
+    FILE *metrics;
+    double t0, last_t;
+    int64_t last_step, images;
+    json_t *last_eval;
+    double last_terms[CKD_TRAIN_MAX_TERMS], last_total;
+} loop_state;
+
+static void term_name(const train_run *t, int i, char *out, size_t cap)
+{
+    int dup = 0;
+    for (int j = 0; j < t->n_losses; j++)
+        dup += j != i && !strcmp(ckd_loss_name(t->loss[j]), ckd_loss_name(t->loss[i]));
+    if (dup)
+        snprintf(out, cap, "%s.%d", ckd_loss_name(t->loss[i]), i);
+    else
+        snprintf(out, cap, "%s", ckd_loss_name(t->loss[i]));
+}
+
+static int append_metrics(loop_state *ls, json_t *line, ckd_error *err)
+{
+    char *s = json_dumps(line, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    json_decref(line);
+    if (!s || fprintf(ls->metrics, "%s\n", s) < 0 || fflush(ls->metrics)) {
+        free(s);
+        return ckd_errorf(err, "metrics.jsonl: write failed: %s", strerror(errno));
+    }
+    free(s);
+    return 0;
+}
+
+static void emit(const train_run *t, ckd_train_event *ev)
+{
+    ev->run_name = t->name;
+    if (t->opts->progress)
+        t->opts->progress(t->opts->user, ev);
+}
+
+static double epoch_of(const train_run *t, int64_t step)
+{
+    return (double)(step * t->accum) / (double)ckd_loader_batches_per_epoch(t->loader);
+}
+
+static int run_eval(train_run *t, loop_state *ls, ckd_error *err)
+{
+    const json_t *spec = json_object_get(json_object_get(t->rj, "data"), "eval");
+    if (!spec)
+        return 0;
+    ckd_eval_opts eo;
+    ckd_eval_opts_from_json(&eo, json_object_get(t->rj, "eval"));
+    ckd_eval_result r;
+    if (ckd_evaluate(t->student, spec, t->base_dir, &eo, &r, err))
+        return ckd_error_prefix(err, "data.eval (step %lld)", (long long)t->step);
+    json_t *o = ckd_eval_result_json(&r);
+    json_decref(ls->last_eval);
+    ls->last_eval = json_deep_copy(o);
+    json_object_set_new(o, "type", json_string("eval"));
+    json_object_set_new(o, "step", json_integer(t->step));
+    json_object_set_new(o, "epoch", json_real(epoch_of(t, t->step)));
+    json_object_set_new(o, "eval_seconds", json_real(r.seconds));
+    char buf[512];
+    ckd_train_event ev = {.kind = CKD_TRAIN_EVAL, .step = t->step, .total_steps = t->total_steps,
+                          .text = ckd_eval_result_str(&r, buf, sizeof buf)};
+    emit(t, &ev);
+    return append_metrics(ls, o, err);
+}
+
+static int log_step(train_run *t, loop_state *ls, const double *terms, double total, int64_t images,
+                    ckd_error *err)
+{
+    double now = now_s();
+    ls->images += images;
+    memcpy(ls->last_terms, terms, sizeof(double) * (size_t)t->n_losses);
+    ls->last_total = total;
+    ckd_train_event ev = {.kind = CKD_TRAIN_STEP, .step = t->step, .total_steps = t->total_steps,
+                          .epoch = (int64_t)epoch_of(t, t->step - 1), .loss = total, .lr = lr_at(t, t->step - 1),
+                          .n_terms = t->n_losses};
+    char names[CKD_TRAIN_MAX_TERMS][80];
+    for (int i = 0; i < t->n_losses; i++) {
+        term_name(t, i, names[i], sizeof names[i]);
+        ev.term_names[i] = names[i];
+        ev.terms[i] = terms[i];
+    }
+    double dt = now - ls->t0;
+    ev.images_per_s = dt > 0 ? (double)ls->images / dt : 0;
+    int64_t done = t->step - ls->last_step;
+    ev.eta_s = done > 0 ? dt / (double)done * (double)(t->total_steps - t->step) : 0;
+    ev.logged = t->step % t->log_every == 0 || t->step == t->total_steps;
+    emit(t, &ev);
+    if (!ev.logged)
+        return 0;
+    json_t *tj = json_object();
+    for (int i = 0; i < t->n_losses; i++)
+        json_object_set_new(tj, names[i], json_real(terms[i]));
+    json_t *line = json_pack("{s:s, s:I, s:f, s:f, s:f, s:o, s:f, s:f}", "type", "train", "step",
+                             (json_int_t)t->step, "epoch", epoch_of(t, t->step), "lr", ev.lr, "loss", total, "terms",
+                             tj, "images_per_s", ev.images_per_s, "elapsed_s", dt);
+    return append_metrics(ls, line, err);
+}
+
+static int checkpoint(train_run *t, loop_state *ls, ckd_error *err)
+{
+    long len = ftell(ls->metrics);
+    return train_checkpoint_save(t, len < 0 ? 0 : len, err);
+}
+
+static int finish(train_run *t, loop_state *ls, ckd_error *err)
+{
+    char final[TRAIN_PATH_MAX + 16];
+    snprintf(final, sizeof final, "%s/final", t->dir);
+    if (run_eval(t, ls, err) || checkpoint(t, ls, err) || ckd_model_save_pretrained(t->student, final, err))
+        return -1;
+    json_t *terms = json_object();
+    for (int i = 0; i < t->n_losses; i++) {
+        char nm[80];
+        term_name(t, i, nm, sizeof nm);
+        json_object_set_new(terms, nm, json_real(ls->last_terms[i]));
+    }
+    json_t *res = json_pack("{s:s, s:s, s:I, s:f, s:o, s:I}", "name", t->name, "recipe_hash",
+                            ckd_recipe_hash(t->recipe), "steps", (json_int_t)t->step, "final_loss", ls->last_total,
+                            "terms", terms, "parameters", (json_int_t)ckd_model_param_count(t->student));
+    if (ls->last_eval)
+        json_object_set(res, "eval", ls->last_eval);
+    int rc = write_json(t->dir, "results.json", res, err);
+    json_decref(res);
+    return rc;
+}
+
+static int loop(train_run *t, int64_t metrics_len, ckd_error *err)
+{
+    char path[TRAIN_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->dir);
+    /* Lines written after the checkpoint are written again, identically. */
+    if (truncate(path, metrics_len) && errno != ENOENT)
+        return ckd_errorf(err, "%s: %s", path, strerror(errno));
+    loop_state ls = {.t0 = now_s(), .last_step = t->step};
+    if (!(ls.metrics = fopen(path, "a")))
+        return ckd_errorf(err, "cannot open %s: %s", path, strerror(errno));
+    int rc = -1;
+    if (ckd_loader_seek(t->loader, train_cursor_for(t, t->step), err))
+        goto out;
+    ckd_ctx_set_training(t->ctx, 1);
+    while (t->step < t->total_steps) {
+        if (t->opts->stop_after > 0 && t->step >= t->opts->stop_after) {
+            rc = 0;
+            goto out;
+        }
+        double terms[CKD_TRAIN_MAX_TERMS], total;
+        int64_t images;
+        if (train_step(t, terms, &total, &images, err) || log_step(t, &ls, terms, total, images, err))
+            goto out;
+        if (t->step < t->total_steps && t->eval_every > 0 && t->step % t->eval_every == 0) {
+            ckd_ctx_set_training(t->ctx, 0);
+            if (run_eval(t, &ls, err))
+                goto out;
+            ckd_ctx_set_training(t->ctx, 1);
+        }
+        if (t->step < t->total_steps && t->ckpt_every > 0 && t->step % t->ckpt_every == 0 &&
+            checkpoint(t, &ls, err))
+            goto out;
+    }
+    ckd_ctx_set_training(t->ctx, 0);
+    rc = finish(t, &ls, err);
+out:
+    json_decref(ls.last_eval);
+    fclose(ls.metrics);
+    return rc;
+}
+
+/* ---- runs ---------------------------------------------------------------------- */
+
+static void dirname_of(const char *path, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (slash == out)
+        out[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(out, cap, ".");
+}
+
+static void init_run(train_run *t, const ckd_registry *reg, const ckd_recipe *r, const ckd_train_opts *o)
+{
+    memset(t, 0, sizeof *t);
+    t->reg = reg;
+    t->recipe = r;
+    t->rj = ckd_recipe_json(r);
+    t->opts = o;
+    const json_t *name = json_object_get(t->rj, "name");
+    snprintf(t->name, sizeof t->name, "%s", json_is_string(name) ? json_string_value(name) : "run");
+    dirname_of(ckd_recipe_path(r), t->base_dir, sizeof t->base_dir);
+    if (o->runs_root)
+        snprintf(t->runs_root, sizeof t->runs_root, "%s", o->runs_root);
+    else if (o->out_dir)
+        dirname_of(o->out_dir, t->runs_root, sizeof t->runs_root);
+    else
+        snprintf(t->runs_root, sizeof t->runs_root, "runs");
+    if (o->out_dir)
+        snprintf(t->dir, sizeof t->dir, "%s", o->out_dir);
+    else
+        ckd_train_run_dir(r, t->runs_root, t->dir, sizeof t->dir);
+}
+
+static int write_run_files(train_run *t, ckd_error *err)
+{
+    char abs[PATH_MAX];
+    const char *rp = ckd_recipe_path(t->recipe);
+    json_t *sets = json_array();
+    for (size_t i = 0; i < t->opts->n_sets; i++)
+        json_array_append_new(sets, json_string(t->opts->sets[i]));
+    json_t *run = json_pack("{s:s, s:o, s:s}", "recipe", realpath(rp, abs) ? abs : rp, "sets", sets, "recipe_hash",
+                            ckd_recipe_hash(t->recipe));
+    int rc = write_json(t->dir, "run.json", run, err) || write_json(t->dir, "recipe.json", t->rj, err) ? -1 : 0;
+    json_decref(run);
+    return rc;
+}
+
+static int file_exists(const char *dir, const char *file)
+{
+    char p[TRAIN_PATH_MAX + 64];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    return stat(p, &sb) == 0;
+}
+
+int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_opts *opts, char *run_dir,
+                  size_t cap, ckd_error *err)
+{
+    ckd_train_opts dflt;
+    ckd_train_opts_init(&dflt);
+    train_run t;
+    init_run(&t, reg, r, opts ? opts : &dflt);
+    if (run_dir)
+        snprintf(run_dir, cap, "%s", t.dir);
+    if (file_exists(t.dir, "results.json") && file_exists(t.dir, "final/model.safetensors")) {
+        char msg[TRAIN_PATH_MAX + 64];
+        snprintf(msg, sizeof msg, "%s: already trained; reusing it", t.dir);
+        ckd_train_event ev = {.kind = CKD_TRAIN_MESSAGE, .text = msg};
+        emit(&t, &ev);
+        return 0;
+    }
+    if (train_checkpoint_exists(t.dir))
+        return ckd_errorf(err, "%s holds a checkpoint of an unfinished run: continue it with clipkd run --resume %s",
+                          t.dir, t.dir);
+    int rc = -1;
+    if (!train_setup(&t, err) && !mkdirs(t.dir, err) && !write_run_files(&t, err))
+        rc = loop(&t, 0, err);
+    train_free(&t);
+    return rc;
+}
+
+int ckd_train_resume(const ckd_registry *reg, const ckd_recipe *given, const char *run_dir,
+                     const ckd_train_opts *opts, ckd_error *err)
+{
+    ckd_train_opts o;
+    if (opts)
+        o = *opts;
+    else
+        ckd_train_opts_init(&o);
+    o.out_dir = run_dir;
+    if (!train_checkpoint_exists(run_dir))
+        return ckd_errorf(err, "%s: cannot resume: no checkpoint.safetensors there", run_dir);
+    const ckd_recipe *r = given;
+    ckd_recipe *loaded = NULL;
+    json_t *run = NULL;
+    const char *sets[256];
+    if (!r) {
+        char path[TRAIN_PATH_MAX + 16];
+        json_error_t je;
+        snprintf(path, sizeof path, "%s/run.json", run_dir);
+        run = json_load_file(path, 0, &je);
+        const char *rp = json_string_value(json_object_get(run, "recipe"));
+        const json_t *js = json_object_get(run, "sets");
+        size_t n = 0;
+        for (; n < json_array_size(js) && n < 256; n++)
+            sets[n] = json_string_value(json_array_get(js, n));
+        if (!rp) {
+            json_decref(run);
+            return ckd_errorf(err, "%s: cannot resume: unreadable run.json (%s)", path, je.text);
+        }
+        loaded = ckd_recipe_load(rp, sets, n, ckd_train_plugin_schema, (void *)reg, err);
+        if (!loaded) {
+            json_decref(run);
+            return ckd_error_prefix(err, "cannot resume %s", run_dir);
+        }
+        r = loaded;
+        o.sets = sets;
+        o.n_sets = n;
+    }
+    train_run t;
+    init_run(&t, reg, r, &o);
+    int64_t metrics_len = 0;
+    int rc = -1;
+    if (!train_setup(&t, err) && !train_checkpoint_load(&t, &metrics_len, err))
+        rc = loop(&t, metrics_len, err);
+    train_free(&t);
+    ckd_recipe_free(loaded);
+    json_decref(run);
+    return rc;
+}
