@@ -22,24 +22,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/ckd-example-XXXXXX") || { echo "cannot create a
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
 
-passed=0
-failed=0
-# check NAME PATTERN COMMAND...: the command must succeed and, when PATTERN
-# is not empty, print a line matching it. Its output is shown either way.
-check() {
-    name=$1 pattern=$2
-    shift 2
-    echo "== $name: $*"
-    if "$@" > "$tmp/out" 2>&1 && { [ -z "$pattern" ] || grep -q -- "$pattern" "$tmp/out"; }; then
-        sed 's/^/   /' "$tmp/out"
-        echo "PASS: $name"
-        passed=$((passed + 1))
-    else
-        sed 's/^/   /' "$tmp/out"
-        echo "FAIL: $name${pattern:+ (wanted a line matching '$pattern')}"
-        failed=$((failed + 1))
-    fi
-}
+. "$srcdir/tests/sh-check.sh"
 
 # A plugin: public headers, the build tree's library, warnings are errors.
 build() {
@@ -70,5 +53,4 @@ check "gradcheck cosine, weight_txt=0" "^PASS$" clipkd gradcheck cosine --set we
 check "gradcheck cosine, weight_txt=0.5" "^PASS$" clipkd gradcheck cosine --set weight_txt=0.5
 check "gradcheck my_loss (template)" "^PASS$" clipkd gradcheck my_loss
 
-echo "[====] Synthesis: Tested: $((passed + failed)) | Passing: $passed | Failing: $failed | Crashing: 0"
-[ "$failed" -eq 0 ]
+finish

@@ -186,4 +186,6 @@ Test(schema, types_enums_required_and_nesting)
     const char *cands[] = {"losses", "student", "teacher"};
     cr_assert_str_eq(ckd_suggest("lossses", cands, 3), "losses");
     cr_assert_null(ckd_suggest("optimizer", cands, 3));
+    const char *losses[] = {"ce", "clip", "crd"};
+    cr_assert_str_eq(ckd_suggest("cdr", losses, 3), "crd", "a swap of neighbours is one edit");
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clipkd/data.h"
 #include "clipkd/recipe.h"
 
 /* Defaults follow CLIP-KD's training setup where it has one (AdamW
@@ -157,6 +158,24 @@ static int check_model(const where *w, ckd_recipe_plugin_schema_fn plugin_schema
                         json_object_get(m, "config"), config_path);
 }
 
+/* Each data reader checks its own keys (unknown ones with did-you-mean) and
+ * fills its defaults, so a misspelt data key fails with the recipe rather
+ * than when the dataset opens. */
+static int check_data(json_t *recipe, const char *file, ckd_json_locate_fn locate, void *locate_user,
+                      ckd_error *err)
+{
+    static const char *const splits[] = {"train", "eval"};
+    json_t *data = json_object_get(recipe, "data");
+    for (size_t i = 0; i < 2; i++) {
+        json_t *spec = json_object_get(data, splits[i]);
+        char path[32];
+        snprintf(path, sizeof path, "data.%s", splits[i]);
+        if (spec && ckd_dataset_check_spec(spec, file, path, locate, locate_user, err))
+            return -1;
+    }
+    return 0;
+}
+
 int ckd_recipe_validate(json_t *recipe, const char *file, ckd_json_locate_fn locate,
                         void *locate_user, ckd_recipe_plugin_schema_fn plugin_schema, void *user,
                         ckd_error *err)
@@ -170,7 +189,7 @@ int ckd_recipe_validate(json_t *recipe, const char *file, ckd_json_locate_fn loc
      * with every default spelled out give the same recipe (and hash). */
     int rc = ckd_schema_apply(schema, recipe, file, "", locate, locate_user, err);
     json_decref(schema);
-    if (rc || check_rules(&w, recipe))
+    if (rc || check_rules(&w, recipe) || check_data(recipe, file, locate, locate_user, err))
         return -1;
     if (!plugin_schema)
         return 0;
@@ -191,3 +210,4 @@ int ckd_recipe_validate(json_t *recipe, const char *file, ckd_json_locate_fn loc
         return -1;
     return 0;
 }
+

@@ -273,24 +273,30 @@ json_t *ckd_schema_parse(const char *text, const char *what, ckd_error *err)
     return s;
 }
 
-static size_t levenshtein(const char *a, const char *b)
+/* Edit distance with adjacent transpositions counted as one edit (optimal
+ * string alignment), so that "cdr" is one step from "crd". */
+static size_t edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 64 || lb > 64)
         return (size_t)-1;
-    size_t prev[65], cur[65];
+    size_t d[65][65];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
     for (size_t j = 0; j <= lb; j++)
-        prev[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
         for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
         }
-        memcpy(prev, cur, sizeof prev);
-    }
-    return prev[lb];
+    return d[la][lb];
 }
 
 const char *ckd_suggest(const char *word, const char *const *candidates, size_t n)
@@ -299,7 +305,7 @@ const char *ckd_suggest(const char *word, const char *const *candidates, size_t 
     size_t limit = len / 3 > 2 ? len / 3 : 2;
     const char *pick = NULL;
     for (size_t i = 0; i < n; i++) {
-        size_t d = levenshtein(word, candidates[i]);
+        size_t d = edit_distance(word, candidates[i]);
         if (d < best) {
             best = d;
             pick = candidates[i];

@@ -49,7 +49,8 @@ const char *ckd_json_type_name(const json_t *v);
 /* Parses a schema from text (plugins carry theirs as a string). */
 json_t *ckd_schema_parse(const char *text, const char *what, ckd_error *err);
 
-/* The candidate closest to `word` (Levenshtein distance ≤ max(2, len/3)), or
+/* The candidate closest to `word` (edit distance, a swap of neighbours
+ * counting as one edit, ≤ max(2, len/3)), or
  * NULL if none is close. */
 const char *ckd_suggest(const char *word, const char *const *candidates, size_t n);
 
