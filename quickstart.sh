@@ -50,7 +50,8 @@ if [ "$mode" = check ]; then
   status=0
   make -s -j"$jobs" check >/dev/null 2>&1 || status=$?
   # Criterion closes each test program's log with its totals; add them up. A
-  # program that died before printing them counts as one failure.
+  # program that died before printing them counts as one failure; a test
+  # script (no Criterion) counts as one test.
   p=0; f=0
   for log in tests/*.log; do
     [ -f "$log" ] || continue
@@ -61,6 +62,8 @@ if [ "$mode" = check ]; then
       p=$((p + ok)); f=$((f + t - ok))
     elif grep -q ':test-result: \(FAIL\|ERROR\)' "${log%.log}.trs" 2>/dev/null; then
       f=$((f + 1))
+    elif grep -q ':test-result: PASS' "${log%.log}.trs" 2>/dev/null; then
+      p=$((p + 1))   # a script test: one test
     fi
   done
   echo "$p passed, $f failed" > test-totals.txt
