@@ -193,7 +193,17 @@ static const char py_script[] =
 /* Runs the script; 0 and both times, or -1 when torch is not importable. */
 static int pytorch_times(int threads, double *fwd, double *train)
 {
-    if (system("python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    /* The first python3 on PATH may be a private interpreter without
+     * Debian's packages; the system one is where python3-torch lives. */
+    const char *py = NULL;
+    static const char *const candidates[] = {"python3", "/usr/bin/python3"};
+    for (size_t i = 0; i < 2 && !py; i++) {
+        char probe[128];
+        snprintf(probe, sizeof probe, "%s -c 'import torch' >/dev/null 2>&1", candidates[i]);
+        if (system(probe) == 0)
+            py = candidates[i];
+    }
+    if (!py)
         return -1;
     char path[] = "/tmp/bench-clip-XXXXXX";
     int fd = mkstemp(path);
@@ -203,7 +213,7 @@ static int pytorch_times(int threads, double *fwd, double *train)
     fputs(py_script, f);
     fclose(f);
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "python3 %s %d", path, threads);
+    snprintf(cmd, sizeof cmd, "%s %s %d", py, path, threads);
     FILE *p = popen(cmd, "r");
     int got = 0;
     char line[256];
