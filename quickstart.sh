@@ -75,5 +75,8 @@ fi
 
 echo "== clipkd info"
 ./clipkd info
-echo "== clipkd selftest"
-./clipkd selftest
+# The quickstart from the build tree: plugins, vocabulary and recipes from
+# here, runs (the teacher's cached between calls) in _build/runs/.
+echo "== clipkd quickstart"
+CLIPKD_PLUGIN_PATH="$PWD/models/.libs:$PWD/losses/.libs" CLIPKD_DATA_DIR="$PWD/../models/clip" \
+  ./clipkd quickstart ../recipes/quickstart --runs runs
