@@ -25,6 +25,11 @@
  * step reads and metrics.jsonl is cut back to the length it had when the
  * checkpoint was written.
  *
+ * The teacher runs forward on every batch, on the student's (augmented)
+ * pixels and token rows, so both models must take the same image size;
+ * teacher.mode "cache" (the teacher embedding cache) is not implemented yet
+ * and is run as "live", which gives the same numbers.
+ *
  * Nothing here prints: progress reaches the caller through a callback.
  */
 #ifndef CLIPKD_TRAIN_H
