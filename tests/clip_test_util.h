@@ -5,6 +5,8 @@
 #define CKD_CLIP_TEST_UTIL_H
 
 #include <criterion/criterion.h>
+
+#include "plugin_test_util.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,18 +17,7 @@
 
 static ckd_registry *reg;
 
-/* The plugins as built: $CKD_TEST_BUILDDIR/models/.libs. */
-static inline void open_registry(void)
-{
-    const char *b = getenv("CKD_TEST_BUILDDIR");
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/models/.libs", b ? b : ".");
-    ckd_error err = {{0}};
-    reg = ckd_registry_open(dir, &err);
-    cr_assert_not_null(reg, "registry: %s", err.msg);
-    for (size_t i = 0; i < ckd_registry_rejected(reg); i++)
-        cr_log_warn("rejected: %s", ckd_registry_rejection(reg, i));
-}
+static inline void open_registry(void) { reg = test_registry_open("models"); }
 
 static inline void close_registry(void)
 {

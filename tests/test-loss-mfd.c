@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "clipkd/loss.h"
+#include "plugin_test_util.h"
 #include "clipkd/safetensors.h"
 
 #define FIXTURE "tests/fixtures/kd/kd_losses_seed1.safetensors"
@@ -29,44 +30,17 @@
 
 static ckd_registry *reg;
 
-/* The plugins as built: $CKD_TEST_BUILDDIR/losses/.libs. */
-static void open_registry(void)
-{
-    const char *b = getenv("CKD_TEST_BUILDDIR");
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/losses/.libs", b ? b : ".");
-    ckd_error err = {{0}};
-    reg = ckd_registry_open(dir, &err);
-    cr_assert_not_null(reg, "registry: %s", err.msg);
-}
+static void open_registry(void) { reg = test_registry_open("losses"); }
 
 static void close_registry(void) { ckd_registry_free(reg); }
 
 TestSuite(mfd, .init = open_registry, .fini = close_registry, .timeout = 120);
 
-static const ckd_plugin *loss_plugin(const char *name)
-{
-    ckd_error err = {{0}};
-    const ckd_plugin *p = ckd_registry_find(reg, CKD_PLUGIN_LOSS, name, &err);
-    cr_assert_not_null(p, "%s", err.msg);
-    return p;
-}
+static const ckd_plugin *loss_plugin(const char *name) { return test_plugin(reg, CKD_PLUGIN_LOSS, name); }
 
-static const char *fixture_path(void)
-{
-    static char buf[4096];
-    const char *src = getenv("CKD_TEST_SRCDIR");
-    snprintf(buf, sizeof buf, "%s/" FIXTURE, src ? src : ".");
-    return buf;
-}
+static const char *fixture_path(void) { return test_srcpath(FIXTURE); }
 
-static json_t *params_of(const char *text)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text ? text : "{}", 0, &jerr);
-    cr_assert_not_null(j, "bad test params %s: %s", text, jerr.text);
-    return j;
-}
+static json_t *params_of(const char *text) { return test_params(text); }
 
 /* A fresh directory under $TMPDIR (the source tree may be read-only). */
 static void make_tmpdir(char *dir, size_t cap)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "clipkd/loss.h"
+#include "plugin_test_util.h"
 #include "clipkd/safetensors.h"
 
 #define FIXTURE "tests/fixtures/kd/kd_losses_seed1.safetensors"
@@ -29,44 +30,15 @@
 
 static ckd_registry *reg;
 
-/* The plugins as built: $CKD_TEST_BUILDDIR/losses/.libs. */
-static void open_registry(void)
-{
-    const char *b = getenv("CKD_TEST_BUILDDIR");
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/losses/.libs", b ? b : ".");
-    ckd_error err = {{0}};
-    reg = ckd_registry_open(dir, &err);
-    cr_assert_not_null(reg, "registry: %s", err.msg);
-    for (size_t i = 0; i < ckd_registry_rejected(reg); i++)
-        cr_log_warn("rejected: %s", ckd_registry_rejection(reg, i));
-}
+static void open_registry(void) { reg = test_registry_open("losses"); }
 
 static void close_registry(void) { ckd_registry_free(reg); }
 
-static const ckd_plugin *loss_plugin(const char *name)
-{
-    ckd_error err = {{0}};
-    const ckd_plugin *p = ckd_registry_find(reg, CKD_PLUGIN_LOSS, name, &err);
-    cr_assert_not_null(p, "%s", err.msg);
-    return p;
-}
+static const ckd_plugin *loss_plugin(const char *name) { return test_plugin(reg, CKD_PLUGIN_LOSS, name); }
 
-static const char *fixture_path(void)
-{
-    static char buf[4096];
-    const char *src = getenv("CKD_TEST_SRCDIR");
-    snprintf(buf, sizeof buf, "%s/" FIXTURE, src ? src : ".");
-    return buf;
-}
+static const char *fixture_path(void) { return test_srcpath(FIXTURE); }
 
-static json_t *params_of(const char *text)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text ? text : "{}", 0, &jerr);
-    cr_assert_not_null(j, "bad test params %s: %s", text, jerr.text);
-    return j;
-}
+static json_t *params_of(const char *text) { return test_params(text); }
 
 /* A loss instance from the registry's plugin, owned parameters from seed 7. */
 static ckd_loss *make_loss(const char *plugin, const char *params, int64_t s_dim, int64_t t_dim, ckd_error *err)
