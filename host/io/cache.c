@@ -351,69 +351,54 @@ struct verify_ctx {
     ckd_cache_verify_fn fn;
     void *user;
     size_t n_bad;
+    int failed;        /* removing a bad entry failed: the walk stops with err set */
+    ckd_error *err;
 };
 
-static int verify_shard(void *vctx, const char *shard, const struct names *names,
-                        ckd_error *err)
+/* Re-hashes one listed entry (a ckd_cache_list_fn). */
+static int verify_entry(void *vctx, const ckd_cache_entry *e)
 {
     struct verify_ctx *c = vctx;
-    char path[PATH_MAX];
-    for (size_t i = 0; i < names->n; i++) {
-        if (classify(names->v[i]) != K_DATA)
-            continue;
-        if (snprintf(path, sizeof path, "%s/%s", shard, names->v[i]) >= (int)sizeof path)
-            continue;
-        ckd_cache_entry e;
-        json_t *meta;
-        if (load_entry(path, names->v[i], &e, &meta) < 0)
-            continue;
-        char got[65], problem[CKD_ERROR_MAX];
-        ckd_error herr;
-        int64_t n = 0;
-        int ok = 1, removed = 0;
-        problem[0] = '\0';
-        if (ckd_sha256_file(path, got, &n, &herr) < 0) {
-            if (access(path, F_OK) < 0) { /* removed while we walked */
-                json_decref(meta);
-                continue;
-            }
-            ok = 0;
-            snprintf(problem, sizeof problem, "%s", herr.msg);
-        } else if (strcmp(got, e.sha256) != 0) {
-            ok = 0;
-            snprintf(problem, sizeof problem, "content hashes to sha256 %s", got);
-        } else if (e.expected_size >= 0 && n != e.expected_size) {
-            ok = 0;
-            snprintf(problem, sizeof problem, "%lld bytes, but its sidecar says %lld",
-                     (long long)n, (long long)e.expected_size);
-        }
-        if (!ok) {
-            c->n_bad++;
-            if (c->remove_bad) {
-                int r = remove_entry(path, 1, err);
-                if (r < 0) {
-                    json_decref(meta);
-                    return -1;
-                }
-                removed = r == 0;
-            }
-        }
-        int stop = c->fn ? c->fn(c->user, &e, ok, ok ? NULL : problem, removed) : 0;
-        json_decref(meta);
-        if (stop)
-            return 1;
+    char got[65], problem[CKD_ERROR_MAX];
+    ckd_error herr;
+    int64_t n = 0;
+    int ok = 1, removed = 0;
+    problem[0] = '\0';
+    if (ckd_sha256_file(e->path, got, &n, &herr) < 0) {
+        if (access(e->path, F_OK) < 0)
+            return 0; /* removed while we walked */
+        ok = 0;
+        snprintf(problem, sizeof problem, "%s", herr.msg);
+    } else if (strcmp(got, e->sha256) != 0) {
+        ok = 0;
+        snprintf(problem, sizeof problem, "content hashes to sha256 %s", got);
+    } else if (e->expected_size >= 0 && n != e->expected_size) {
+        ok = 0;
+        snprintf(problem, sizeof problem, "%lld bytes, but its sidecar says %lld", (long long)n,
+                 (long long)e->expected_size);
     }
-    return 0;
+    if (!ok) {
+        c->n_bad++;
+        if (c->remove_bad) {
+            int r = remove_entry(e->path, 1, c->err);
+            if (r < 0) {
+                c->failed = 1;
+                return 1;
+            }
+            removed = r == 0;
+        }
+    }
+    return c->fn ? c->fn(c->user, e, ok, ok ? NULL : problem, removed) : 0;
 }
 
 int ckd_cache_verify(const char *cache_dir, int remove_bad, ckd_cache_verify_fn fn,
                      void *user, size_t *n_bad, ckd_error *err)
 {
-    struct verify_ctx c = {remove_bad, fn, user, 0};
-    int rc = walk(cache_dir, verify_shard, &c, err);
+    struct verify_ctx c = {remove_bad, fn, user, 0, 0, err};
+    int rc = ckd_cache_list(cache_dir, verify_entry, &c, err);
     if (n_bad)
         *n_bad = c.n_bad;
-    return rc;
+    return c.failed ? -1 : rc;
 }
 
 /* ---- gc ------------------------------------------------------------------- */
