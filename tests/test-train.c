@@ -5,44 +5,7 @@
  * trained through teacher.recipe and reused, and the metrics files. */
 #include "config.h"
 
-#include <criterion/criterion.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include "clipkd/blas.h"
-#include "clipkd/safetensors.h"
-#include "clipkd/train.h"
-
-#define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
-
-static ckd_registry *reg;
-static char tmp[256];
-
-static void setup(void)
-{
-    const char *b = getenv("CKD_TEST_BUILDDIR"), *s = getenv("CKD_TEST_SRCDIR");
-    char path[8192], data[4096];
-    snprintf(path, sizeof path, "%s/models/.libs:%s/losses/.libs", b ? b : ".", b ? b : ".");
-    snprintf(data, sizeof data, "%s/models/clip", s ? s : ".");
-    setenv("CLIPKD_DATA_DIR", data, 1);
-    ckd_error err = {{0}};
-    reg = ckd_registry_open(path, &err);
-    cr_assert_not_null(reg, "%s", err.msg);
-    snprintf(tmp, sizeof tmp, "/tmp/clipkd-test-train-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmp));
-    ckd_set_threads(1);
-}
-
-static void teardown(void)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    cr_expect_eq(system(cmd), 0);
-    ckd_registry_free(reg);
-}
+#include "train_test_util.h"
 
 /* A tiny CLIP on 192 test images (12 batches of 16), evaluated on 48. */
 static const char base_recipe[] =
@@ -58,101 +21,6 @@ static const char base_recipe[] =
     " \"optim\": {\"lr\": 0.003, \"warmup_steps\": 2, \"grad_clip\": 1.0},\n"
     " \"train\": {\"steps\": 7, \"batch_size\": 16, \"accum\": 2, \"log_every\": 1, \"eval_every\": 4,\n"
     "           \"checkpoint_every\": 2}}\n";
-
-static void write_file(const char *name, const char *text)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmp, name);
-    FILE *f = fopen(p, "w");
-    cr_assert_not_null(f, "%s", p);
-    fputs(text, f);
-    fclose(f);
-}
-
-static ckd_recipe *load(const char *name, const char *const *sets, size_t n)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmp, name);
-    ckd_error err = {{0}};
-    ckd_recipe *r = ckd_recipe_load(p, sets, n, ckd_train_plugin_schema, reg, &err);
-    cr_assert_not_null(r, "%s", err.msg);
-    return r;
-}
-
-static char *slurp(const char *dir, const char *file, long *len)
-{
-    char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, file);
-    FILE *f = fopen(p, "rb");
-    cr_assert_not_null(f, "%s", p);
-    fseek(f, 0, SEEK_END);
-    *len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)*len + 1);
-    cr_assert_eq(fread(b, 1, (size_t)*len, f), (size_t)*len);
-    b[*len] = '\0';
-    fclose(f);
-    return b;
-}
-
-/* metrics.jsonl without its wall-clock fields, one string. */
-static char *metrics_without_time(const char *dir)
-{
-    char p[1024];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
-    FILE *f = fopen(p, "r");
-    cr_assert_not_null(f, "%s", p);
-    size_t cap = 1 << 16, n = 0;
-    char *out = calloc(cap, 1), line[8192];
-    while (fgets(line, sizeof line, f)) {
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        cr_assert_not_null(o, "%s: %s", p, je.text);
-        json_object_del(o, "images_per_s");
-        json_object_del(o, "elapsed_s");
-        json_object_del(o, "eval_seconds");
-        char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-        size_t k = strlen(s);
-        if (n + k + 2 > cap)
-            out = realloc(out, cap = 2 * (n + k + 2));
-        memcpy(out + n, s, k);
-        out[n += k] = '\n';
-        out[++n] = '\0';
-        free(s);
-        json_decref(o);
-    }
-    fclose(f);
-    return out;
-}
-
-/* Every tensor (weights, moments) and the state but metrics.jsonl's length,
- * which counts the wall-clock fields too. */
-static void expect_same_checkpoint(const char *a, const char *b)
-{
-    char pa[1024], pb[1024];
-    snprintf(pa, sizeof pa, "%s/checkpoint.safetensors", a);
-    snprintf(pb, sizeof pb, "%s/checkpoint.safetensors", b);
-    ckd_error err = {{0}};
-    ckd_safetensors *sa = ckd_st_open(pa, &err), *sb = ckd_st_open(pb, &err);
-    cr_assert(sa && sb, "%s", err.msg);
-    cr_assert_eq(ckd_st_count(sa), ckd_st_count(sb));
-    for (size_t i = 0; i < ckd_st_count(sa); i++) {
-        const ckd_st_tensor *x = ckd_st_at(sa, i), *y = ckd_st_find(sb, x->name);
-        cr_assert_not_null(y, "%s", x->name);
-        cr_expect(x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes), "checkpoint tensor %s differs",
-                  x->name);
-    }
-    json_error_t je;
-    json_t *ja = json_loads(ckd_st_metadata(sa, "state"), 0, &je), *jb = json_loads(ckd_st_metadata(sb, "state"), 0, &je);
-    cr_assert(ja && jb);
-    json_object_del(ja, "metrics_len");
-    json_object_del(jb, "metrics_len");
-    cr_expect(json_equal(ja, jb), "checkpoint states differ (step, cursor, RNG, AdamW steps)");
-    json_decref(ja), json_decref(jb);
-    ckd_st_close(sa), ckd_st_close(sb);
-}
-
-static void run_dir(const char *name, char *out, size_t cap) { snprintf(out, cap, "%s/%s", tmp, name); }
 
 Test(train, stopped_and_resumed_run_is_bit_identical, .init = setup, .fini = teardown, .timeout = 120)
 {
@@ -181,13 +49,8 @@ Test(train, stopped_and_resumed_run_is_bit_identical, .init = setup, .fini = tea
     o.stop_after = 0;
     cr_assert_eq(ckd_train_resume(reg, NULL, b, &o, &err), 0, "%s", err.msg);
 
-    long la, lb;
-    char *wa = slurp(a, "final/model.safetensors", &la), *wb = slurp(b, "final/model.safetensors", &lb);
-    cr_expect(la == lb && memcmp(wa, wb, (size_t)la) == 0, "final weights differ after resume");
-    free(wa), free(wb);
-    expect_same_checkpoint(a, b);
-    char *ma = metrics_without_time(a), *mb = metrics_without_time(b);
-    cr_expect_str_eq(ma, mb);
+    expect_same_run(a, b);
+    char *ma = metrics_without_time(a);
     /* 7 step lines and evaluations at step 4 and at the end. */
     int lines = 0, evals = 0;
     for (char *s = ma; (s = strchr(s, '\n')); s++)
@@ -196,7 +59,7 @@ Test(train, stopped_and_resumed_run_is_bit_identical, .init = setup, .fini = tea
         evals++;
     cr_expect_eq(lines, 9, "%s", ma);
     cr_expect_eq(evals, 2, "%s", ma);
-    free(ma), free(mb);
+    free(ma);
 
     long lr;
     char *res = slurp(a, "results.json", &lr);

@@ -53,10 +53,15 @@ static json_t *state_json(train_run *t, int64_t metrics_len)
     }
     for (int k = 0; k < t->n_params; k++)
         json_array_append_new(steps, json_integer(ckd_adamw_param_steps(t->opt, k)));
-    return json_pack("{s:s, s:I, s:I, s:[I, I], s:o, s:o, s:I, s:I}", "recipe_hash", ckd_recipe_hash(t->recipe),
-                     "step", (json_int_t)t->step, "epoch", (json_int_t)cur.epoch, "cursor", (json_int_t)cur.epoch,
-                     (json_int_t)cur.batch, "rng", rng, "adam_steps", steps, "metrics_len", (json_int_t)metrics_len,
-                     "total_steps", (json_int_t)t->total_steps);
+    /* Doubles survive JSON exactly (jansson writes 17 significant digits). */
+    json_t *terms = json_array();
+    for (int i = 0; i < t->n_losses; i++)
+        json_array_append_new(terms, json_real(t->last_terms[i]));
+    return json_pack("{s:s, s:I, s:I, s:[I, I], s:o, s:o, s:I, s:I, s:f, s:o}", "recipe_hash",
+                     ckd_recipe_hash(t->recipe), "step", (json_int_t)t->step, "epoch", (json_int_t)cur.epoch,
+                     "cursor", (json_int_t)cur.epoch, (json_int_t)cur.batch, "rng", rng, "adam_steps", steps,
+                     "metrics_len", (json_int_t)metrics_len, "total_steps", (json_int_t)t->total_steps,
+                     "last_loss", t->last_total, "last_terms", terms);
 }
 
 int train_checkpoint_save(train_run *t, int64_t metrics_len, ckd_error *err)
@@ -88,9 +93,7 @@ int train_checkpoint_save(train_run *t, int64_t metrics_len, ckd_error *err)
     if (ckd_st_writer_save(w, path, err))
         goto out;
     /* A readable copy of the state; the safetensors metadata is authoritative. */
-    snprintf(path, sizeof path, "%s/checkpoint.json", t->dir);
-    json_dump_file(state, path, JSON_INDENT(2) | JSON_SORT_KEYS);
-    rc = 0;
+    rc = train_write_json(t->dir, "checkpoint.json", state, err);
 out:
     free(text);
     json_decref(state);
@@ -155,6 +158,10 @@ int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err)
     ckd_rng *r = ckd_ctx_rng(t->ctx);
     for (int i = 0; i < 4; i++)
         r->s[i] = strtoull(json_string_value(json_array_get(rng, (size_t)i)) ? json_string_value(json_array_get(rng, (size_t)i)) : "0", NULL, 16);
+    const json_t *terms = json_object_get(state, "last_terms");
+    for (int i = 0; i < t->n_losses && i < (int)json_array_size(terms); i++)
+        t->last_terms[i] = json_number_value(json_array_get(terms, (size_t)i));
+    t->last_total = json_number_value(json_object_get(state, "last_loss"));
     t->step = (int64_t)json_integer_value(json_object_get(state, "step"));
     *metrics_len = (int64_t)json_integer_value(json_object_get(state, "metrics_len"));
     rc = 0;

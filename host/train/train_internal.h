@@ -48,8 +48,10 @@ typedef struct train_run {
     int64_t warmup;
     int cosine;
 
-    /* Where the loop is: optimiser steps done. */
+    /* Where the loop is: optimiser steps done, and the last step's loss
+     * terms (checkpointed: results.json reports them after a resume too). */
     int64_t step;
+    double last_terms[CKD_TRAIN_MAX_TERMS], last_total;
 } train_run;
 
 /* train_setup.c: everything the recipe names, checked before any compute. */
@@ -68,6 +70,15 @@ int train_checkpoint_save(train_run *t, int64_t metrics_len, ckd_error *err);
 /* Restores the state; *metrics_len gets the recorded metrics.jsonl length. */
 int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err);
 int train_checkpoint_exists(const char *dir);
+
+/* rundir.c: the run directory. train_write_json writes dir/file through a
+ * temporary file and a rename. train_lock_dir takes the directory's lock
+ * (refusing when another process holds it) and removes the temporary files
+ * a killed run left there; train_unlock_dir releases it. */
+int train_mkdirs(const char *path, ckd_error *err);
+int train_write_json(const char *dir, const char *file, const json_t *v, ckd_error *err);
+int train_lock_dir(const char *dir, int *fd_out, ckd_error *err);
+void train_unlock_dir(int fd);
 
 /* The recipe's hash and settings as JSON helpers. */
 double train_num(const json_t *root, const char *path, double fallback);

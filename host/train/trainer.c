@@ -36,33 +36,6 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int mkdirs(const char *path, ckd_error *err)
-{
-    char buf[TRAIN_PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            return ckd_errorf(err, "cannot create %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return ckd_errorf(err, "cannot create %s: %s", buf, strerror(errno));
-    return 0;
-}
-
-static int write_json(const char *dir, const char *file, const json_t *v, ckd_error *err)
-{
-    char path[TRAIN_PATH_MAX + 64], tmp[TRAIN_PATH_MAX + 96];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (json_dump_file(v, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, path))
-        return ckd_errorf(err, "cannot write %s: %s", path, strerror(errno));
-    return 0;
-}
-
 /* ---- one step ------------------------------------------------------------------- */
 
 static double lr_at(const train_run *t, int64_t s)
@@ -184,7 +157,6 @@ typedef struct loop_state {
     double t0, last_t;
     int64_t last_step, images;
     json_t *last_eval;
-    double last_terms[CKD_TRAIN_MAX_TERMS], last_total;
 } loop_state;
 
 static void term_name(const train_run *t, int i, char *out, size_t cap)
@@ -251,8 +223,8 @@ static int log_step(train_run *t, loop_state *ls, const double *terms, double to
 {
     double now = now_s();
     ls->images += images;
-    memcpy(ls->last_terms, terms, sizeof(double) * (size_t)t->n_losses);
-    ls->last_total = total;
+    memcpy(t->last_terms, terms, sizeof(double) * (size_t)t->n_losses);
+    t->last_total = total;
     ckd_train_event ev = {.kind = CKD_TRAIN_STEP, .step = t->step, .total_steps = t->total_steps,
                           .epoch = (int64_t)epoch_of(t, t->step - 1), .loss = total, .lr = lr_at(t, t->step - 1),
                           .n_terms = t->n_losses};
@@ -289,20 +261,22 @@ static int finish(train_run *t, loop_state *ls, ckd_error *err)
 {
     char final[TRAIN_PATH_MAX + 16];
     snprintf(final, sizeof final, "%s/final", t->dir);
-    if (run_eval(t, ls, err) || checkpoint(t, ls, err) || ckd_model_save_pretrained(t->student, final, err))
+    /* The checkpoint comes before the evaluation: a run killed from here on
+     * resumes at the last step and writes the evaluation line once. */
+    if (checkpoint(t, ls, err) || run_eval(t, ls, err) || ckd_model_save_pretrained(t->student, final, err))
         return -1;
     json_t *terms = json_object();
     for (int i = 0; i < t->n_losses; i++) {
         char nm[80];
         term_name(t, i, nm, sizeof nm);
-        json_object_set_new(terms, nm, json_real(ls->last_terms[i]));
+        json_object_set_new(terms, nm, json_real(t->last_terms[i]));
     }
     json_t *res = json_pack("{s:s, s:s, s:I, s:f, s:o, s:I}", "name", t->name, "recipe_hash",
-                            ckd_recipe_hash(t->recipe), "steps", (json_int_t)t->step, "final_loss", ls->last_total,
+                            ckd_recipe_hash(t->recipe), "steps", (json_int_t)t->step, "final_loss", t->last_total,
                             "terms", terms, "parameters", (json_int_t)ckd_model_param_count(t->student));
     if (ls->last_eval)
         json_object_set(res, "eval", ls->last_eval);
-    int rc = write_json(t->dir, "results.json", res, err);
+    int rc = train_write_json(t->dir, "results.json", res, err);
     json_decref(res);
     return rc;
 }
@@ -393,7 +367,7 @@ static int write_run_files(train_run *t, ckd_error *err)
         json_array_append_new(sets, json_string(t->opts->sets[i]));
     json_t *run = json_pack("{s:s, s:o, s:s}", "recipe", realpath(rp, abs) ? abs : rp, "sets", sets, "recipe_hash",
                             ckd_recipe_hash(t->recipe));
-    int rc = write_json(t->dir, "run.json", run, err) || write_json(t->dir, "recipe.json", t->rj, err) ? -1 : 0;
+    int rc = train_write_json(t->dir, "run.json", run, err) || train_write_json(t->dir, "recipe.json", t->rj, err) ? -1 : 0;
     json_decref(run);
     return rc;
 }
@@ -425,9 +399,11 @@ int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_
     if (train_checkpoint_exists(t.dir))
         return ckd_errorf(err, "%s holds a checkpoint of an unfinished run: continue it with clipkd run --resume %s",
                           t.dir, t.dir);
-    int rc = -1;
-    if (!train_setup(&t, err) && !mkdirs(t.dir, err) && !write_run_files(&t, err))
+    int rc = -1, lock = -1;
+    if (!train_setup(&t, err) && !train_mkdirs(t.dir, err) && !train_lock_dir(t.dir, &lock, err) &&
+        !write_run_files(&t, err))
         rc = loop(&t, 0, err);
+    train_unlock_dir(lock);
     train_free(&t);
     return rc;
 }
@@ -473,9 +449,11 @@ int ckd_train_resume(const ckd_registry *reg, const ckd_recipe *given, const cha
     train_run t;
     init_run(&t, reg, r, &o);
     int64_t metrics_len = 0;
-    int rc = -1;
-    if (!train_setup(&t, err) && !train_checkpoint_load(&t, &metrics_len, err))
+    int rc = -1, lock = -1;
+    if (!train_lock_dir(run_dir, &lock, err) && !train_setup(&t, err) &&
+        !train_checkpoint_load(&t, &metrics_len, err))
         rc = loop(&t, metrics_len, err);
+    train_unlock_dir(lock);
     train_free(&t);
     ckd_recipe_free(loaded);
     json_decref(run);

@@ -17,6 +17,13 @@
  *                      (model.safetensors + config.json, readable by
  *                      ckd_model_from_pretrained and transformers)
  *     results.json     the final evaluation and the last losses
+ *     run.lock         locked (flock) by the process working in the
+ *                      directory: a second one is refused
+ *
+ * Every file appears whole or not at all (written to "<file>.tmp.<pid>" and
+ * renamed; what a killed process leaves under such names is removed by the
+ * next one), so a run killed at any moment — SIGKILL, a full disk while
+ * checkpointing — keeps its previous checkpoint and resumes from it.
  *
  * A run is a pure function of the recipe and the thread count: a run stopped
  * at any point and resumed from its last checkpoint ends with the same

@@ -1,0 +1,161 @@
+/* What the trainer tests share: a registry of the built plugins, a
+ * temporary directory per test, recipe files in it, and comparisons of run
+ * directories (weights, checkpoints, metrics without their wall-clock
+ * fields). Header-only: each test program includes it once. */
+#ifndef CKD_TRAIN_TEST_UTIL_H
+#define CKD_TRAIN_TEST_UTIL_H
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clipkd/blas.h"
+#include "clipkd/safetensors.h"
+#include "clipkd/train.h"
+
+#define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+static ckd_registry *reg;
+static char tmp[256];
+
+/* The plugins as built, the tokenizer from the source tree, a fresh
+ * temporary directory with its own artifact cache, one thread. */
+static void setup(void)
+{
+    const char *b = getenv("CKD_TEST_BUILDDIR"), *s = getenv("CKD_TEST_SRCDIR");
+    char path[8192], data[4096], cache[512];
+    snprintf(path, sizeof path, "%s/models/.libs:%s/losses/.libs", b ? b : ".", b ? b : ".");
+    snprintf(data, sizeof data, "%s/models/clip", s ? s : ".");
+    setenv("CLIPKD_DATA_DIR", data, 1);
+    setenv("CLIPKD_PLUGIN_PATH", path, 1);
+    ckd_error err = {{0}};
+    reg = ckd_registry_open(path, &err);
+    cr_assert_not_null(reg, "%s", err.msg);
+    snprintf(tmp, sizeof tmp, "/tmp/clipkd-test-train-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp));
+    snprintf(cache, sizeof cache, "%s/cache", tmp);
+    setenv("CLIPKD_CACHE", cache, 1);
+    ckd_set_threads(1);
+}
+
+static void teardown(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    cr_expect_eq(system(cmd), 0);
+    ckd_registry_free(reg);
+}
+
+static void write_file(const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmp, name);
+    FILE *f = fopen(p, "w");
+    cr_assert_not_null(f, "%s", p);
+    fputs(text, f);
+    fclose(f);
+}
+
+static ckd_recipe *load(const char *name, const char *const *sets, size_t n)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmp, name);
+    ckd_error err = {{0}};
+    ckd_recipe *r = ckd_recipe_load(p, sets, n, ckd_train_plugin_schema, reg, &err);
+    cr_assert_not_null(r, "%s", err.msg);
+    return r;
+}
+
+static char *slurp(const char *dir, const char *file, long *len)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    FILE *f = fopen(p, "rb");
+    cr_assert_not_null(f, "%s", p);
+    fseek(f, 0, SEEK_END);
+    *len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)*len + 1);
+    cr_assert_eq(fread(b, 1, (size_t)*len, f), (size_t)*len);
+    b[*len] = '\0';
+    fclose(f);
+    return b;
+}
+
+/* metrics.jsonl without its wall-clock fields, one string. */
+static char *metrics_without_time(const char *dir)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f, "%s", p);
+    size_t cap = 1 << 16, n = 0;
+    char *out = calloc(cap, 1), line[8192];
+    while (fgets(line, sizeof line, f)) {
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        cr_assert_not_null(o, "%s: %s", p, je.text);
+        json_object_del(o, "images_per_s");
+        json_object_del(o, "elapsed_s");
+        json_object_del(o, "eval_seconds");
+        char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        size_t k = strlen(s);
+        if (n + k + 2 > cap)
+            out = realloc(out, cap = 2 * (n + k + 2));
+        memcpy(out + n, s, k);
+        out[n += k] = '\n';
+        out[++n] = '\0';
+        free(s);
+        json_decref(o);
+    }
+    fclose(f);
+    return out;
+}
+
+/* Every tensor (weights, moments) and the state but metrics.jsonl's length,
+ * which counts the wall-clock fields too. */
+static void expect_same_checkpoint(const char *a, const char *b)
+{
+    char pa[1024], pb[1024];
+    snprintf(pa, sizeof pa, "%s/checkpoint.safetensors", a);
+    snprintf(pb, sizeof pb, "%s/checkpoint.safetensors", b);
+    ckd_error err = {{0}};
+    ckd_safetensors *sa = ckd_st_open(pa, &err), *sb = ckd_st_open(pb, &err);
+    cr_assert(sa && sb, "%s", err.msg);
+    cr_assert_eq(ckd_st_count(sa), ckd_st_count(sb));
+    for (size_t i = 0; i < ckd_st_count(sa); i++) {
+        const ckd_st_tensor *x = ckd_st_at(sa, i), *y = ckd_st_find(sb, x->name);
+        cr_assert_not_null(y, "%s", x->name);
+        cr_expect(x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes), "checkpoint tensor %s differs",
+                  x->name);
+    }
+    json_error_t je;
+    json_t *ja = json_loads(ckd_st_metadata(sa, "state"), 0, &je), *jb = json_loads(ckd_st_metadata(sb, "state"), 0, &je);
+    cr_assert(ja && jb);
+    json_object_del(ja, "metrics_len");
+    json_object_del(jb, "metrics_len");
+    cr_expect(json_equal(ja, jb), "checkpoint states differ (step, cursor, RNG, AdamW steps)");
+    json_decref(ja), json_decref(jb);
+    ckd_st_close(sa), ckd_st_close(sb);
+}
+
+static void run_dir(const char *name, char *out, size_t cap) { snprintf(out, cap, "%s/%s", tmp, name); }
+
+/* Two finished runs of one recipe: the same final weights (bytes), the same
+ * last checkpoint, the same metrics.jsonl apart from timing fields. */
+static void expect_same_run(const char *a, const char *b)
+{
+    long la, lb;
+    char *wa = slurp(a, "final/model.safetensors", &la), *wb = slurp(b, "final/model.safetensors", &lb);
+    cr_expect(la == lb && memcmp(wa, wb, (size_t)la) == 0, "final weights of %s and %s differ", a, b);
+    free(wa), free(wb);
+    expect_same_checkpoint(a, b);
+    char *ma = metrics_without_time(a), *mb = metrics_without_time(b);
+    cr_expect_str_eq(ma, mb);
+    free(ma), free(mb);
+}
+
+#endif
