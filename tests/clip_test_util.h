@@ -81,6 +81,44 @@ static inline double max_abs_vs_ref(const ckd_safetensors *st, const char *name,
     return worst;
 }
 
+static inline double l2(const float *a, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)a[i] * a[i];
+    return sqrt(s);
+}
+
+static inline double rel_l2(const float *a, const float *ref, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* A gradient against PyTorch's: within 1e-3 relative L2, except where the
+ * reference vanishes. The key biases get an exactly zero gradient (softmax
+ * ignores a per-row constant); float64 leaves ~1e-17, float32 ~1e-9, so
+ * those are compared absolutely. The worst errors (and the name of the
+ * worst relative one) are tracked for the report. */
+static inline void expect_grad_matches(const char *key, const float *got, const float *ref, int64_t n,
+                                       double *worst_rel, char *worst_name, size_t cap, double *worst_zero)
+{
+    if (l2(ref, n) < 1e-10) {
+        double a = l2(got, n);
+        cr_expect_leq(a, 1e-6, "%s: gradient should vanish, has L2 norm %g", key, a);
+        *worst_zero = fmax(*worst_zero, a);
+        return;
+    }
+    double e = rel_l2(got, ref, n);
+    cr_expect_leq(e, 1e-3, "%s: gradient relative L2 error %g", key, e);
+    if (e > *worst_rel)
+        *worst_rel = e, snprintf(worst_name, cap, "%s", key);
+}
+
 static inline ckd_safetensors *open_st(const char *path)
 {
     ckd_error err = {{0}};

@@ -10,12 +10,11 @@
 #include "config.h"
 
 #include <dirent.h>
-#include <errno.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <time.h>
 
+#include "cli_run_util.h"
 #include "train_test_util.h"
 
 /* 40 steps of a small CLIP over 192 images, 12 batches per epoch; a
@@ -39,47 +38,6 @@ static void write_recipe(const char *name, int ckpt_every)
              " \"train\": {\"steps\": %d, \"batch_size\": 16, \"log_every\": 1, \"checkpoint_every\": %d}}\n",
              STEPS, ckpt_every);
     write_file(name, text);
-}
-
-/* ---- the clipkd program --------------------------------------------------------- */
-
-/* Starts $CKD_TEST_BUILDDIR/clipkd with args (NULL-terminated), its output
- * in tmp/log-<k>. */
-static pid_t spawn(const char *const *args)
-{
-    static int k;
-    const char *b = getenv("CKD_TEST_BUILDDIR");
-    char prog[4096], log[512];
-    snprintf(prog, sizeof prog, "%s/clipkd", b ? b : ".");
-    snprintf(log, sizeof log, "%s/log-%d", tmp, k++);
-    const char *argv[16] = {prog};
-    for (int i = 0; args[i] && i < 14; i++)
-        argv[i + 1] = args[i];
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        if (!freopen(log, "w", stdout) || dup2(fileno(stdout), 2) < 0)
-            _exit(126);
-        execv(prog, (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int wait_status(pid_t pid)
-{
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        cr_assert_eq(errno, EINTR);
-    return st;
-}
-
-/* Runs clipkd to its end; fails the test unless it exits 0. */
-static void run_clipkd(const char *const *args)
-{
-    int st = wait_status(spawn(args));
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "clipkd %s %s %s: status %d (see %s/log-*)", args[0], args[1],
-              args[2] ? args[2] : "", st, tmp);
 }
 
 static void sleep_ms(double ms)
@@ -169,7 +127,7 @@ static int exists(const char *dir, const char *file)
 static void reference_run(const char *recipe, const char *dir)
 {
     const char *args[] = {"run", recipe, "--out", dir, NULL};
-    run_clipkd(args);
+    cli_run(tmp, args);
 }
 
 /* ---- tests ---------------------------------------------------------------------- */
@@ -185,7 +143,7 @@ Test(resume, sigkill_mid_epoch_then_resume_is_bit_identical, .init = setup, .fin
 
     /* Killed once a checkpoint exists and two more steps ran. */
     const char *args[] = {"run", r, "--out", b, NULL};
-    pid_t pid = spawn(args);
+    pid_t pid = cli_spawn(tmp, args);
     long ck = -1;
     int lines = 0, st;
     for (int waited = 0;; waited++) {
@@ -198,7 +156,7 @@ Test(resume, sigkill_mid_epoch_then_resume_is_bit_identical, .init = setup, .fin
         sleep_ms(2);
     }
     kill(pid, SIGKILL);
-    st = wait_status(pid);
+    st = cli_wait(pid);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "status %d", st);
     lines = metrics_lines(b);
     ck = checkpoint_step(b);
@@ -209,7 +167,7 @@ Test(resume, sigkill_mid_epoch_then_resume_is_bit_identical, .init = setup, .fin
                 lines / STEPS_PER_EPOCH, lines % STEPS_PER_EPOCH, STEPS_PER_EPOCH, ck);
 
     const char *resume[] = {"run", "--resume", b, NULL};
-    run_clipkd(resume);
+    cli_run(tmp, resume);
     expect_same_run(a, b);
 }
 
@@ -232,7 +190,7 @@ Test(resume, sigkill_at_random_times_and_during_checkpoint_writes, .init = setup
     int kills = 0, mid_write = 0, looks = 0, finished = 0;
     for (int k = 0; k < 6 && !finished; k++) {
         const char *fresh[] = {"run", r, "--out", b, NULL}, *resume[] = {"run", "--resume", b, NULL};
-        pid_t pid = spawn(exists(b, "checkpoint.safetensors") ? resume : fresh);
+        pid_t pid = cli_spawn(tmp, exists(b, "checkpoint.safetensors") ? resume : fresh);
         double delay_ms = 100 + rand() % 900, waited = 0;
         int st;
         for (;;) {
@@ -246,7 +204,7 @@ Test(resume, sigkill_at_random_times_and_during_checkpoint_writes, .init = setup
             long tmp_size = temporary_size(b, "checkpoint.safetensors");
             if (k % 2 == 0 ? tmp_size > (1L << 20) : waited >= delay_ms) {
                 kill(pid, SIGKILL);
-                st = wait_status(pid);
+                st = cli_wait(pid);
                 /* It may have exited on its own just before. */
                 finished = WIFEXITED(st);
                 kills += !finished;
@@ -263,7 +221,7 @@ Test(resume, sigkill_at_random_times_and_during_checkpoint_writes, .init = setup
     }
     if (!finished) {
         const char *fresh[] = {"run", r, "--out", b, NULL}, *resume[] = {"run", "--resume", b, NULL};
-        run_clipkd(exists(b, "checkpoint.safetensors") ? resume : fresh);
+        cli_run(tmp, exists(b, "checkpoint.safetensors") ? resume : fresh);
     }
     cr_expect_geq(kills, 3, "only %d kills landed (seed %u)", kills, seed);
     cr_expect_geq(mid_write, 1, "no kill landed during a checkpoint write (seed %u)", seed);
@@ -311,7 +269,7 @@ Test(resume, disk_full_while_checkpointing_keeps_the_previous_checkpoint, .init 
     ssize_t n = read(fds[0], msg, sizeof msg - 1);
     msg[n > 0 ? n : 0] = '\0';
     close(fds[0]);
-    int st = wait_status(pid);
+    int st = cli_wait(pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d: %s", st, msg);
     cr_expect(strstr(msg, "checkpoint.safetensors") && strstr(msg, strerror(EFBIG)), "%s", msg);
     cr_expect_eq(checkpoint_step(b), 3, "the step-3 checkpoint is kept");

@@ -179,3 +179,23 @@ Test(train, distillation_trains_the_teacher_recipe_once, .init = setup, .fini = 
     ckd_recipe_free(t);
     ckd_recipe_free(r);
 }
+
+/* student.init_from: the directory's config.json decides the model, so a
+ * config or weights beside it is refused when the recipe loads. */
+Test(train, init_from_refuses_config_and_weights, .init = setup, .fini = teardown)
+{
+    write_file("a.json", "{\"student\": {\"model\": \"clip\", \"init_from\": \"m\", \"config\": {\"embed_dim\": 8}},"
+                         " \"data\": {\"train\": {\"reader\": \"fashion-mnist\"}}, \"losses\": [{\"name\": \"clip\"}]}");
+    write_file("b.json", "{\"student\": {\"model\": \"clip\", \"init_from\": \"m\", \"weights\": {\"urls\": "
+                         "[\"file:///x\"], \"sha256\": \"" "0000000000000000000000000000000000000000000000000000000000000000"
+                         "\", \"size\": 1}}, \"data\": {\"train\": {\"reader\": \"fashion-mnist\"}},"
+                         " \"losses\": [{\"name\": \"clip\"}]}");
+    const char *files[] = {"a.json", "b.json"}, *keys[] = {"student.config", "student.weights"};
+    for (int i = 0; i < 2; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", tmp, files[i]);
+        ckd_error err = {{0}};
+        cr_expect_null(ckd_recipe_load(p, NULL, 0, ckd_train_plugin_schema, reg, &err));
+        cr_expect(strstr(err.msg, keys[i]) && strstr(err.msg, "init_from"), "%s", err.msg);
+    }
+}

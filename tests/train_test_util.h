@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli_run_util.h"
 #include "clipkd/blas.h"
 #include "clipkd/safetensors.h"
 #include "clipkd/train.h"
@@ -21,16 +22,13 @@
 static ckd_registry *reg;
 static char tmp[256];
 
-/* The plugins as built, the tokenizer from the source tree, a fresh
- * temporary directory with its own artifact cache, one thread. */
+/* The plugins as built, the tokenizer from the source tree (for the
+ * clipkd program too), a fresh temporary directory with its own artifact
+ * cache, one thread. */
 static void setup(void)
 {
-    const char *b = getenv("CKD_TEST_BUILDDIR"), *s = getenv("CKD_TEST_SRCDIR");
-    char path[8192], data[4096], cache[512];
-    snprintf(path, sizeof path, "%s/models/.libs:%s/losses/.libs", b ? b : ".", b ? b : ".");
-    snprintf(data, sizeof data, "%s/models/clip", s ? s : ".");
-    setenv("CLIPKD_DATA_DIR", data, 1);
-    setenv("CLIPKD_PLUGIN_PATH", path, 1);
+    const char *path = cli_test_env();
+    char cache[512];
     ckd_error err = {{0}};
     reg = ckd_registry_open(path, &err);
     cr_assert_not_null(reg, "%s", err.msg);

@@ -15,6 +15,7 @@ void cmd_run_help(FILE *out)
 {
     fprintf(out,
             "Usage: clipkd run RECIPE [--set KEY.PATH=VALUE]... [--out DIR] [--runs ROOT] [--dry-run]\n"
+            "                  [--dump-steps N --dump-dir D]\n"
             "       clipkd run --resume RUN_DIR [RECIPE [--set ...]]\n"
             "Trains RECIPE (checked like `clipkd validate` first) in the run directory DIR\n"
             "(default ROOT/<name>-<first 12 hex digits of the recipe hash>, ROOT default runs/):\n"
@@ -24,7 +25,10 @@ void cmd_run_help(FILE *out)
             "--resume continues a run from its last checkpoint (the recipe recorded in\n"
             "run.json, or RECIPE, whose hash must match). --dry-run checks the recipe and\n"
             "prints what would be done. On a terminal a progress line is redrawn; otherwise\n"
-            "one line per logged step.\n");
+            "one line per logged step.\n"
+            "--dump-steps N --dump-dir D: for each of the first N steps, D/step-NNNN.safetensors\n"
+            "with loss, loss.<term>, grad.<param> (before clipping) and param.<param> (after\n"
+            "the step), under Hugging Face names, for comparing a run with PyTorch.\n");
 }
 
 void cmd_quickstart_help(FILE *out)
@@ -41,7 +45,8 @@ typedef struct run_args {
     const char *sets[256];
     size_t n_sets;
     int dry_run;
-    long stop_after;
+    long stop_after, dump_steps;
+    const char *dump_dir;
 } run_args;
 
 static int parse_args(int argc, char **argv, run_args *a)
@@ -61,6 +66,10 @@ static int parse_args(int argc, char **argv, run_args *a)
             a->resume = argv[++i];
         else if (!strcmp(argv[i], "--stop-after") && more) /* for tests: stop as if killed */
             a->stop_after = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--dump-steps") && more)
+            a->dump_steps = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--dump-dir") && more)
+            a->dump_dir = argv[++i];
         else if (!strcmp(argv[i], "--dry-run"))
             a->dry_run = 1;
         else if (argv[i][0] != '-' && !a->path)
@@ -69,6 +78,10 @@ static int parse_args(int argc, char **argv, run_args *a)
             fprintf(stderr, "clipkd run: unexpected argument '%s' (see clipkd run --help)\n", argv[i]);
             return -1;
         }
+    }
+    if (a->dump_steps > 0 && !a->dump_dir) {
+        fprintf(stderr, "clipkd run: --dump-steps needs --dump-dir DIR\n");
+        return -1;
     }
     if (!a->path && !a->resume) {
         fprintf(stderr, "clipkd run: no recipe given (see clipkd run --help)\n");
@@ -139,6 +152,8 @@ int cmd_run(int argc, char **argv)
     o.sets = a.sets;
     o.n_sets = a.n_sets;
     o.stop_after = a.stop_after;
+    o.dump_steps = a.dump_steps;
+    o.dump_dir = a.dump_dir;
     o.progress = on_progress;
     o.user = &pr;
     char dir[4096];

@@ -45,7 +45,8 @@ static const char recipe_schema[] =
     "  \"teacher\": {\"type\": \"object\", \"properties\": {" MODEL_PROPS ","
     "    \"recipe\": {\"type\": \"string\"},"
     "    \"mode\": {\"type\": \"string\", \"enum\": [\"cache\", \"live\"], \"default\": \"cache\"}}},"
-    "  \"student\": {\"type\": \"object\", \"required\": [\"model\"], \"properties\": {" MODEL_PROPS "}},"
+    "  \"student\": {\"type\": \"object\", \"required\": [\"model\"], \"properties\": {" MODEL_PROPS ","
+    "    \"init_from\": {\"type\": \"string\"}}},"
     "  \"data\": {\"type\": \"object\", \"required\": [\"train\"], \"properties\": {"
     "    \"train\": " READER ", \"eval\": " READER "}},"
     "  \"losses\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"required\": [\"name\"],"
@@ -113,6 +114,17 @@ static int check_rules(const where *w, json_t *recipe)
                                    "a teacher given by \"recipe\" takes its weights from that "
                                    "run; remove \"weights\"");
     }
+    json_t *student = json_object_get(recipe, "student");
+    if (json_object_get(student, "init_from")) {
+        /* The model directory's config.json says what the model is. */
+        if (json_object_get(student, "weights"))
+            return ckd_json_errorf(w->locate, w->user, w->file, "student.weights", w->err,
+                                   "the student starts from \"init_from\"; remove \"weights\"");
+        if (json_object_size(json_object_get(student, "config")))
+            return ckd_json_errorf(w->locate, w->user, w->file, "student.config", w->err,
+                                   "a student read from \"init_from\" takes its configuration from that "
+                                   "directory's config.json; remove \"config\"");
+    }
     if (json_array_size(json_object_get(recipe, "losses")) == 0)
         return ckd_json_errorf(w->locate, w->user, w->file, "losses", w->err,
                                "expected at least one loss, got none");
@@ -149,8 +161,8 @@ static int check_model(const where *w, ckd_recipe_plugin_schema_fn plugin_schema
 {
     json_t *m = json_object_get(recipe, role);
     const char *name = json_string_value(json_object_get(m, "model"));
-    if (!name)
-        return 0; /* no such role, or a teacher given by its recipe */
+    if (!name || json_object_get(m, "init_from"))
+        return 0; /* no such role, a teacher given by its recipe, a model directory */
     char name_path[64], config_path[64];
     snprintf(name_path, sizeof name_path, "%s.model", role);
     snprintf(config_path, sizeof config_path, "%s.config", role);

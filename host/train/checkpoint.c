@@ -24,11 +24,10 @@ int train_checkpoint_exists(const char *dir)
     return stat(p, &sb) == 0;
 }
 
-/* The checkpoint name of optimiser parameter k. */
-static void param_key(const train_run *t, int k, char *out, size_t cap)
+void train_param_key(const train_run *t, int k, int model_prefix, char *out, size_t cap)
 {
     if (k < t->n_model_params) {
-        snprintf(out, cap, "model.%s", t->params[k]->name);
+        snprintf(out, cap, "%s%s", model_prefix ? "model." : "", t->params[k]->name);
         return;
     }
     int j = k - t->n_model_params;
@@ -77,7 +76,7 @@ int train_checkpoint_save(train_run *t, int64_t metrics_len, ckd_error *err)
     }
     for (int k = 0; k < t->n_params; k++) {
         const ckd_tensor *p = t->params[k];
-        param_key(t, k, key, sizeof key);
+        train_param_key(t, k, 1, key, sizeof key);
         if (ckd_st_writer_add(w, key, CKD_DT_F32, p->ndim, p->shape, p->data, err))
             goto out;
         snprintf(key, sizeof key, "adam.m.%d", k);
@@ -144,7 +143,7 @@ int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err)
     }
     for (int k = 0; k < t->n_params; k++) {
         ckd_tensor *p = t->params[k];
-        param_key(t, k, key, sizeof key);
+        train_param_key(t, k, 1, key, sizeof key);
         if (read_into(st, path, key, p->data, p, err))
             goto out;
         snprintf(key, sizeof key, "adam.m.%d", k);

@@ -9,6 +9,7 @@
 #include "clipkd/loader.h"
 #include "clipkd/loss.h"
 #include "clipkd/optim.h"
+#include "clipkd/safetensors.h"
 #include "clipkd/tokenizer.h"
 #include "clipkd/train.h"
 
@@ -79,6 +80,19 @@ int train_mkdirs(const char *path, ckd_error *err);
 int train_write_json(const char *dir, const char *file, const json_t *v, ckd_error *err);
 int train_lock_dir(const char *dir, int *fd_out, ckd_error *err);
 void train_unlock_dir(int fd);
+
+/* The name of optimiser parameter k: the model's own (HF) name, with
+ * "model." in front when model_prefix is set; "loss.<i>.<name>" for a
+ * parameter of loss i. */
+void train_param_key(const train_run *t, int k, int model_prefix, char *out, size_t cap);
+/* Loss i's name in metrics and dumps: the plugin's, with ".<i>" when the
+ * same plugin appears twice. */
+void train_term_name(const train_run *t, int i, char *out, size_t cap);
+
+/* dump.c: the loss and gradients of the step being taken into a new writer,
+ * then the parameters after it and the file (opts->dump_dir/step-NNNN). */
+int train_dump_grads(train_run *t, const double *terms, double total, ckd_st_writer **out, ckd_error *err);
+int train_dump_save(train_run *t, ckd_st_writer *w, double lr, ckd_error *err);
 
 /* The recipe's hash and settings as JSON helpers. */
 double train_num(const json_t *root, const char *path, double fallback);

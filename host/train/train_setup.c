@@ -65,6 +65,21 @@ static ckd_model *model_from(const train_run *t, const json_t *obj, const char *
     const ckd_plugin *p = ckd_registry_find(t->reg, CKD_PLUGIN_MODEL, pname ? pname : "", err);
     if (!p)
         return recipe_fail(t, role, err), NULL;
+    if (json_object_get(obj, "init_from")) {
+        /* A model directory (a run's final/, a Hugging Face CLIP folder):
+         * its config.json and weights, read by the clip plugin. */
+        char dir[TRAIN_PATH_MAX], jp[64];
+        snprintf(jp, sizeof jp, "%s.init_from", role);
+        if (strcmp(p->desc->name, "clip"))
+            return ckd_recipe_errorf(t->recipe, jp, err, "a model directory is read by the clip plugin, not %s",
+                                     p->desc->name), NULL;
+        if (ckd_recipe_resolve_path(t->recipe, jp, dir, sizeof dir, err))
+            return NULL;
+        ckd_model *m = ckd_model_from_pretrained(t->reg, dir, err);
+        if (!m)
+            recipe_fail(t, jp, err);
+        return m;
+    }
     snprintf(where, sizeof where, "%s.config", role);
     const json_t *weights = json_object_get(obj, "weights");
     ckd_model *m = ckd_model_new(p, json_object_get(obj, "config"), where, init && !weights, seed, err);

@@ -140,12 +140,17 @@ static int train_step(train_run *t, double *terms, double *total, int64_t *image
         *total += sum->data[0];
         *images += b->n;
     }
+    ckd_st_writer *dump = NULL;
+    if (t->step < t->opts->dump_steps && t->opts->dump_dir && train_dump_grads(t, terms, *total, &dump, err))
+        return -1;
     clip_gradients(t);
     ckd_adamw_set_lr(t->opt, lr_at(t, t->step));
     ckd_adamw_step(t->opt);
     ckd_tensor *theta = ckd_model_logit_scale(t->student);
     if (theta->data[0] > LOGIT_SCALE_MAX)
         theta->data[0] = (float)LOGIT_SCALE_MAX;
+    if (dump && train_dump_save(t, dump, lr_at(t, t->step), err))
+        return -1;
     t->step++;
     return 0;
 }
@@ -159,7 +164,7 @@ typedef struct loop_state {
     json_t *last_eval;
 } loop_state;
 
-static void term_name(const train_run *t, int i, char *out, size_t cap)
+void train_term_name(const train_run *t, int i, char *out, size_t cap)
 {
     int dup = 0;
     for (int j = 0; j < t->n_losses; j++)
@@ -230,7 +235,7 @@ static int log_step(train_run *t, loop_state *ls, const double *terms, double to
                           .n_terms = t->n_losses};
     char names[CKD_TRAIN_MAX_TERMS][80];
     for (int i = 0; i < t->n_losses; i++) {
-        term_name(t, i, names[i], sizeof names[i]);
+        train_term_name(t, i, names[i], sizeof names[i]);
         ev.term_names[i] = names[i];
         ev.terms[i] = terms[i];
     }
@@ -268,7 +273,7 @@ static int finish(train_run *t, loop_state *ls, ckd_error *err)
     json_t *terms = json_object();
     for (int i = 0; i < t->n_losses; i++) {
         char nm[80];
-        term_name(t, i, nm, sizeof nm);
+        train_term_name(t, i, nm, sizeof nm);
         json_object_set_new(terms, nm, json_real(t->last_terms[i]));
     }
     json_t *res = json_pack("{s:s, s:s, s:I, s:f, s:o, s:I}", "name", t->name, "recipe_hash",

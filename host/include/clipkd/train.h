@@ -91,6 +91,14 @@ typedef struct ckd_train_opts {
     /* Stop, as if killed, once this many optimiser steps are done (0: run
      * to the end); a checkpoint is written only if checkpoint_every says so. */
     int64_t stop_after;
+    /* Debug dumps: for each of the run's steps 0 .. dump_steps - 1, the file
+     * dump_dir/step-NNNN.safetensors (step number, 4 digits) with "loss"
+     * and "loss.<term>" (F64 scalars, unweighted terms named as in
+     * metrics.jsonl), "grad.<param>" (the step's gradient before clipping)
+     * and "param.<param>" (the value after the step), F32 under the model's
+     * Hugging Face names ("loss.<i>.<name>" for a loss's own parameters). */
+    int64_t dump_steps;
+    const char *dump_dir;
     ckd_train_progress_fn progress;  /* may be NULL */
     void *user;
 } ckd_train_opts;
