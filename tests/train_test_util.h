@@ -25,7 +25,7 @@ static char tmp[256];
 /* The plugins as built, the tokenizer from the source tree (for the
  * clipkd program too), a fresh temporary directory with its own artifact
  * cache, one thread. */
-static void setup(void)
+static inline void setup(void)
 {
     const char *path = cli_test_env();
     char cache[512];
@@ -39,7 +39,7 @@ static void setup(void)
     ckd_set_threads(1);
 }
 
-static void teardown(void)
+static inline void teardown(void)
 {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
@@ -47,7 +47,7 @@ static void teardown(void)
     ckd_registry_free(reg);
 }
 
-static void write_file(const char *name, const char *text)
+static inline void write_file(const char *name, const char *text)
 {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", tmp, name);
@@ -57,7 +57,7 @@ static void write_file(const char *name, const char *text)
     fclose(f);
 }
 
-static ckd_recipe *load(const char *name, const char *const *sets, size_t n)
+static inline ckd_recipe *load(const char *name, const char *const *sets, size_t n)
 {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", tmp, name);
@@ -67,7 +67,7 @@ static ckd_recipe *load(const char *name, const char *const *sets, size_t n)
     return r;
 }
 
-static char *slurp(const char *dir, const char *file, long *len)
+static inline char *slurp(const char *dir, const char *file, long *len)
 {
     char p[1024];
     snprintf(p, sizeof p, "%s/%s", dir, file);
@@ -84,7 +84,7 @@ static char *slurp(const char *dir, const char *file, long *len)
 }
 
 /* metrics.jsonl without its wall-clock fields, one string. */
-static char *metrics_without_time(const char *dir)
+static inline char *metrics_without_time(const char *dir)
 {
     char p[1024];
     snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
@@ -115,7 +115,7 @@ static char *metrics_without_time(const char *dir)
 
 /* Every tensor (weights, moments) and the state but metrics.jsonl's length,
  * which counts the wall-clock fields too. */
-static void expect_same_checkpoint(const char *a, const char *b)
+static inline void expect_same_checkpoint(const char *a, const char *b)
 {
     char pa[1024], pb[1024];
     snprintf(pa, sizeof pa, "%s/checkpoint.safetensors", a);
@@ -140,11 +140,11 @@ static void expect_same_checkpoint(const char *a, const char *b)
     ckd_st_close(sa), ckd_st_close(sb);
 }
 
-static void run_dir(const char *name, char *out, size_t cap) { snprintf(out, cap, "%s/%s", tmp, name); }
+static inline void run_dir(const char *name, char *out, size_t cap) { snprintf(out, cap, "%s/%s", tmp, name); }
 
 /* Two finished runs of one recipe: the same final weights (bytes), the same
  * last checkpoint, the same metrics.jsonl apart from timing fields. */
-static void expect_same_run(const char *a, const char *b)
+static inline void expect_same_run(const char *a, const char *b)
 {
     long la, lb;
     char *wa = slurp(a, "final/model.safetensors", &la), *wb = slurp(b, "final/model.safetensors", &lb);

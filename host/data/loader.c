@@ -75,6 +75,7 @@ static void free_slot(ckdl_slot *s)
     free(s->b.pixel_values);
     free(s->ids);
     free(s->b.labels);
+    free(s->b.captions);
     free(s->b.indices);
 }
 
@@ -122,6 +123,7 @@ ckd_loader *ckd_loader_new(const ckd_dataset *ds, const ckd_loader_opts *o, ckd_
         if (!(s->b.pixel_values = malloc(B * 3 * S * S * sizeof(float))) ||
             !(s->ids = malloc(B * T * sizeof(int32_t))) ||
             !(s->b.labels = malloc(B * sizeof(int32_t))) ||
+            !(s->b.captions = malloc(B * sizeof(int32_t))) ||
             !(s->b.indices = malloc(B * sizeof(int64_t))))
             goto oom;
     }

@@ -130,6 +130,7 @@ static int put_sample(ckd_loader *l, ckdl_slot *s, int row, int64_t epoch, int64
         goto done;
     }
     int32_t *ids = s->ids + (size_t)row * T;
+    s->b.captions[row] = -1;
     if (smp.input_ids) {
         if ((size_t)smp.n_ids != T) {
             rc = ckd_errorf(err, "%s: sample %lld has %d ready-made token ids, the loader's "
@@ -156,6 +157,7 @@ static int put_sample(ckd_loader *l, ckdl_slot *s, int row, int64_t epoch, int64
             rc = ckd_error_prefix(err, "%s: sample %lld, caption %zu", src, (long long)idx, c);
             goto done;
         }
+        s->b.captions[row] = (int32_t)c;
         *has_ids = 1;
     }
     s->b.labels[row] = smp.label;

@@ -44,8 +44,7 @@ void ckd_eval_opts_from_json(ckd_eval_opts *o, const json_t *ev)
             o->templates[o->n_templates++] = json_string_value(json_array_get(v, i));
 }
 
-/* Normalised text embeddings of M token rows of length T, in batches. */
-static int encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
+int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
                         ckd_error *err)
 {
     int64_t D = ckd_model_embed_dim(m);
@@ -60,10 +59,8 @@ static int encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M,
     return 0;
 }
 
-/* Normalised image embeddings of the whole dataset in its order (no
- * augmentation: resize and centre crop), with labels and indices. */
-static int encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, float *img, int32_t *labels,
-                         int64_t *index, int64_t *n_out, ckd_error *err)
+int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
+                        int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
 {
     const ckd_model_info *info = ckd_model_get_info(m);
     ckd_loader_opts lo;
@@ -75,7 +72,7 @@ static int encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs
     lo.image_size = (int)info->image_size;
     lo.threads = 1;
     lo.prefetch = 2;
-    lo.on_error = CKD_LOADER_FAIL;
+    lo.on_error = on_error;
     ckd_loader *l = ckd_loader_new(ds, &lo, err);
     if (!l)
         return -1;
@@ -130,7 +127,7 @@ int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, c
                 goto out;
             }
         }
-    if (encode_texts(m, c, ids, K * NT, T, 256, e, err))
+    if (train_encode_texts(m, c, ids, K * NT, T, 256, e, err))
         goto out;
     ckd_prompt_ensemble(e, K, NT, D, out);
     rc = 0;
@@ -140,10 +137,8 @@ out:
     return rc;
 }
 
-/* Every caption of the n images (in the order of index), tokenized; the
- * tensors reader's ready-made ids count as the one caption. */
-static int caption_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const int64_t *index, int64_t n, int64_t T,
-                       int32_t **ids_out, int32_t **owner_out, int64_t *m_out, ckd_error *err)
+int train_caption_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const int64_t *index, int64_t n, int64_t T,
+                      int32_t **ids_out, int32_t **owner_out, int64_t *m_out, ckd_error *err)
 {
     int64_t cap = n * 2 + 16, m = 0;
     int32_t *ids = malloc((size_t)(cap * T) * sizeof *ids), *owner = malloc((size_t)cap * sizeof *owner);
@@ -268,7 +263,7 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
         ckd_errorf(err, "out of memory for %zu embeddings", N);
         goto out;
     }
-    if (encode_images(m, c, ds, o.batch_size, img, labels, index, &n, err))
+    if (train_encode_images(m, c, ds, o.batch_size, CKD_LOADER_FAIL, img, labels, index, &n, err))
         goto out;
     r->n_images = n;
     int has_labels = n > 0;
@@ -284,14 +279,14 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
             goto out;
     }
     if (o.retrieval) {
-        if (caption_ids(ds, tok, index, n, T, &ids, &owner, &M, err))
+        if (train_caption_ids(ds, tok, index, n, T, &ids, &owner, &M, err))
             goto out;
         if (M > 0) {
             if (!(txt = malloc((size_t)(M * D) * sizeof *txt))) {
                 ckd_errorf(err, "out of memory for %lld caption embeddings", (long long)M);
                 goto out;
             }
-            if (encode_texts(m, c, ids, M, T, o.batch_size, txt, err) ||
+            if (train_encode_texts(m, c, ids, M, T, o.batch_size, txt, err) ||
                 ckd_retrieval_eval(img, n, txt, owner, M, D, &r->retrieval, err))
                 goto out;
             r->has_retrieval = 1;

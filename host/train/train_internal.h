@@ -15,6 +15,19 @@
 
 #define TRAIN_PATH_MAX 4096
 
+/* A teacher embedding cache entry, memory-mapped (teacher_cache.c): for
+ * dataset sample i, its image embedding img[i] and the embeddings of its
+ * captions, rows off[i] .. off[i + 1] - 1 of txt (normalised, dim floats
+ * each); valid[i] = 0 where the sample could not be read. */
+typedef struct train_tcache {
+    ckd_safetensors *st;
+    const float *img, *txt;
+    const int64_t *off;
+    const uint8_t *valid;
+    int64_t n, n_txt, dim;
+    char path[TRAIN_PATH_MAX];
+} train_tcache;
+
 typedef struct train_run {
     const ckd_registry *reg;
     const ckd_recipe *recipe;
@@ -25,7 +38,11 @@ typedef struct train_run {
     char base_dir[TRAIN_PATH_MAX];    /* the recipe's directory (data paths) */
     char runs_root[TRAIN_PATH_MAX];
 
-    ckd_model *student, *teacher;
+    ckd_model *student, *teacher;     /* teacher: NULL in cache mode */
+    char teacher_dir[TRAIN_PATH_MAX]; /* teacher.recipe's final/, or "" */
+    train_tcache tc;                  /* cache mode: the embeddings */
+    ckd_tensor *t_scale;              /* cache mode: the teacher's logit scale */
+    int64_t teacher_encoded;          /* images and texts the teacher encoded */
     ckd_loss *loss[CKD_TRAIN_MAX_TERMS];
     double weight[CKD_TRAIN_MAX_TERMS];
     int n_losses;
@@ -60,11 +77,40 @@ int train_setup(train_run *t, ckd_error *err);
 void train_free(train_run *t);
 /* The loader cursor where step `step` starts. */
 ckd_loader_cursor train_cursor_for(const train_run *t, int64_t step);
+/* The teacher's model without its weights loaded (allocated, not touched:
+ * a teacher whose embeddings are cached never becomes resident) and what
+ * identifies the weights ("sha256:<hex>" of the file, "init:<seed>" for a
+ * random initialisation); then the weights themselves. */
+ckd_model *train_teacher_shell(train_run *t, char *weights_id, size_t cap, ckd_error *err);
+int train_teacher_fill(train_run *t, ckd_model *m, ckd_error *err);
+
+/* teacher_cache.c: sets t->tc, t->t_scale and (when the losses need it)
+ * t->class_txt from the cache entry of this teacher and training data,
+ * computing the entry first when it is missing or damaged. */
+int train_teacher_cache_open(train_run *t, ckd_error *err);
+
+/* trainer.c: a CKD_TRAIN_MESSAGE event. */
+void train_message(const train_run *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* evaluate.c: class embeddings [K, D] from the dataset's class names and the
  * templates (o's, else the dataset's), prompt-ensembled. */
 int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, const ckd_dataset *ds,
                            const ckd_eval_opts *o, int64_t T, float *out, ckd_error *err);
+
+/* Normalised text embeddings of M token rows of length T, in batches of bs. */
+int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
+                       ckd_error *err);
+/* Normalised image embeddings of the whole dataset in its order, without
+ * augmentation (shortest edge resized to the model's size, centre crop),
+ * with labels and dataset indices; *n_out images (fewer than the dataset
+ * with on_error CKD_LOADER_SKIP when some cannot be read). */
+int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
+                        int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
+/* Every caption of the n samples index[0..n), tokenised to rows of T (the
+ * tensors reader's ready-made ids, cut or padded with 0, count as the one
+ * caption); owner[r] = position in index of row r's sample. Both malloc'd. */
+int train_caption_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const int64_t *index, int64_t n, int64_t T,
+                      int32_t **ids_out, int32_t **owner_out, int64_t *m_out, ckd_error *err);
 
 /* checkpoint.c. metrics_len: bytes of metrics.jsonl at this point. */
 int train_checkpoint_save(train_run *t, int64_t metrics_len, ckd_error *err);

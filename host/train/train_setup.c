@@ -56,23 +56,50 @@ static int file_exists(const char *path)
     return stat(path, &sb) == 0;
 }
 
-/* A model from a recipe's "student" or "teacher" object with "model". */
-static ckd_model *model_from(const train_run *t, const json_t *obj, const char *role, int init, uint64_t seed,
-                             ckd_error *err)
+/* The model a "student" or "teacher" object names, its weights not loaded
+ * (a random initialisation drawn from seed when init). */
+static ckd_model *model_create(const train_run *t, const json_t *obj, const char *role, int init, uint64_t seed,
+                               ckd_error *err)
 {
     const char *pname = json_string_value(json_object_get(obj, "model"));
     char where[64];
     const ckd_plugin *p = ckd_registry_find(t->reg, CKD_PLUGIN_MODEL, pname ? pname : "", err);
     if (!p)
         return recipe_fail(t, role, err), NULL;
+    snprintf(where, sizeof where, "%s.config", role);
+    return ckd_model_new(p, json_object_get(obj, "config"), where, init, seed, err);
+}
+
+/* The object's "weights" artifact (fetched) into m; nothing without one. */
+static int model_weights(const json_t *obj, const char *role, ckd_model *m, ckd_error *err)
+{
+    const json_t *weights = json_object_get(obj, "weights");
+    if (!weights)
+        return 0;
+    ckd_artifact a;
+    char path[TRAIN_PATH_MAX], where[64];
+    snprintf(where, sizeof where, "%s.weights", role);
+    int rc = ckd_artifact_from_json(weights, &a, where, err) || ckd_fetch(NULL, &a, path, sizeof path, err) ||
+                     ckd_model_load(m, path, err)
+                 ? -1
+                 : 0;
+    ckd_artifact_free(&a);
+    return rc;
+}
+
+/* A model from a recipe's "student" or "teacher" object with "model". */
+static ckd_model *model_from(const train_run *t, const json_t *obj, const char *role, int init, uint64_t seed,
+                             ckd_error *err)
+{
     if (json_object_get(obj, "init_from")) {
         /* A model directory (a run's final/, a Hugging Face CLIP folder):
          * its config.json and weights, read by the clip plugin. */
         char dir[TRAIN_PATH_MAX], jp[64];
+        const char *pname = json_string_value(json_object_get(obj, "model"));
         snprintf(jp, sizeof jp, "%s.init_from", role);
-        if (strcmp(p->desc->name, "clip"))
+        if (!pname || strcmp(pname, "clip"))
             return ckd_recipe_errorf(t->recipe, jp, err, "a model directory is read by the clip plugin, not %s",
-                                     p->desc->name), NULL;
+                                     pname ? pname : "(none)"), NULL;
         if (ckd_recipe_resolve_path(t->recipe, jp, dir, sizeof dir, err))
             return NULL;
         ckd_model *m = ckd_model_from_pretrained(t->reg, dir, err);
@@ -80,39 +107,26 @@ static ckd_model *model_from(const train_run *t, const json_t *obj, const char *
             recipe_fail(t, jp, err);
         return m;
     }
-    snprintf(where, sizeof where, "%s.config", role);
-    const json_t *weights = json_object_get(obj, "weights");
-    ckd_model *m = ckd_model_new(p, json_object_get(obj, "config"), where, init && !weights, seed, err);
-    if (!m || !weights)
-        return m;
-    ckd_artifact a;
-    char path[TRAIN_PATH_MAX];
-    snprintf(where, sizeof where, "%s.weights", role);
-    if (ckd_artifact_from_json(weights, &a, where, err) || ckd_fetch(NULL, &a, path, sizeof path, err) ||
-        ckd_model_load(m, path, err)) {
-        ckd_artifact_free(&a);
+    ckd_model *m = model_create(t, obj, role, init && !json_object_get(obj, "weights"), seed, err);
+    if (m && model_weights(obj, role, m, err)) {
         ckd_model_free(m);
         return NULL;
     }
-    ckd_artifact_free(&a);
     return m;
 }
 
-/* teacher.recipe: that recipe's run (trained now unless its final weights
- * exist) under the same runs root. */
-static ckd_model *teacher_from_recipe(const train_run *t, ckd_error *err)
+/* teacher.recipe: the final/ directory of that recipe's run (trained now
+ * unless its final weights exist) under the same runs root. */
+static int teacher_recipe_dir(train_run *t, ckd_error *err)
 {
     char path[TRAIN_PATH_MAX], dir[TRAIN_PATH_MAX], final[TRAIN_PATH_MAX + 32];
     if (ckd_recipe_resolve_path(t->recipe, "teacher.recipe", path, sizeof path, err))
-        return NULL;
+        return -1;
     ckd_recipe *tr = ckd_recipe_load(path, NULL, 0, ckd_train_plugin_schema, (void *)t->reg, err);
-    if (!tr) {
-        ckd_error_prefix(err, "teacher.recipe");
-        return NULL;
-    }
+    if (!tr)
+        return ckd_error_prefix(err, "teacher.recipe");
     ckd_train_run_dir(tr, t->runs_root, dir, sizeof dir);
     snprintf(final, sizeof final, "%s/final/model.safetensors", dir);
-    ckd_model *m = NULL;
     if (!file_exists(final)) {
         ckd_train_opts o = *t->opts;
         o.out_dir = NULL;
@@ -120,24 +134,77 @@ static ckd_model *teacher_from_recipe(const train_run *t, ckd_error *err)
         o.sets = NULL;
         o.n_sets = 0;
         o.stop_after = 0;
-        if (o.progress) {
-            char msg[2 * TRAIN_PATH_MAX + 64];
-            snprintf(msg, sizeof msg, "training the teacher (%s) in %s", path, dir);
-            ckd_train_event ev = {.kind = CKD_TRAIN_MESSAGE, .run_name = t->name, .text = msg};
-            o.progress(o.user, &ev);
-        }
+        o.dump_steps = 0;
+        o.dump_dir = NULL;
+        train_message(t, "training the teacher (%s) in %s", path, dir);
         if (ckd_train_run(t->reg, tr, &o, NULL, 0, err)) {
             ckd_error_prefix(err, "teacher %s", path);
             ckd_recipe_free(tr);
-            return NULL;
+            return -1;
         }
     }
     ckd_recipe_free(tr);
-    snprintf(final, sizeof final, "%s/final", dir);
-    m = ckd_model_from_pretrained(t->reg, final, err);
-    if (!m)
-        ckd_error_prefix(err, "teacher");
-    return m;
+    if (strlen(dir) > 4000)
+        return ckd_errorf(err, "%s: path too long", dir);
+    snprintf(t->teacher_dir, sizeof t->teacher_dir, "%.4000s/final", dir);
+    return 0;
+}
+
+ckd_model *train_teacher_shell(train_run *t, char *weights_id, size_t cap, ckd_error *err)
+{
+    const json_t *teacher = json_object_get(t->rj, "teacher");
+    if (t->teacher_dir[0]) {
+        char p[TRAIN_PATH_MAX + 32], hex[65];
+        snprintf(p, sizeof p, "%s/model.safetensors", t->teacher_dir);
+        if (ckd_sha256_file(p, hex, NULL, err))
+            return ckd_error_prefix(err, "teacher"), NULL;
+        snprintf(weights_id, cap, "sha256:%s", hex);
+        snprintf(p, sizeof p, "%s/config.json", t->teacher_dir);
+        json_t *cfg = ckd_clip_config_load(p, err);
+        const ckd_plugin *clip = cfg ? ckd_registry_find(t->reg, CKD_PLUGIN_MODEL, "clip", err) : NULL;
+        ckd_model *m = clip ? ckd_model_new(clip, cfg, p, 0, 0, err) : NULL;
+        json_decref(cfg);
+        return m ? m : (ckd_error_prefix(err, "teacher"), NULL);
+    }
+    const json_t *weights = json_object_get(teacher, "weights");
+    uint64_t seed = (uint64_t)train_num(t->rj, "seed", 0);
+    if (weights) {
+        ckd_artifact a;
+        if (ckd_artifact_from_json(weights, &a, "teacher.weights", err))
+            return NULL;
+        snprintf(weights_id, cap, "sha256:%s", a.sha256);
+        ckd_artifact_free(&a);
+    } else {
+        snprintf(weights_id, cap, "init:%llu", (unsigned long long)seed);
+    }
+    return model_create(t, teacher, "teacher", !weights, seed, err);
+}
+
+int train_teacher_fill(train_run *t, ckd_model *m, ckd_error *err)
+{
+    if (t->teacher_dir[0])
+        return ckd_model_load(m, t->teacher_dir, err) ? ckd_error_prefix(err, "teacher") : 0;
+    return model_weights(json_object_get(t->rj, "teacher"), "teacher", m, err);
+}
+
+/* The teacher: run forward on every batch (t->teacher), or read from the
+ * embedding cache (t->tc). */
+static int make_teacher(train_run *t, const json_t *teacher, ckd_error *err)
+{
+    const char *mode = json_string_value(json_object_get(teacher, "mode"));
+    if (json_object_get(teacher, "recipe") && teacher_recipe_dir(t, err))
+        return -1;
+    if (!mode || !strcmp(mode, "cache"))
+        return train_teacher_cache_open(t, err);
+    uint64_t seed = (uint64_t)train_num(t->rj, "seed", 0);
+    t->teacher = t->teacher_dir[0] ? ckd_model_from_pretrained(t->reg, t->teacher_dir, err)
+                                   : model_from(t, teacher, "teacher", 1, seed, err);
+    if (!t->teacher)
+        return ckd_error_prefix(err, "teacher");
+    /* A fixed teacher: no tape, no gradients. */
+    for (int i = 0; i < ckd_model_n_params(t->teacher); i++)
+        ckd_model_param(t->teacher, i)->requires_grad = 0;
+    return 0;
 }
 
 /* What the run can put in a loss batch. */
@@ -189,7 +256,7 @@ static int make_losses(train_run *t, ckd_error *err)
 {
     const json_t *losses = json_object_get(t->rj, "losses");
     ckd_loss_dims dims = {.s_dim = ckd_model_embed_dim(t->student),
-                          .t_dim = t->teacher ? ckd_model_embed_dim(t->teacher) : 0,
+                          .t_dim = t->teacher ? ckd_model_embed_dim(t->teacher) : t->tc.dim,
                           .n_classes = t->n_classes};
     uint64_t seed = (uint64_t)train_num(t->rj, "seed", 0);
     for (size_t i = 0; i < json_array_size(losses); i++) {
@@ -244,7 +311,7 @@ static int make_loader(train_run *t, ckd_error *err)
 {
     const ckd_model_info *si = ckd_model_get_info(t->student);
     int64_t T = si->context_length;
-    if (t->teacher) {
+    if (t->teacher) { /* live; the cache has the teacher's own preprocessing */
         const ckd_model_info *ti = ckd_model_get_info(t->teacher);
         if (ti->image_size != si->image_size)
             return ckd_recipe_errorf(t->recipe, "teacher", err,
@@ -259,6 +326,7 @@ static int make_loader(train_run *t, ckd_error *err)
     lo.batch_size = (int)train_num(t->rj, "train.batch_size", 64);
     lo.drop_last = 1;
     lo.seed = (uint64_t)train_num(t->rj, "seed", 0);
+    lo.augment = !json_is_false(json_object_get(json_object_get(t->rj, "train"), "augment"));
     lo.image_size = (int)si->image_size;
     lo.tokenizer = t->tok;
     lo.context_len = (int)T;
@@ -290,6 +358,7 @@ static int make_class_txt(train_run *t, ckd_error *err)
     if (!(t->class_txt = ckd_param_new(2, (int64_t[]){K, D}, "class_txt", err)))
         return -1;
     t->class_txt->requires_grad = 0;
+    t->teacher_encoded += K * (int64_t)ckd_dataset_n_templates(t->train_ds);
     int rc = train_class_embeddings(t->teacher, t->ctx, t->tok, t->train_ds, &eo,
                                     ckd_model_get_info(t->teacher)->context_length, t->class_txt->data, err);
     ckd_ctx_reset(t->ctx);
@@ -326,18 +395,11 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     if (!(t->student = model_from(t, json_object_get(rj, "student"), "student", 1, seed, err)))
         return -1;
-    if (teacher) {
-        t->teacher = json_object_get(teacher, "recipe") ? teacher_from_recipe(t, err)
-                                                        : model_from(t, teacher, "teacher", 0, seed, err);
-        if (!t->teacher)
-            return -1;
-        /* A fixed teacher: no tape, no gradients. */
-        for (int i = 0; i < ckd_model_n_params(t->teacher); i++)
-            ckd_model_param(t->teacher, i)->requires_grad = 0;
-    }
+    if (teacher && make_teacher(t, teacher, err))
+        return -1;
     if (make_loader(t, err) || make_losses(t, err) || make_optimizer(t, err))
         return -1;
-    if ((t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) && make_class_txt(t, err))
+    if (t->teacher && (t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) && make_class_txt(t, err))
         return -1;
     return 0;
 }
@@ -349,6 +411,8 @@ void train_free(train_run *t)
     for (int i = 0; i < t->n_losses; i++)
         ckd_loss_free(t->loss[i]);
     ckd_param_free(t->class_txt);
+    ckd_param_free(t->t_scale);
+    ckd_st_close(t->tc.st);
     ckd_loader_free(t->loader);
     ckd_dataset_close(t->train_ds);
     ckd_model_free(t->student);

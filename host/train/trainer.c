@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,30 @@ static double lr_at(const train_run *t, int64_t s)
 
 static ckd_tensor *normed(ckd_ctx *c, ckd_tensor *x) { return ckd_l2_normalize(c, x, 1e-12f); }
 
+/* The teacher's embeddings of a batch from the cache: each sample's image,
+ * and the caption the loader tokenised for it (the one caption of
+ * ready-made token ids). */
+static int cached_teacher(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_error *err)
+{
+    const train_tcache *tc = &t->tc;
+    int64_t n = b->n, D = tc->dim;
+    lb->t_img = ckd_tensor_new(t->ctx, 2, (int64_t[]){n, D});
+    lb->t_txt = ckd_tensor_new(t->ctx, 2, (int64_t[]){n, D});
+    if (ckd_ctx_check(t->ctx, err))
+        return -1;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t idx = b->indices[i], cap = b->captions[i] < 0 ? 0 : b->captions[i];
+        if (idx < 0 || idx >= tc->n || !tc->valid[idx] || tc->off[idx] + cap >= tc->off[idx + 1])
+            return ckd_errorf(err, "%s: no teacher embedding for sample %lld caption %lld (the sample could not be "
+                                   "read when the cache was built; remove the file to rebuild it)",
+                              tc->path, (long long)idx, (long long)cap);
+        memcpy(lb->t_img->data + i * D, tc->img + idx * D, (size_t)D * sizeof(float));
+        memcpy(lb->t_txt->data + i * D, tc->txt + (tc->off[idx] + cap) * D, (size_t)D * sizeof(float));
+    }
+    lb->t_logit_scale = t->t_scale;
+    return 0;
+}
+
 /* The loss batch of one micro-batch (see ckd_loss_batch). */
 static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_error *err)
 {
@@ -73,11 +98,17 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
                 return ckd_errorf(err, "data.train: sample %lld has no class label", (long long)b->indices[i]);
         lb->labels = b->labels;
     }
-    if (t->teacher) {
+    if (t->teacher || t->tc.st) {
         int was = ckd_ctx_set_grad(c, 0);
-        lb->t_img = normed(c, ckd_model_encode_image(t->teacher, c, px, 1.0f, NULL));
-        lb->t_txt = normed(c, ckd_model_encode_text(t->teacher, c, b->input_ids, n, T, NULL));
-        lb->t_logit_scale = ckd_model_logit_scale(t->teacher);
+        if (t->teacher) {
+            lb->t_img = normed(c, ckd_model_encode_image(t->teacher, c, px, 1.0f, NULL));
+            lb->t_txt = normed(c, ckd_model_encode_text(t->teacher, c, b->input_ids, n, T, NULL));
+            lb->t_logit_scale = ckd_model_logit_scale(t->teacher);
+            t->teacher_encoded += 2 * n;
+        } else if (cached_teacher(t, b, lb, err)) {
+            ckd_ctx_set_grad(c, was);
+            return -1;
+        }
         if (t->class_txt && (t->needs & CKD_NEED_CLASS_TXT))
             lb->class_txt = t->class_txt;
         if (t->class_txt && (t->needs & CKD_NEED_T_LOGITS))
@@ -190,8 +221,20 @@ static int append_metrics(loop_state *ls, json_t *line, ckd_error *err)
 static void emit(const train_run *t, ckd_train_event *ev)
 {
     ev->run_name = t->name;
+    ev->teacher_encoded = t->teacher_encoded;
     if (t->opts->progress)
         t->opts->progress(t->opts->user, ev);
+}
+
+void train_message(const train_run *t, const char *fmt, ...)
+{
+    char msg[2 * TRAIN_PATH_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ckd_train_event ev = {.kind = CKD_TRAIN_MESSAGE, .text = msg};
+    emit(t, &ev);
 }
 
 static double epoch_of(const train_run *t, int64_t step)

@@ -74,6 +74,9 @@ typedef struct ckd_batch {
     float *pixel_values;    /* [n][3][S][S] */
     int32_t *input_ids;     /* [n][T]; NULL without a tokenizer */
     int32_t *labels;        /* [n]; -1 where unknown */
+    int32_t *captions;      /* [n] which of the sample's captions was
+                               tokenised; -1 for ready-made ids or without
+                               a tokenizer */
     int64_t *indices;       /* [n] dataset indices */
     int64_t epoch, batch;   /* where the batch is: epoch, number within it */
     int n_skipped;          /* samples of this batch left out */

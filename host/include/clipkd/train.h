@@ -32,10 +32,14 @@
  * step reads and metrics.jsonl is cut back to the length it had when the
  * checkpoint was written.
  *
- * The teacher runs forward on every batch, on the student's (augmented)
- * pixels and token rows, so both models must take the same image size;
- * teacher.mode "cache" (the teacher embedding cache) is not implemented yet
- * and is run as "live", which gives the same numbers.
+ * With teacher.mode "live" the teacher runs forward on every batch, on the
+ * student's (augmented) pixels and token rows, so both models must take the
+ * same image size. With "cache" (the default) its embeddings of the
+ * un-augmented training images and of every caption are computed once into
+ * <artifact cache>/teacher-embeddings/<key>.safetensors, the key covering
+ * the teacher's weights, configuration and preprocessing and the training
+ * data, and read from there (memory-mapped) by every run of the same
+ * teacher and data, which then never loads the teacher.
  *
  * Nothing here prints: progress reaches the caller through a callback.
  */
@@ -74,6 +78,10 @@ typedef struct ckd_train_event {
     const char *term_names[CKD_TRAIN_MAX_TERMS];
     double terms[CKD_TRAIN_MAX_TERMS]; /* unweighted values */
     double images_per_s, eta_s;
+    /* Images and texts the teacher has encoded in this process so far
+     * (batches, class prompts, building the embedding cache): 0 for a run
+     * whose teacher embeddings all came from the cache. */
+    int64_t teacher_encoded;
 } ckd_train_event;
 
 typedef void (*ckd_train_progress_fn)(void *user, const ckd_train_event *ev);

@@ -1,0 +1,379 @@
+/* The teacher embedding cache (teacher.mode "cache", CLIP-Embed-KD's
+ * setting): the teacher's normalised embeddings of every training image and
+ * of every caption, computed once and kept in
+ *
+ *     <artifact cache>/teacher-embeddings/<key>.safetensors
+ *
+ * where key is the SHA-256 of a canonical JSON description of everything
+ * the numbers depend on — the teacher (plugin, configuration, weights'
+ * SHA-256), its preprocessing (image size, mean, std; shortest edge resized,
+ * centre crop: no augmentation), its context length, and the training data
+ * (reader spec with its split and caption settings, the file it resolved to
+ * with that file's size and modification time, the sample count). Every
+ * caption is embedded, so whichever caption the loader draws for a sample
+ * is there; the text embedding used is the one of that caption, the image
+ * embedding the un-augmented image's, whatever the student's augmentation.
+ *
+ * The file holds image_embeds [N, D], text_embeds [C, D], text_offsets
+ * [N + 1] (sample i's captions are rows off[i] .. off[i + 1] - 1), valid [N]
+ * (0: the sample could not be read), logit_scale [] (θ of the teacher) and,
+ * when the data have classes and templates, class_txt [K, D] (the teacher's
+ * prompt-ensembled class embeddings); its metadata holds the key's JSON and
+ * the SHA-256 of the tensor bytes, both checked on every open, so a damaged
+ * or mismatched file is noticed and computed again. It is written through a
+ * temporary file and a rename, under the artifact cache's lock protocol so
+ * that concurrent runs compute it once; it is then memory-mapped and shared
+ * by every run of the same teacher and data. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "clipkd/fetch.h"
+#include "clipkd/safetensors.h"
+#include "train_internal.h"
+
+#define FORMAT "clipkd teacher embeddings 1"
+
+/* The tensors in the order their bytes are hashed. */
+static const char *const digest_order[] = {"image_embeds", "text_embeds", "text_offsets", "valid", "logit_scale",
+                                           "class_txt"};
+
+/* The key's JSON (canonical: compact, sorted keys). */
+static char *key_json(const train_run *t, ckd_model *m, const char *weights_id)
+{
+    const ckd_model_info *info = ckd_model_get_info(m);
+    ckd_loader_opts lo;
+    ckd_loader_opts_init(&lo); /* the mean and std every loader of a run uses */
+    const char *src = ckd_dataset_source(t->train_ds);
+    char real[PATH_MAX];
+    struct stat sb;
+    json_t *source = json_pack("{s:s}", "path", realpath(src, real) ? real : src);
+    if (stat(src, &sb) == 0) {
+        json_object_set_new(source, "size", json_integer((json_int_t)sb.st_size));
+        json_object_set_new(source, "mtime_ns",
+                            json_integer((json_int_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec));
+    }
+    json_t *k = json_pack(
+        "{s:s, s:{s:s, s:O, s:s}, s:{s:I, s:[f, f, f], s:[f, f, f], s:s}, s:s, s:s, s:I, s:{s:O, s:o, s:I}}", "format",
+        FORMAT, "teacher", "plugin", ckd_model_plugin_name(m), "config", (json_t *)ckd_model_config(m), "weights", weights_id,
+        "preprocess", "image_size", (json_int_t)info->image_size, "mean", lo.mean[0], lo.mean[1], lo.mean[2], "std",
+        lo.std[0], lo.std[1], lo.std[2], "resize", "shortest edge, centre crop", "augment", "none", "captions", "all",
+        "context_length", (json_int_t)info->context_length, "data", "spec",
+        (json_t *)json_object_get(json_object_get(t->rj, "data"), "train"), "source", source, "size",
+        (json_int_t)ckd_dataset_size(t->train_ds));
+    char *text = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(k);
+    return text;
+}
+
+/* SHA-256 of the bytes of the tensors in digest_order that st (or w's
+ * source arrays, through get) holds. */
+typedef const void *(*bytes_fn)(void *user, const char *name, size_t *nbytes);
+
+static int digest(bytes_fn get, void *user, char hex[65], ckd_error *err)
+{
+    ckd_sha256 *h = ckd_sha256_new(err);
+    if (!h)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < sizeof digest_order / sizeof *digest_order && !rc; i++) {
+        size_t n = 0;
+        const void *p = get(user, digest_order[i], &n);
+        if (p)
+            rc = ckd_sha256_update(h, p, n, err);
+    }
+    rc = rc || ckd_sha256_final(h, hex, err) ? -1 : 0;
+    ckd_sha256_free(h);
+    return rc;
+}
+
+static const void *st_bytes(void *user, const char *name, size_t *nbytes)
+{
+    const ckd_st_tensor *s = ckd_st_find(user, name);
+    *nbytes = s ? s->nbytes : 0;
+    return s ? s->data : NULL;
+}
+
+/* A tensor of the entry with the expected type and shape (-1: any size). */
+static const ckd_st_tensor *want(const ckd_safetensors *st, const char *name, ckd_dtype dt, int ndim, int64_t d0,
+                                 int64_t d1, ckd_error *err)
+{
+    const ckd_st_tensor *s = ckd_st_find(st, name);
+    if (!s || s->dtype != dt || s->ndim != ndim || (ndim > 0 && d0 >= 0 && s->shape[0] != d0) ||
+        (ndim > 1 && d1 >= 0 && s->shape[1] != d1))
+        return ckd_errorf(err, "%s is missing or has the wrong type or shape", name), NULL;
+    return s;
+}
+
+/* Opens and checks an entry: 0 with t->tc set, -1 (err says why) when it
+ * is damaged or was written for another key. */
+static int entry_open(train_run *t, const char *path, const char *key, int64_t D, ckd_error *err)
+{
+    train_tcache *tc = &t->tc;
+    ckd_safetensors *st = ckd_st_open(path, err);
+    if (!st)
+        return -1;
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds);
+    const char *mk = ckd_st_metadata(st, "key"), *sum = ckd_st_metadata(st, "sha256");
+    const ckd_st_tensor *img, *txt, *off, *valid, *scale;
+    char hex[65];
+    if (!mk || strcmp(mk, key)) {
+        ckd_errorf(err, "its key is not this run's");
+        goto bad;
+    }
+    if (!(img = want(st, "image_embeds", CKD_DT_F32, 2, N, D, err)) ||
+        !(txt = want(st, "text_embeds", CKD_DT_F32, 2, -1, D, err)) ||
+        !(off = want(st, "text_offsets", CKD_DT_I64, 1, N + 1, 0, err)) ||
+        !(valid = want(st, "valid", CKD_DT_U8, 1, N, 0, err)) ||
+        !(scale = want(st, "logit_scale", CKD_DT_F32, 0, 0, 0, err)))
+        goto bad;
+    if (!sum || digest(st_bytes, st, hex, err) || strcmp(hex, sum)) {
+        ckd_errorf(err, "its content does not match its checksum");
+        goto bad;
+    }
+    const int64_t *o = off->data;
+    for (int64_t i = 0; i <= N; i++)
+        if (o[i] < (i ? o[i - 1] : 0) || o[i] > txt->shape[0]) {
+            ckd_errorf(err, "text_offsets are not increasing within text_embeds");
+            goto bad;
+        }
+    *tc = (train_tcache){.st = st, .img = img->data, .txt = txt->data, .off = o, .valid = valid->data, .n = N,
+                         .n_txt = txt->shape[0], .dim = D};
+    snprintf(tc->path, sizeof tc->path, "%s", path);
+    return 0;
+bad:
+    ckd_st_close(st);
+    return -1;
+}
+
+/* ---- computing an entry ------------------------------------------------------ */
+
+typedef struct entry {
+    float *img, *txt, *cls, scale;
+    int64_t *off;
+    uint8_t *valid;
+    int64_t n_txt, K;
+    size_t img_bytes, txt_bytes, off_bytes, valid_bytes, cls_bytes;
+} entry;
+
+static const void *entry_bytes(void *user, const char *name, size_t *nbytes)
+{
+    entry *e = user;
+    const void *p = !strcmp(name, "image_embeds") ? (void *)e->img
+                    : !strcmp(name, "text_embeds") ? (void *)e->txt
+                    : !strcmp(name, "text_offsets") ? (void *)e->off
+                    : !strcmp(name, "valid")        ? (void *)e->valid
+                    : !strcmp(name, "logit_scale")  ? (void *)&e->scale
+                                                    : (void *)e->cls;
+    *nbytes = !strcmp(name, "image_embeds")   ? e->img_bytes
+              : !strcmp(name, "text_embeds")  ? e->txt_bytes
+              : !strcmp(name, "text_offsets") ? e->off_bytes
+              : !strcmp(name, "valid")        ? e->valid_bytes
+              : !strcmp(name, "logit_scale")  ? sizeof e->scale
+                                              : e->cls_bytes;
+    return p;
+}
+
+/* Every caption of the readable samples, embedded in chunks of samples so
+ * that the token rows of the whole dataset are never in memory at once. */
+static int embed_captions(train_run *t, ckd_model *m, const int64_t *index, int64_t n, int bs, entry *e,
+                          ckd_error *err)
+{
+    int64_t D = ckd_model_embed_dim(m), T = ckd_model_get_info(m)->context_length, cap = 0;
+    const int64_t chunk = 4096;
+    for (int64_t s = 0; s < n; s += chunk) {
+        int64_t cn = n - s < chunk ? n - s : chunk, M;
+        int32_t *ids, *owner;
+        if (train_caption_ids(t->train_ds, t->tok, index + s, cn, T, &ids, &owner, &M, err))
+            return -1;
+        if (e->n_txt + M > cap) {
+            cap = (e->n_txt + M) * 2;
+            float *p = realloc(e->txt, (size_t)(cap * D) * sizeof *p);
+            if (!p) {
+                free(ids), free(owner);
+                return ckd_errorf(err, "out of memory for %lld text embeddings", (long long)cap);
+            }
+            e->txt = p;
+        }
+        int rc = train_encode_texts(m, t->ctx, ids, M, T, bs, e->txt + e->n_txt * D, err);
+        for (int64_t r = 0; r < M && !rc; r++)
+            e->off[index[s + owner[r]] + 1]++;
+        e->n_txt += M;
+        t->teacher_encoded += M;
+        free(ids), free(owner);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
+{
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = ckd_model_embed_dim(m), n = 0;
+    int bs = (int)train_num(t->rj, "eval.batch_size", 256);
+    int32_t *labels = malloc((size_t)N * sizeof *labels);
+    int64_t *index = malloc((size_t)N * sizeof *index);
+    e->img = malloc((size_t)(N * D) * sizeof *e->img);
+    e->off = calloc((size_t)N + 1, sizeof *e->off);
+    e->valid = calloc((size_t)N, 1);
+    int rc = -1, was = ckd_ctx_set_grad(t->ctx, 0);
+    if (!labels || !index || !e->img || !e->off || !e->valid) {
+        ckd_errorf(err, "out of memory for the embeddings of %lld samples", (long long)N);
+        goto out;
+    }
+    if (train_encode_images(m, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, e->img, labels, index, &n, err))
+        goto out;
+    t->teacher_encoded += n;
+    /* Rows in dataset order, with gaps where samples were skipped: moving
+     * from the back never overwrites a row still to be moved. */
+    for (int64_t r = n - 1; r >= 0; r--) {
+        memmove(e->img + index[r] * D, e->img + r * D, (size_t)D * sizeof *e->img);
+        e->valid[index[r]] = 1;
+    }
+    for (int64_t i = 0; i < N; i++)
+        if (!e->valid[i])
+            memset(e->img + i * D, 0, (size_t)D * sizeof *e->img);
+    if (embed_captions(t, m, index, n, bs, e, err))
+        goto out;
+    for (int64_t i = 0; i < N; i++)
+        e->off[i + 1] += e->off[i];
+    e->scale = ckd_model_logit_scale(m)->data[0];
+    e->K = (int64_t)ckd_dataset_n_classes(t->train_ds);
+    if (e->K > 0 && ckd_dataset_n_templates(t->train_ds) > 0) {
+        ckd_eval_opts eo;
+        ckd_eval_opts_init(&eo);
+        if (!(e->cls = malloc((size_t)(e->K * D) * sizeof *e->cls))) {
+            ckd_errorf(err, "out of memory for class embeddings");
+            goto out;
+        }
+        if (train_class_embeddings(m, t->ctx, t->tok, t->train_ds, &eo, ckd_model_get_info(m)->context_length,
+                                   e->cls, err))
+            goto out;
+        t->teacher_encoded += e->K * (int64_t)ckd_dataset_n_templates(t->train_ds);
+    }
+    e->img_bytes = (size_t)(N * D) * sizeof(float);
+    e->txt_bytes = (size_t)(e->n_txt * D) * sizeof(float);
+    e->off_bytes = (size_t)(N + 1) * sizeof(int64_t);
+    e->valid_bytes = (size_t)N;
+    e->cls_bytes = e->cls ? (size_t)(e->K * D) * sizeof(float) : 0;
+    rc = 0;
+out:
+    ckd_ctx_reset(t->ctx);
+    ckd_ctx_set_grad(t->ctx, was);
+    free(labels);
+    free(index);
+    return rc;
+}
+
+static int entry_save(const entry *e, int64_t N, int64_t D, const char *key, const char *path, ckd_error *err)
+{
+    char hex[65];
+    ckd_st_writer *w = ckd_st_writer_new();
+    int rc = -1;
+    if (!w)
+        return ckd_errorf(err, "out of memory");
+    if (digest(entry_bytes, (void *)e, hex, err) ||
+        ckd_st_writer_add(w, "image_embeds", CKD_DT_F32, 2, (int64_t[]){N, D}, e->img, err) ||
+        ckd_st_writer_add(w, "text_embeds", CKD_DT_F32, 2, (int64_t[]){e->n_txt, D}, e->txt, err) ||
+        ckd_st_writer_add(w, "text_offsets", CKD_DT_I64, 1, (int64_t[]){N + 1}, e->off, err) ||
+        ckd_st_writer_add(w, "valid", CKD_DT_U8, 1, (int64_t[]){N}, e->valid, err) ||
+        ckd_st_writer_add(w, "logit_scale", CKD_DT_F32, 0, NULL, &e->scale, err) ||
+        (e->cls && ckd_st_writer_add(w, "class_txt", CKD_DT_F32, 2, (int64_t[]){e->K, D}, e->cls, err)) ||
+        ckd_st_writer_set_metadata(w, "key", key, err) || ckd_st_writer_set_metadata(w, "sha256", hex, err) ||
+        ckd_st_writer_save(w, path, err))
+        goto out;
+    rc = 0;
+out:
+    ckd_st_writer_free(w);
+    return rc;
+}
+
+static void entry_free(entry *e)
+{
+    free(e->img);
+    free(e->txt);
+    free(e->cls);
+    free(e->off);
+    free(e->valid);
+}
+
+/* Loads the teacher's weights into m, computes the entry and writes it. */
+static int build(train_run *t, ckd_model *m, const char *key, const char *path, ckd_error *err)
+{
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = ckd_model_embed_dim(m);
+    train_message(t, "teacher embeddings: computing %lld images and their captions into %s", (long long)N, path);
+    entry e = {0};
+    int rc = train_teacher_fill(t, m, err) || compute(t, m, &e, err) || entry_save(&e, N, D, key, path, err) ? -1 : 0;
+    entry_free(&e);
+    return rc ? ckd_error_prefix(err, "teacher embedding cache") : 0;
+}
+
+/* The entry's class embeddings and logit scale as the run's tensors. */
+static int adopt(train_run *t, ckd_error *err)
+{
+    const ckd_st_tensor *scale = ckd_st_find(t->tc.st, "logit_scale"), *cls = ckd_st_find(t->tc.st, "class_txt");
+    if (!(t->t_scale = ckd_param_new(0, NULL, "teacher.logit_scale", err)))
+        return -1;
+    t->t_scale->requires_grad = 0;
+    memcpy(t->t_scale->data, scale->data, sizeof(float));
+    if (!(t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)))
+        return 0;
+    if (!cls || cls->dtype != CKD_DT_F32 || cls->ndim != 2 || cls->shape[0] != t->n_classes ||
+        cls->shape[1] != t->tc.dim)
+        return ckd_errorf(err, "%s: no class embeddings [%lld, %lld] for the losses that need them", t->tc.path,
+                          (long long)t->n_classes, (long long)t->tc.dim);
+    if (!(t->class_txt = ckd_param_new(2, cls->shape, "class_txt", err)))
+        return -1;
+    t->class_txt->requires_grad = 0;
+    memcpy(t->class_txt->data, cls->data, cls->nbytes);
+    return 0;
+}
+
+int train_teacher_cache_open(train_run *t, ckd_error *err)
+{
+    char weights_id[96], dir[TRAIN_PATH_MAX], path[TRAIN_PATH_MAX + 128], hex[65];
+    ckd_model *m = train_teacher_shell(t, weights_id, sizeof weights_id, err);
+    if (!m)
+        return -1;
+    int rc = -1, fd = -1, locked = 0;
+    int64_t D = ckd_model_embed_dim(m);
+    char *key = key_json(t, m, weights_id);
+    if (!key) {
+        ckd_errorf(err, "teacher embedding cache: out of memory");
+        goto out;
+    }
+    if (ckd_sha256_buffer(key, strlen(key), hex, err) || ckd_cache_dir(dir, sizeof dir, err))
+        goto out;
+    snprintf(path, sizeof path, "%s/teacher-embeddings", dir);
+    if (train_mkdirs(path, err))
+        goto out;
+    snprintf(path, sizeof path, "%s/teacher-embeddings/%s.safetensors", dir, hex);
+    /* One process computes an entry; the others wait and then read it. */
+    if (ckd_cache_lock(path, 1, &fd, err) < 0)
+        goto out;
+    locked = 1;
+    struct stat sb;
+    ckd_error why = {{0}};
+    if (stat(path, &sb) == 0) {
+        if (entry_open(t, path, key, D, &why) == 0) {
+            train_message(t, "teacher embeddings: reusing %s", path);
+            rc = adopt(t, err);
+            goto out;
+        }
+        train_message(t, "teacher embeddings: %s is damaged (%s); computing it again", path, why.msg);
+    }
+    if (build(t, m, key, path, err) || entry_open(t, path, key, D, err))
+        goto out;
+    rc = adopt(t, err);
+out:
+    if (locked)
+        ckd_cache_unlock(path, fd);
+    free(key);
+    ckd_model_free(m); /* the embeddings are all the run needs of it */
+    return rc;
+}
