@@ -21,6 +21,7 @@
 
 #include "clipkd/model.h"
 #include "clipkd/optim.h"
+#include "pytorch.h"
 
 #define REPS 3
 
@@ -134,53 +135,10 @@ static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
     return t[1 + REPS / 2];
 }
 
-/* The same workloads in PyTorch; prints "fwd SECONDS" and "train SECONDS". */
+/* The same workloads in PyTorch (after bench_torch_clip_py); prints "fwd
+ * SECONDS" and "train SECONDS". */
 static const char py_script[] =
-    "import sys, time, torch, torch.nn as nn, torch.nn.functional as F\n"
-    "torch.set_num_threads(int(sys.argv[1])); torch.manual_seed(0)\n"
-    "class Block(nn.Module):\n"
-    "    def __init__(s, C, H, act):\n"
-    "        super().__init__(); s.H, s.act = H, act\n"
-    "        s.ln1, s.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)\n"
-    "        s.q, s.k, s.v, s.o = (nn.Linear(C, C) for _ in range(4))\n"
-    "        s.fc1, s.fc2 = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)\n"
-    "    def forward(s, x, causal):\n"
-    "        B, T, C = x.shape; h = s.ln1(x)\n"
-    "        q, k, v = (f(h).view(B, T, s.H, C // s.H).transpose(1, 2) for f in (s.q, s.k, s.v))\n"
-    "        if hasattr(F, 'scaled_dot_product_attention'):\n"
-    "            a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)\n"
-    "        else:  # torch < 2.0 (Debian 12 ships 1.13)\n"
-    "            w = (q @ k.transpose(-2, -1)) / (C // s.H) ** 0.5\n"
-    "            if causal: w = w.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float('-inf'))\n"
-    "            a = w.softmax(-1) @ v\n"
-    "        a = a.transpose(1, 2).reshape(B, T, C)\n"
-    "        x = x + s.o(a); h = s.fc1(s.ln2(x))\n"
-    "        h = h * torch.sigmoid(1.702 * h) if s.act == 'quick_gelu' else F.gelu(h)\n"
-    "        return x + s.fc2(h)\n"
-    "class CLIP(nn.Module):\n"
-    "    def __init__(s, E, S, P, Cv, Lv, Hv, Ct, Lt, Ht, act):\n"
-    "        super().__init__(); N = (S // P) ** 2; s.P = P\n"
-    "        s.conv = nn.Conv2d(3, Cv, P, P, bias=False); s.cls = nn.Parameter(torch.randn(Cv))\n"
-    "        s.vpos = nn.Parameter(torch.randn(N + 1, Cv)); s.ln_pre, s.ln_post = nn.LayerNorm(Cv), nn.LayerNorm(Cv)\n"
-    "        s.vb = nn.ModuleList(Block(Cv, Hv, act) for _ in range(Lv)); s.vproj = nn.Linear(Cv, E, bias=False)\n"
-    "        s.tok = nn.Embedding(49408, Ct); s.tpos = nn.Parameter(torch.randn(77, Ct)); s.ln_f = nn.LayerNorm(Ct)\n"
-    "        s.tb = nn.ModuleList(Block(Ct, Ht, act) for _ in range(Lt)); s.tproj = nn.Linear(Ct, E, bias=False)\n"
-    "        s.scale = nn.Parameter(torch.tensor(2.6592))\n"
-    "    def image(s, x):\n"
-    "        x = s.conv(x).flatten(2).transpose(1, 2); B = x.shape[0]\n"
-    "        x = torch.cat([s.cls.expand(B, 1, -1), x], 1) + s.vpos; x = s.ln_pre(x)\n"
-    "        for b in s.vb: x = b(x, False)\n"
-    "        return s.vproj(s.ln_post(x[:, 0]))\n"
-    "    def text(s, ids):\n"
-    "        eot = (ids == 49407).int().argmax(-1); T = int(eot.max()) + 1; ids = ids[:, :T]\n"
-    "        x = s.tok(ids) + s.tpos[:T]\n"
-    "        for b in s.tb: x = b(x, True)\n"
-    "        x = s.ln_f(x); return s.tproj(x[torch.arange(x.shape[0]), eot])\n"
-    "def median(f):\n"
-    "    f(); ts = []\n"
-    "    for _ in range(3):\n"
-    "        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)\n"
-    "    return sorted(ts)[1]\n"
+    "torch.set_num_threads(int(sys.argv[1]))\n"
     "b32 = CLIP(512, 224, 32, 768, 12, 12, 512, 12, 8, 'quick_gelu').eval()\n"
     "x16 = torch.randn(16, 3, 224, 224)\n"
     "def fwd():\n"
@@ -189,48 +147,22 @@ static const char py_script[] =
     "t16 = CLIP(512, 224, 16, 192, 12, 3, 384, 12, 6, 'gelu').train()\n"
     "opt = torch.optim.AdamW(t16.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)\n"
     "x32 = torch.randn(32, 3, 224, 224); ids = torch.full((32, 77), 49407); ids[:, 0] = 49406\n"
-    "ids[:, 1:15] = torch.randint(1000, 40000, (32, 14)); y = torch.arange(32)\n"
+    "ids[:, 1:15] = torch.randint(1000, 40000, (32, 14))\n"
     "def step():\n"
-    "    opt.zero_grad(); i = F.normalize(t16.image(x32), dim=-1); t = F.normalize(t16.text(ids), dim=-1)\n"
-    "    l = t16.scale.exp() * i @ t.T; loss = (F.cross_entropy(l, y) + F.cross_entropy(l.T, y)) / 2\n"
-    "    loss.backward(); opt.step()\n"
+    "    opt.zero_grad(); clip_loss(t16, x32, ids).backward(); opt.step()\n"
     "print('train', median(step), flush=True)\n";
 
 /* Runs the script; 0 and both times, or -1 when torch is not importable. */
 static int pytorch_times(int threads, double *fwd, double *train)
 {
-    /* The first python3 on PATH may be a private interpreter without
-     * Debian's packages; the system one is where python3-torch lives. */
-    const char *py = NULL;
-    static const char *const candidates[] = {"python3", "/usr/bin/python3"};
-    for (size_t i = 0; i < 2 && !py; i++) {
-        char probe[128];
-        snprintf(probe, sizeof probe, "%s -c 'import torch' >/dev/null 2>&1", candidates[i]);
-        if (system(probe) == 0)
-            py = candidates[i];
-    }
-    if (!py)
+    static const char *const keys[] = {"fwd", "train"};
+    double v[2];
+    char args[32];
+    snprintf(args, sizeof args, "%d", threads);
+    if (bench_torch_run(py_script, args, keys, v, 2))
         return -1;
-    char path[] = "/tmp/bench-clip-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return -1;
-    FILE *f = fdopen(fd, "w");
-    fputs(py_script, f);
-    fclose(f);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "%s %s %d", py, path, threads);
-    FILE *p = popen(cmd, "r");
-    int got = 0;
-    char line[256];
-    while (p && fgets(line, sizeof line, p)) {
-        got += sscanf(line, "fwd %lf", fwd) == 1;
-        got += sscanf(line, "train %lf", train) == 1;
-    }
-    if (p)
-        pclose(p);
-    remove(path);
-    return got == 2 ? 0 : -1;
+    *fwd = v[0], *train = v[1];
+    return 0;
 }
 
 int main(void)
