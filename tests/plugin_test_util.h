@@ -11,6 +11,7 @@
 #include <criterion/logging.h>
 
 #include "clipkd/registry.h"
+#include "clipkd/safetensors.h"
 
 /* The plugins as built: $CKD_TEST_BUILDDIR/<subdir>/.libs (e.g. "losses"). */
 static inline ckd_registry *test_registry_open(const char *subdir)
@@ -50,6 +51,23 @@ static inline json_t *test_params(const char *text)
     json_t *j = json_loads(t, 0, &jerr);
     cr_assert_not_null(j, "bad test params %s: %s", t, jerr.text);
     return j;
+}
+
+/* A tensor of a safetensors file as doubles (malloc'd). */
+static inline double *test_read_doubles(const ckd_safetensors *st, const char *name, int64_t *n)
+{
+    const ckd_st_tensor *t = ckd_st_find(st, name);
+    cr_assert_not_null(t, "no tensor %s", name);
+    *n = ckd_st_numel(t);
+    float *f = malloc((size_t)(*n ? *n : 1) * sizeof *f);
+    double *d = malloc((size_t)(*n ? *n : 1) * sizeof *d);
+    cr_assert(f && d);
+    ckd_error err = {{0}};
+    cr_assert_eq(ckd_st_to_f32(t, f, (size_t)*n, &err), 0, "%s: %s", name, err.msg);
+    for (int64_t i = 0; i < *n; i++)
+        d[i] = f[i];
+    free(f);
+    return d;
 }
 
 #endif

@@ -100,18 +100,7 @@ static ckd_safetensors *loss_eval(const char *plugin, const char *params, const 
 
 static double *read_doubles(const ckd_safetensors *st, const char *name, int64_t *n)
 {
-    const ckd_st_tensor *t = ckd_st_find(st, name);
-    cr_assert_not_null(t, "no tensor %s", name);
-    *n = ckd_st_numel(t);
-    float *f = malloc((size_t)(*n ? *n : 1) * sizeof *f);
-    double *d = malloc((size_t)(*n ? *n : 1) * sizeof *d);
-    cr_assert(f && d);
-    ckd_error err = {{0}};
-    cr_assert_eq(ckd_st_to_f32(t, f, (size_t)*n, &err), 0, "%s: %s", name, err.msg);
-    for (int64_t i = 0; i < *n; i++)
-        d[i] = f[i];
-    free(f);
-    return d;
+    return test_read_doubles(st, name, n);
 }
 
 static double scalar_of(const ckd_safetensors *st, const char *name)
