@@ -162,6 +162,43 @@ Test(threads, results_identical_run_to_run)
     cr_assert_eq(ckd_get_threads(), 2);
 }
 
+/* The elementwise and row ops, forward and backward, give the same bits on
+ * 1 and 2 threads: reductions across rows go by fixed blocks or by columns,
+ * never by thread. Sizes are above the parallel thresholds. */
+static void nongemm_step(int threads, float *out, int64_t n_out)
+{
+    ckd_set_threads(threads);
+    ckd_ctx *c = ckd_ctx_new(0, 1, NULL);
+    ckd_tensor *pos = rparam(2, SH(197, 192), 5, 0.5f), *gam = rparam(1, SH(192), 6, 1.0f);
+    ckd_tensor *bet = rparam(1, SH(192), 7, 0.2f), *s = rparam(0, NULL, 8, 1.0f);
+    ckd_tensor *x = ckd_tensor_new(c, 3, SH(4, 197, 192));
+    fill(x->data, x->n, 9, 2);
+    ckd_tensor *h = ckd_add(c, x, pos);
+    ckd_tensor *y = ckd_gelu(c, ckd_layernorm(c, h, gam, bet, 1e-5f));
+    ckd_tensor *z = ckd_softmax(c, ckd_mul(c, ckd_reshape(c, y, 2, SH(4 * 197, 192)), s));
+    cr_assert_eq(ckd_backward(c, ckd_sum_all(c, ckd_mul(c, z, z)), NULL), 0);
+    ckd_tensor *parts[] = {pos, gam, bet, s};
+    int64_t k = 0;
+    for (int i = 0; i < 4; i++)
+        for (int64_t j = 0; j < parts[i]->n && k < n_out; j++)
+            out[k++] = parts[i]->grad[j];
+    for (int64_t j = 0; j < z->n && k < n_out; j += 7)
+        out[k++] = z->data[j];
+    cr_assert_eq(k, n_out);
+    for (int i = 0; i < 4; i++)
+        ckd_param_free(parts[i]);
+    ckd_ctx_free(c);
+}
+
+Test(threads, elementwise_and_row_ops_same_bits_on_1_and_2_threads)
+{
+    enum { N = 197 * 192 + 192 + 192 + 1 + 21613 };
+    static float g1[N], g2[N];
+    nongemm_step(1, g1, N);
+    nongemm_step(2, g2, N);
+    cr_assert_eq(memcmp(g1, g2, sizeof g1), 0);
+}
+
 Test(blas, kernel_selection_rule)
 {
     cr_assert_null(ckd_blas_pick_arch("zen3", 1, 1), "a recognised CPU keeps BLIS's choice");

@@ -157,6 +157,70 @@ Test(fwd, unary_ops_match_libm)
     assert_close(ckd_sqrt(C, p)->data, (double[]){0.5, 1, 2}, 3, 1e-6, "sqrt");
 }
 
+/* exp, gelu (value and derivative), quick_gelu and sigmoid use their own
+ * vectorised exp and normal cdf: over a dense grid (2^21 points) they must
+ * stay within a few float ulps of double-precision references, and gelu
+ * within 1e-6 relative even in the lower tail, where 0.5·x·(1 + erf(x/√2))
+ * cancels. Against that erff form (PyTorch's), the difference is at most
+ * about one ulp of its result. */
+static int64_t dense_grid(float *x, int64_t n, float lo, float hi)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = lo + (hi - lo) * (float)((double)i / (double)(n - 1));
+    return n;
+}
+
+/* |got − want| within rel·|want|, or below tiny (results deep in the
+ * subnormal range). */
+static void assert_rel(const char *what, double x, double got, double want, double rel, double tiny)
+{
+    cr_assert(fabs(got - want) <= rel * fabs(want) + tiny, "%s(%.9g): got %.9g, want %.9g (rel %.3g)", what, x, got,
+              want, fabs(got - want) / fabs(want));
+}
+
+Test(fwd, vectorised_exp_and_gelu_on_a_dense_grid)
+{
+    int64_t n = (int64_t)1 << 21;
+    ckd_tensor *x = ckd_tensor_new(C, 1, SH(n));
+    ckd_tensor_set_requires_grad(x, 1);
+    dense_grid(x->data, n, -15.0f, 15.0f);
+    ckd_tensor *g = ckd_gelu(C, x);
+    assert_ok(g);
+    cr_assert_eq(ckd_backward(C, ckd_sum_all(C, g), NULL), 0);
+    ckd_tensor *q = ckd_quick_gelu(C, x), *sg = ckd_sigmoid(C, x);
+    assert_ok(q);
+    assert_ok(sg);
+    for (int64_t i = 0; i < n; i++) {
+        double v = x->data[i], cdf = 0.5 * erfc(-v / sqrt(2.0)), pdf = exp(-0.5 * v * v) / sqrt(2.0 * M_PI);
+        assert_rel("gelu", v, g->data[i], v * cdf, 1e-6, 1e-37);
+        /* Φ + x·φ crosses 0 near x = −0.75: relative to its terms */
+        assert_rel("gelu'", v, x->grad[i], cdf + v * pdf, 0, 1e-6 * (cdf + fabs(v) * pdf) + 1e-37);
+        float torch = 0.5f * x->data[i] * (1.0f + erff(x->data[i] * (float)M_SQRT1_2));
+        cr_assert(fabs(g->data[i] - torch) <= 2.4e-7 * (1 + fabs(v)), "gelu(%.9g) %.9g vs erff form %.9g", v,
+                  (double)g->data[i], (double)torch);
+        /* quick_gelu rounds 1.702·x to float first: exp(−1.702·x) inherits
+         * that (|1.702·x| · 2^-24 relative), as in any float implementation */
+        assert_rel("quick_gelu", v, q->data[i], v / (1 + exp(-1.702 * v)), 4e-7 + 1.702 * fabs(v) * 0x1p-24, 1e-37);
+        assert_rel("sigmoid", v, sg->data[i], 1 / (1 + exp(-v)), 1e-6, 1e-37);
+    }
+    ckd_tensor *e = ckd_tensor_new(C, 1, SH(n));
+    dense_grid(e->data, n, -103.0f, 88.7f);
+    ckd_tensor *ey = ckd_exp(C, e);
+    assert_ok(ey);
+    for (int64_t i = 0; i < n; i++) /* 2 ulp = 2^-22 relative; subnormals: 1 unit */
+        assert_rel("exp", e->data[i], ey->data[i], exp((double)e->data[i]), 0x1p-22, 0x1p-149);
+    float sp[] = {INFINITY, -INFINITY, NAN, 88.8f, -200.0f, 0.0f};
+    ckd_tensor *s = ckd_tensor_from(C, 1, SH(6), sp), *se = ckd_exp(C, s), *sgl = ckd_gelu(C, s);
+    assert_ok(se);
+    assert_ok(sgl);
+    cr_assert(isinf(se->data[0]) && se->data[1] == 0 && isnan(se->data[2]) && isinf(se->data[3]) &&
+                  se->data[4] == 0 && se->data[5] == 1,
+              "exp at inf, -inf, nan, 88.8, -200, 0");
+    cr_assert(isinf(sgl->data[0]) && isnan(sgl->data[2]) && sgl->data[3] == 88.8f && sgl->data[4] == 0 &&
+                  sgl->data[5] == 0,
+              "gelu at inf, nan, 88.8, -200, 0");
+}
+
 Test(fwd, dropout_modes)
 {
     ckd_tensor *x = ckd_tensor_new(C, 1, SH(10000));

@@ -11,10 +11,24 @@ typedef struct gcase {
     int32_t idx[32];
 } gcase;
 
+/* Fills the arena's first slab with NaN and resets: memory the ops get
+ * afterwards is garbage, as in a training loop after its first step (fresh
+ * pages would be zeros and hide a gradient buffer that is used unwritten). */
+static void poison_arena(ckd_ctx *c)
+{
+    size_t n = (size_t)8 << 20;
+    float *p = ckd_scratch(c, n * sizeof(float), "poison");
+    cr_assert_not_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+    ckd_ctx_reset(c);
+}
+
 static void run_check(ckd_scalar_fn fn, gcase *g, double atol, double rtol)
 {
     ckd_ctx *c = ckd_ctx_new(0, 1, NULL);
     cr_assert_not_null(c);
+    poison_arena(c);
     ckd_gradcheck_opts o;
     ckd_gradcheck_default_opts(&o);
     o.atol = atol;
@@ -243,3 +257,114 @@ GC_TEST(attention_shared_input, f_attn_shared, P(72, 1, 1, 4, 4))
 /* A chain through several ops, like a transformer block's pieces. */
 GC_FN(f_chain, ckd_gelu(c, ckd_linear(c, ckd_layernorm(c, in[0], in[1], NULL, 1e-5f), in[2], NULL)))
 GC_TEST(chain, f_chain, P(73, 1, 2, 3, 4), P(74, 1, 4), P(75, 1, 5, 4))
+
+/* ---- gradients of arena intermediates ----
+ * The first gradient to reach an activation overwrites its buffer instead of
+ * zero-filling and accumulating (ckdi_grad_buf_ex); a later one accumulates.
+ * Parameters never take that path, so these run ops on intermediates
+ * (h = 1.5·x), with the same tensor in several operand slots, and used by
+ * several ops so that each op is once the first to reach its input and once a
+ * later one (backward runs in reverse creation order; the statements below
+ * fix that order, which nested calls would leave to the compiler). run_check
+ * fills the arena with NaN first, so a buffer read before it is written
+ * fails the check. */
+static ckd_tensor *h15(ckd_ctx *c, ckd_tensor *x) { return ckd_scale(c, x, 1.5f); }
+
+static ckd_tensor *f_fresh_binary(ckd_ctx *c, void *u)
+{
+    ckd_tensor **in = ((gcase *)u)->in;
+    ckd_tensor *h = h15(c, in[0]), *k = h15(c, in[1]);
+    ckd_tensor *d = ckd_sub(c, k, k);
+    ckd_tensor *s = ckd_add(c, h, d);
+    ckd_tensor *q = ckd_div(c, h, ckd_scale(c, ckd_mul(c, h, h), 1.0f));
+    return weighted_sum(c, ckd_mul(c, ckd_mul(c, h, s), q));
+}
+Test(grad, fresh_binary)
+{
+    gcase g = {{away_from_zero(P(76, 1, 3, 4), 0.5f), P(77, 1, 3, 4)}, 2, {0}};
+    run_check(f_fresh_binary, &g, 1e-3, 1e-2);
+}
+
+/* linear and matmul with h as both operands; matmul first to reach h, then
+ * the other way round. */
+static ckd_tensor *f_self_linear(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    ckd_tensor *h = h15(c, g->in[0]), *k = h15(c, g->in[0]);
+    ckd_tensor *l1 = ckd_linear(c, h, h, g->in[1]);
+    ckd_tensor *m1 = ckd_matmul(c, h, h);
+    ckd_tensor *m2 = ckd_matmul(c, k, k);
+    ckd_tensor *l2 = ckd_linear(c, k, k, NULL);
+    ckd_tensor *s = ckd_add(c, ckd_add(c, l1, m1), ckd_add(c, m2, l2));
+    return weighted_sum(c, s);
+}
+GC_TEST(self_linear_and_matmul, f_self_linear, P(79, 1, 4, 4), P(80, 1, 4))
+
+static ckd_tensor *f_self_concat(ckd_ctx *c, void *u)
+{
+    ckd_tensor *h = h15(c, ((gcase *)u)->in[0]);
+    ckd_tensor *a = ckd_gelu(c, h);
+    return weighted_sum(c, ckd_concat(c, (ckd_tensor *[]){h, a, h}, 3, 1));
+}
+GC_TEST(self_concat, f_self_concat, P(81, 1, 2, 3, 4))
+
+static ckd_tensor *f_fresh_attn(ckd_ctx *c, void *u)
+{
+    ckd_tensor **in = ((gcase *)u)->in;
+    ckd_tensor *q = h15(c, in[0]), *k = h15(c, in[1]), *v = h15(c, in[2]);
+    return weighted_sum(c, ckd_attention(c, q, k, v, 2, 1));
+}
+GC_TEST(fresh_attention, f_fresh_attn, P(82, 1, 2, 4, 6), P(83, 1, 2, 4, 6), P(84, 1, 2, 4, 6))
+
+/* Attention is the first (and only) op to send a gradient to h. */
+static ckd_tensor *f_self_attn(ckd_ctx *c, void *u)
+{
+    ckd_tensor *h = h15(c, ((gcase *)u)->in[0]);
+    return weighted_sum(c, ckd_attention(c, h, h, h, 2, 0));
+}
+GC_TEST(self_attention, f_self_attn, P(85, 1, 2, 4, 6))
+
+/* reshape, transpose, layernorm, gelu, exp and sum_all of intermediates,
+ * each the first to reach its input, then a residual branch that reaches
+ * them first. */
+static ckd_tensor *f_fresh_chain(ckd_ctx *c, void *u)
+{
+    gcase *g = u;
+    ckd_tensor *r = ckd_reshape(c, h15(c, g->in[0]), 3, SH(3, 2, 4));
+    ckd_tensor *t = ckd_transpose(c, r, 0, 1);
+    ckd_tensor *h = ckd_scale(c, t, 1.0f);
+    ckd_tensor *n = ckd_layernorm(c, h, g->in[1], g->in[2], 1e-5f);
+    ckd_tensor *y = ckd_gelu(c, n);
+    ckd_tensor *e = ckd_sum_all(c, ckd_exp(c, y));
+    /* later uses of the same tensors: backward reaches them here first */
+    ckd_tensor *late = ckd_add(c, ckd_mul(c, h, y), n);
+    ckd_tensor *l2 = ckd_add(c, ckd_layernorm(c, late, NULL, NULL, 1e-5f), ckd_gelu(c, late));
+    ckd_tensor *t2 = ckd_transpose(c, r, 0, 1);
+    return ckd_add(c, ckd_add(c, weighted_sum(c, l2), ckd_scale(c, e, 0.1f)), weighted_sum(c, t2));
+}
+GC_TEST(fresh_chain, f_fresh_chain, P(86, 1, 6, 4), P(87, 1, 4), P(88, 1, 4))
+
+/* A bias gradient summed over many rows (several of ckdi_colsum_add's row
+ * blocks), against the sum in double; and the same for an add broadcast over
+ * rows. */
+Test(grad, bias_gradient_over_many_rows)
+{
+    ckd_ctx *c = ckd_ctx_new(0, 1, NULL);
+    poison_arena(c);
+    ckd_tensor *x = P(89, 1, 9000, 3), *w = P(90, 1, 4, 3), *b = P(91, 1, 4), *row = P(92, 1, 4);
+    ckd_tensor *y = ckd_add(c, ckd_linear(c, x, w, b), row);
+    cr_assert_eq(ckd_backward(c, weighted_sum(c, y), NULL), 0);
+    for (int j = 0; j < 4; j++) {
+        double want = 0;
+        for (int64_t r = 0; r < 9000; r++)
+            want += (float)sin(0.37 * (double)(r * 4 + j) + 0.1); /* weighted_sum's weights */
+        cr_assert(fabs(b->grad[j] - want) <= 1e-5 * (1 + fabs(want)), "dbias[%d] %g vs %g", j, (double)b->grad[j],
+                  want);
+        cr_assert(fabs(row->grad[j] - want) <= 1e-5 * (1 + fabs(want)), "drow[%d] %g vs %g", j,
+                  (double)row->grad[j], want);
+    }
+    ckd_tensor *ps[] = {x, w, b, row};
+    for (int i = 0; i < 4; i++)
+        ckd_param_free(ps[i]);
+    ckd_ctx_free(c);
+}

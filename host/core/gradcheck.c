@@ -94,12 +94,15 @@ int ckd_gradcheck(ckd_ctx *c, ckd_scalar_fn fn, void *user, ckd_tensor **inputs,
             double abs_err = fabs(an - num), scale = fmax(fabs(an), fabs(num));
             double tol = o.atol + o.rtol * scale;
             rep->checked++;
-            if (abs_err > tol) {
+            /* "passes when abs_err <= tol": a NaN (say, a gradient read from
+             * a buffer nobody wrote) fails, and is the worst element */
+            double ratio = abs_err <= tol ? abs_err / tol : isnan(abs_err) ? INFINITY : abs_err / tol;
+            if (!(abs_err <= tol)) {
                 rep->failed++;
                 rep->ok = 0;
             }
-            if (abs_err / tol > worst_ratio) {
-                worst_ratio = abs_err / tol;
+            if (ratio > worst_ratio) {
+                worst_ratio = ratio;
                 rep->worst_input = i;
                 snprintf(rep->worst_name, sizeof rep->worst_name, "%s", x->name ? x->name : "");
                 rep->worst_index = e;

@@ -38,7 +38,13 @@ static void attn_backward(ckd_ctx *c, ckd_node *n)
     ckd_tensor *q = n->in[0], *k = n->in[1], *v = n->in[2];
     const attn_geom *g = n->saved;
     const float *Pall = (const float *)(g + 1);
-    float *dq = ckdi_grad_buf(c, q), *dk = ckdi_grad_buf(c, k), *dv = ckdi_grad_buf(c, v);
+    /* Each (b, h) block of dq, dk, dv is written by one GEMM, so fresh
+     * buffers take beta 0 — unless q, k, v share buffers (self-attention on
+     * one tensor), then they are zero-filled and every GEMM accumulates. */
+    int distinct = q != k && q != v && k != v, fq = 0, fk = 0, fv = 0;
+    float *dq = distinct ? ckdi_grad_buf_ex(c, q, &fq) : ckdi_grad_buf(c, q);
+    float *dk = distinct ? ckdi_grad_buf_ex(c, k, &fk) : ckdi_grad_buf(c, k);
+    float *dv = distinct ? ckdi_grad_buf_ex(c, v, &fv) : ckdi_grad_buf(c, v);
     int nth = ckdi_op_threads();
     int64_t T = g->T, C = g->C, D = g->D;
     float *scratch = ckd_scratch(c, (size_t)(nth * T * T) * sizeof(float), "attention backward");
@@ -56,23 +62,24 @@ static void attn_backward(ckd_ctx *c, ckd_node *n)
         const float *P = Pall + bh * T * T;
         float *dP = scratch + tid * T * T;
         if (dv)
-            ckd_gemm(1, 0, T, D, T, 1.0f, P, T, G + off, C, 1.0f, dv + off, C);
+            ckd_gemm(1, 0, T, D, T, 1.0f, P, T, G + off, C, fv ? 0.0f : 1.0f, dv + off, C);
         if (!dq && !dk)
             continue;
         ckd_gemm(0, 1, T, T, D, 1.0f, G + off, C, v->data + off, C, 0.0f, dP, T);
         for (int64_t i = 0; i < T; i++) {
-            float *r = dP + i * T;
+            float *r = dP + i * T, s = 0.0f;
             const float *p = P + i * T;
-            double s = 0;
+#pragma omp simd reduction(+ : s)
             for (int64_t j = 0; j < T; j++)
-                s += (double)r[j] * p[j];
+                s += r[j] * p[j];
+#pragma omp simd
             for (int64_t j = 0; j < T; j++)
-                r[j] = p[j] * (r[j] - (float)s) * scale;
+                r[j] = p[j] * (r[j] - s) * scale;
         }
         if (dq)
-            ckd_gemm(0, 0, T, D, T, 1.0f, dP, T, k->data + off, C, 1.0f, dq + off, C);
+            ckd_gemm(0, 0, T, D, T, 1.0f, dP, T, k->data + off, C, fq ? 0.0f : 1.0f, dq + off, C);
         if (dk)
-            ckd_gemm(1, 0, T, D, T, 1.0f, dP, T, q->data + off, C, 1.0f, dk + off, C);
+            ckd_gemm(1, 0, T, D, T, 1.0f, dP, T, q->data + off, C, fk ? 0.0f : 1.0f, dk + off, C);
     }
 }
 

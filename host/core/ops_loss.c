@@ -6,6 +6,7 @@
 
 #include "clipkd/ops.h"
 #include "tape.h"
+#include "vecmath.h"
 
 #define SHAPE(t, buf) ckd_shape_str((t), (buf), sizeof(buf))
 
@@ -32,9 +33,14 @@ static void ce_backward(ckd_ctx *c, ckd_node *n)
     const float *lp = n->saved;
     const int32_t *y = (const int32_t *)(lp + N * K);
     float g = n->out->grad[0] / (float)N;
-    for (int64_t i = 0; i < N; i++)
+    for (int64_t i = 0; i < N; i++) {
+        const float *l = lp + i * K;
+        float *d = dx + i * K;
+#pragma omp simd
         for (int64_t j = 0; j < K; j++)
-            dx[i * K + j] += g * (expf(lp[i * K + j]) - (j == y[i] ? 1.0f : 0.0f));
+            d[j] += g * ckdi_expf(l[j]);
+        d[y[i]] -= g;
+    }
 }
 
 ckd_tensor *ckd_cross_entropy(ckd_ctx *c, ckd_tensor *logits, const int32_t *targets)

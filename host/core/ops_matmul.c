@@ -22,12 +22,14 @@ static void matmul_backward(ckd_ctx *c, ckd_node *n)
     int ta = (int)n->iarg[0], tb = (int)n->iarg[1];
     int64_t M = n->iarg[2], N = n->iarg[3], K = n->iarg[4];
     const float *G = n->out->grad;
-    float *da = ckdi_grad_buf(c, a), *db = ckdi_grad_buf(c, b);
+    /* A fresh dA is overwritten (beta 0) before dB, which may share it, accumulates. */
+    int fa;
+    float *da = ckdi_grad_buf_ex(c, a, &fa), *db = ckdi_grad_buf(c, b);
     if (da) {
         if (!ta) /* dA[M,K] += G[M,N] · op(B)ᵀ; op(B)ᵀ is B stored [N,K] (tb) or Bᵀ of [K,N] */
-            ckd_gemm(0, !tb, M, K, N, 1.0f, G, N, b->data, tb ? K : N, 1.0f, da, K);
+            ckd_gemm(0, !tb, M, K, N, 1.0f, G, N, b->data, tb ? K : N, fa ? 0.0f : 1.0f, da, K);
         else /* dA[K,M] += op(B)[K,N] · Gᵀ */
-            ckd_gemm(tb, 1, K, M, N, 1.0f, b->data, tb ? K : N, G, N, 1.0f, da, M);
+            ckd_gemm(tb, 1, K, M, N, 1.0f, b->data, tb ? K : N, G, N, fa ? 0.0f : 1.0f, da, M);
     }
     if (db) {
         if (!tb) /* dB[K,N] += op(A)ᵀ[K,M] · G */
@@ -94,19 +96,15 @@ static void linear_backward(ckd_ctx *c, ckd_node *n)
     ckd_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2];
     int64_t R = n->iarg[0], N = n->iarg[1], K = n->iarg[2];
     const float *G = n->out->grad;
-    float *dx = ckdi_grad_buf(c, x), *dw = ckdi_grad_buf(c, w), *db = ckdi_grad_buf(c, bias);
+    /* A fresh dx is overwritten (beta 0) before dW and dbias, which may share it, accumulate. */
+    int fx;
+    float *dx = ckdi_grad_buf_ex(c, x, &fx), *dw = ckdi_grad_buf(c, w), *db = ckdi_grad_buf(c, bias);
     if (dx)
-        ckd_gemm(0, 0, R, K, N, 1.0f, G, N, w->data, K, 1.0f, dx, K);
+        ckd_gemm(0, 0, R, K, N, 1.0f, G, N, w->data, K, fx ? 0.0f : 1.0f, dx, K);
     if (dw)
         ckd_gemm(1, 0, N, K, R, 1.0f, G, N, x->data, K, 1.0f, dw, K);
-    if (db) {
-        /* Column sums in row order: deterministic whatever the thread count. */
-        for (int64_t r = 0; r < R; r++) {
-            const float *g = G + r * N;
-            for (int64_t j = 0; j < N; j++)
-                db[j] += g[j];
-        }
-    }
+    if (db) /* column sums by fixed row blocks: the same for any thread count */
+        ckdi_colsum_add(c, db, G, R, N, 1.0f);
 }
 
 ckd_tensor *ckd_linear(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias)
@@ -129,7 +127,8 @@ ckd_tensor *ckd_linear(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bia
     if (!out)
         return NULL;
     float beta = 0.0f;
-    if (bias) {
+    if (bias) { /* y starts as the bias in every row; the GEMM adds x·Wᵀ (beta 1) */
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (R * N > 2 * CKDI_BLOCK)
         for (int64_t r = 0; r < R; r++)
             memcpy(out->data + r * N, bias->data, (size_t)N * sizeof(float));
         beta = 1.0f;

@@ -76,25 +76,54 @@ ckd_tensor *ckd_sum(ckd_ctx *c, ckd_tensor *x, int axis) { return reduce_axis(c,
 ckd_tensor *ckd_mean(ckd_ctx *c, ckd_tensor *x, int axis) { return reduce_axis(c, x, axis, 1, "mean"); }
 
 /* ---- sum / mean of everything ------------------------------------------------------
- * y = w · Σ x (double accumulator, serial: deterministic). Backward: dx += w · G.
+ * y = w · Σ x. Backward: dx += w · G.
+ * The sum is taken in double over fixed blocks of CKDI_BLOCK elements (in
+ * parallel), then over the block sums in order: deterministic, and the same
+ * for any thread count.
  */
 static void reduce_all_backward(ckd_ctx *c, ckd_node *n)
 {
-    float *dx = ckdi_grad_buf(c, n->in[0]);
+    int fresh; /* a fresh dx is filled with w·G, not zeroed and added to */
+    float *dx = ckdi_grad_buf_ex(c, n->in[0], &fresh);
     if (!dx)
         return;
     float g = n->out->grad[0] * n->farg[0];
-    for (int64_t i = 0; i < n->in[0]->n; i++)
-        dx[i] += g;
+    int64_t cnt = n->in[0]->n, nb = ckdi_n_blocks(cnt);
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+    for (int64_t k = 0; k < nb; k++) {
+        float *d = dx + k * CKDI_BLOCK;
+        int64_t len = ckdi_block_end(k, cnt) - k * CKDI_BLOCK;
+        if (fresh) {
+            for (int64_t i = 0; i < len; i++)
+                d[i] = g;
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++)
+                d[i] += g;
+        }
+    }
 }
 
 static ckd_tensor *reduce_all(ckd_ctx *c, ckd_tensor *x, int mean, const char *op)
 {
     if (!x || ckd_ctx_failed(c))
         return NULL;
+    int64_t nb = ckdi_n_blocks(x->n);
+    double *part = ckd_scratch(c, (size_t)(nb ? nb : 1) * sizeof *part, op);
+    if (!part)
+        return NULL;
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+    for (int64_t k = 0; k < nb; k++) {
+        int64_t hi = ckdi_block_end(k, x->n);
+        double s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = k * CKDI_BLOCK; i < hi; i++)
+            s += x->data[i];
+        part[k] = s;
+    }
     double s = 0;
-    for (int64_t i = 0; i < x->n; i++)
-        s += x->data[i];
+    for (int64_t k = 0; k < nb; k++)
+        s += part[k];
     float w = mean ? (x->n ? 1.0f / (float)x->n : 0.0f) : 1.0f;
     ckd_tensor *out = ckd_scalar(c, (float)(s * w));
     if (out && ckdi_needs_grad(c, &x, 1)) {

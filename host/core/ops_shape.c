@@ -8,11 +8,26 @@
 
 #define SHAPE(t, buf) ckd_shape_str((t), (buf), sizeof(buf))
 
-/* Accumulates src into dst elementwise (the backward of every pure data move). */
-static void add_into(float *dst, const float *src, int64_t n)
+/* Accumulates src into dst elementwise (the backward of every pure data
+ * move), or copies it when dst is a fresh gradient buffer. */
+static void add_into(float *dst, const float *src, int64_t n, int fresh)
 {
+    if (fresh) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+#pragma omp simd
     for (int64_t i = 0; i < n; i++)
         dst[i] += src[i];
+}
+
+/* add_into over a large array, in parallel blocks. */
+static void add_into_par(float *dst, const float *src, int64_t n, int fresh)
+{
+    int64_t nb = ckdi_n_blocks(n);
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 2)
+    for (int64_t k = 0; k < nb; k++)
+        add_into(dst + k * CKDI_BLOCK, src + k * CKDI_BLOCK, ckdi_block_end(k, n) - k * CKDI_BLOCK, fresh);
 }
 
 /* ---- reshape ------------------------------------------------------------------
@@ -20,9 +35,10 @@ static void add_into(float *dst, const float *src, int64_t n)
  */
 static void reshape_backward(ckd_ctx *c, ckd_node *n)
 {
-    float *dx = ckdi_grad_buf(c, n->in[0]);
+    int fresh;
+    float *dx = ckdi_grad_buf_ex(c, n->in[0], &fresh);
     if (dx)
-        add_into(dx, n->out->grad, n->out->n);
+        add_into_par(dx, n->out->grad, n->out->n, fresh);
 }
 
 ckd_tensor *ckd_reshape(ckd_ctx *c, ckd_tensor *x, int ndim, const int64_t *shape)
@@ -69,7 +85,10 @@ ckd_tensor *ckd_reshape(ckd_ctx *c, ckd_tensor *x, int ndim, const int64_t *shap
 
 /* ---- permute / transpose -------------------------------------------------------------
  * y[i0, i1, i2, i3] = x[...] with y.shape[d] = x.shape[perm[d]] (a copy, so every
- * tensor stays contiguous). Backward: the inverse scatter, dx[src] += G[dst].
+ * tensor stays contiguous). Backward: the inverse scatter, dx[src] += G[dst]
+ * (dx[src] = G[dst] into a fresh buffer: a permutation writes each element
+ * once). Output rows (all but the last index) are independent, so they are
+ * split between threads.
  */
 static void permute_strides(const ckd_tensor *x, const int *perm, int64_t *xstride_for_out)
 {
@@ -83,28 +102,33 @@ static void permute_strides(const ckd_tensor *x, const int *perm, int64_t *xstri
         xstride_for_out[d] = d < x->ndim ? stride[perm[d]] : 0;
 }
 
-static void permute_move(const ckd_tensor *y, const int64_t *xs, const float *src, float *dst, int backward)
+enum { PERM_GATHER, PERM_SCATTER_ADD, PERM_SCATTER_SET };
+
+static void permute_move(const ckd_tensor *y, const int64_t *xs, const float *src, float *dst, int mode)
 {
-    int64_t Y0 = y->shape[0], Y1 = y->shape[1], Y2 = y->shape[2], Y3 = y->shape[3];
-    int64_t k = 0;
-    for (int64_t a = 0; a < Y0; a++)
-        for (int64_t b = 0; b < Y1; b++)
-            for (int64_t c = 0; c < Y2; c++) {
-                int64_t base = a * xs[0] + b * xs[1] + c * xs[2];
-                for (int64_t d = 0; d < Y3; d++, k++) {
-                    if (backward)
-                        dst[base + d * xs[3]] += src[k];
-                    else
-                        dst[k] = src[base + d * xs[3]];
-                }
-            }
+    int64_t Y1 = y->shape[1], Y2 = y->shape[2], Y3 = y->shape[3], rows = y->n / (Y3 ? Y3 : 1), s3 = xs[3];
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (y->n > 2 * CKDI_BLOCK)
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t a = row / (Y1 * Y2), b = row / Y2 % Y1, c = row % Y2, k = row * Y3;
+        int64_t base = a * xs[0] + b * xs[1] + c * xs[2];
+        if (mode == PERM_GATHER)
+            for (int64_t d = 0; d < Y3; d++)
+                dst[k + d] = src[base + d * s3];
+        else if (mode == PERM_SCATTER_ADD)
+            for (int64_t d = 0; d < Y3; d++)
+                dst[base + d * s3] += src[k + d];
+        else
+            for (int64_t d = 0; d < Y3; d++)
+                dst[base + d * s3] = src[k + d];
+    }
 }
 
 static void permute_backward(ckd_ctx *c, ckd_node *n)
 {
-    float *dx = ckdi_grad_buf(c, n->in[0]);
+    int fresh;
+    float *dx = ckdi_grad_buf_ex(c, n->in[0], &fresh);
     if (dx)
-        permute_move(n->out, n->saved, n->out->grad, dx, 1);
+        permute_move(n->out, n->saved, n->out->grad, dx, fresh ? PERM_SCATTER_SET : PERM_SCATTER_ADD);
 }
 
 ckd_tensor *ckd_permute(ckd_ctx *c, ckd_tensor *x, const int *perm)
@@ -126,7 +150,7 @@ ckd_tensor *ckd_permute(ckd_ctx *c, ckd_tensor *x, const int *perm)
     if (!xs)
         return NULL;
     permute_strides(x, perm, xs);
-    permute_move(out, xs, x->data, out->data, 0);
+    permute_move(out, xs, x->data, out->data, PERM_GATHER);
     if (ckdi_needs_grad(c, &x, 1)) {
         ckd_node *n = ckdi_record(c, "permute", permute_backward, out, &x, 1);
         if (!n)
@@ -173,10 +197,11 @@ static void concat_backward(ckd_ctx *c, ckd_node *n)
     for (int j = 0; j < n->n_ins; j++) {
         ckd_tensor *x = n->ins[j];
         int64_t L = x->shape[axis];
-        float *dx = ckdi_grad_buf(c, x);
+        int fresh; /* a fresh x_j gets all its blocks copied; a repeated x_j then accumulates */
+        float *dx = ckdi_grad_buf_ex(c, x, &fresh);
         if (dx)
             for (int64_t o = 0; o < outer; o++)
-                add_into(dx + o * L * inner, n->out->grad + (o * total + off) * inner, L * inner);
+                add_into(dx + o * L * inner, n->out->grad + (o * total + off) * inner, L * inner, fresh);
         off += L;
     }
 }
@@ -244,7 +269,7 @@ static void slice_backward(ckd_ctx *c, ckd_node *n)
     int64_t start = n->iarg[1], len = n->iarg[2], outer, inner, L = x->shape[axis];
     block_geometry(x, axis, &outer, &inner);
     for (int64_t o = 0; o < outer; o++)
-        add_into(dx + (o * L + start) * inner, n->out->grad + o * len * inner, len * inner);
+        add_into(dx + (o * L + start) * inner, n->out->grad + o * len * inner, len * inner, 0);
 }
 
 ckd_tensor *ckd_slice(ckd_ctx *c, ckd_tensor *x, int axis, int64_t start, int64_t len)
@@ -294,7 +319,7 @@ static void gather_backward(ckd_ctx *c, ckd_node *n)
     const int64_t *rows = n->saved;
     int64_t R = n->iarg[0], C = n->iarg[1];
     for (int64_t r = 0; r < R; r++)
-        add_into(dx + rows[r] * C, n->out->grad + r * C, C);
+        add_into(dx + rows[r] * C, n->out->grad + r * C, C, 0);
 }
 
 static ckd_tensor *gather(ckd_ctx *c, const char *op, ckd_tensor *x, int64_t *rows, int64_t R, int64_t C, int ndim,

@@ -304,7 +304,7 @@ void ckd_param_free(ckd_tensor *p)
 void ckd_param_zero_grad(ckd_tensor *p)
 {
     if (p && p->grad)
-        memset(p->grad, 0, (size_t)p->n * sizeof(float));
+        ckdi_zero(p->grad, p->n);
 }
 
 /* ---- tape ------------------------------------------------------------------------ */
@@ -338,16 +338,65 @@ ckd_node *ckdi_record(ckd_ctx *c, const char *op, ckd_backward_fn bw, ckd_tensor
     return n;
 }
 
-float *ckdi_grad_buf(ckd_ctx *c, ckd_tensor *t)
+float *ckdi_grad_buf_ex(ckd_ctx *c, ckd_tensor *t, int *fresh)
 {
+    *fresh = 0;
     if (!t || !t->requires_grad)
         return NULL;
     if (!t->grad) {
         t->grad = ckd_scratch(c, (size_t)t->n * sizeof(float), "backward");
-        if (t->grad)
-            memset(t->grad, 0, (size_t)t->n * sizeof(float));
+        *fresh = t->grad != NULL;
     }
     return t->grad;
+}
+
+float *ckdi_grad_buf(ckd_ctx *c, ckd_tensor *t)
+{
+    int fresh;
+    float *g = ckdi_grad_buf_ex(c, t, &fresh);
+    if (fresh)
+        ckdi_zero(g, t->n);
+    return g;
+}
+
+int ckdi_colsum_add(ckd_ctx *c, float *d, const float *G, int64_t R, int64_t P, float s)
+{
+    /* rows per block: about CKDI_BLOCK floats, and at most 64 blocks (scratch) */
+    int64_t rb = P < CKDI_BLOCK ? CKDI_BLOCK / P : 1, nb;
+    if (rb < (R + 63) / 64)
+        rb = (R + 63) / 64;
+    nb = (R + rb - 1) / rb;
+    float *part = nb > 1 ? ckd_scratch(c, (size_t)(nb * P) * sizeof(float), "column sums") : NULL;
+    if (nb > 1 && !part)
+        return -1;
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+    for (int64_t b = 0; b < nb; b++) {
+        float *p = nb > 1 ? part + b * P : d; /* one block: straight into d */
+        int64_t r1 = (b + 1) * rb < R ? (b + 1) * rb : R;
+        if (nb > 1)
+            memset(p, 0, (size_t)P * sizeof(float));
+        for (int64_t r = b * rb; r < r1; r++) {
+            const float *g = G + r * P;
+#pragma omp simd
+            for (int64_t j = 0; j < P; j++)
+                p[j] += s * g[j];
+        }
+    }
+    for (int64_t b = 0; nb > 1 && b < nb; b++) {
+        const float *p = part + b * P;
+#pragma omp simd
+        for (int64_t j = 0; j < P; j++)
+            d[j] += p[j];
+    }
+    return 0;
+}
+
+void ckdi_zero(float *p, int64_t n)
+{
+    int64_t nb = ckdi_n_blocks(n);
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 2)
+    for (int64_t k = 0; k < nb; k++)
+        memset(p + k * CKDI_BLOCK, 0, (size_t)(ckdi_block_end(k, n) - k * CKDI_BLOCK) * sizeof(float));
 }
 
 int ckd_backward(ckd_ctx *c, ckd_tensor *loss, ckd_error *err)
