@@ -3,7 +3,8 @@
 # command, exit statuses (0 ok, 1 a check failed, 2 bad usage or input), the
 # error messages for bad recipes and bad plugins, gradcheck and loss-eval on
 # the shipped losses, fetch into an empty cache from the local Fashion-MNIST
-# copy, run --dry-run. Run by `make check`; writes only to a mktemp directory.
+# copy, run --dry-run, and the cache commands on teacher embeddings. Run by
+# `make check`; writes only to a mktemp directory.
 set -u
 srcdir=${CKD_TEST_SRCDIR:?run this through make check}
 builddir=${CKD_TEST_BUILDDIR:?run this through make check}
@@ -65,4 +66,28 @@ check_status "dry run left no directory" 1 "" test -e "$tmp/run"
 check "fetch fills the cache" "0 failed" clipkd fetch "$srcdir/tests/fixtures/cli/student.json" --offline
 check "cache ls lists the files" "t10k-images" clipkd cache ls
 check "cache verify" "0 bad" clipkd cache verify
+
+# -- teacher embeddings in the cache: a run with a random teacher computes an
+# entry; ls, verify and gc treat it as documented in clipkd(1)
+teacher='{"model": "clip", "config": {"embed_dim": 32,
+  "vision": {"image_size": 28, "patch_size": 7, "width": 32, "layers": 1, "heads": 2},
+  "text": {"context_length": 32, "width": 32, "layers": 1, "heads": 2}}}'
+check "a run computes teacher embeddings" "teacher embeddings: computing" \
+    env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" --threads 1 run \
+    "$srcdir/tests/fixtures/cli/student.json" --out "$tmp/kd" --set "teacher=$teacher"
+check "cache ls describes them" \
+    "teacher embeddings: clip (random init, seed 1) on fashion-mnist/test, 10 samples" clipkd cache ls
+check "cache ls counts them" "(2 artifacts, 1 teacher embeddings)" clipkd cache ls
+check "cache verify checks them" "^ok .*teacher embeddings: clip" clipkd cache verify
+entry=$(echo "$CLIPKD_CACHE"/teacher-embeddings/*.safetensors)
+: > "$entry.tmp.4242"
+check "cache gc removes an interrupted write" "safetensors.tmp.4242 .*stale partial" clipkd cache gc
+check_status "... and only that" 0 "" test -e "$entry"
+truncate -s -100 "$entry"
+check_status "cache verify names a truncated entry" 1 "^BAD .*$entry: truncated: " clipkd cache verify
+touch -d '40 days ago' "$entry"
+check "cache gc --older-than --dry-run lists an unused entry" "unused for 40 days" \
+    clipkd cache gc --older-than 30 --dry-run
+check "cache gc --older-than removes it" "unused for 40 days" clipkd cache gc --older-than 30
+check_status "... and it is gone" 1 "" test -e "$entry"
 finish

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "clipkd/fetch.h"
+#include "clipkd/safetensors.h"
 #include "httpd.h"
 
 #define BLOB_LEN 300000
@@ -804,4 +805,185 @@ Test(fetch, cache_ls_verify_gc)
     cr_assert(ckd_cache_list(nowhere, on_list, &ls, &err) == 0, "%s", err.msg);
     cr_assert_eq(ls.n, 0);
     free(b2);
+}
+
+/* ---- teacher embedding entries ------------------------------------------------ */
+
+/* An entry as the trainer writes it: a key JSON whose SHA-256 names the
+ * file, the tensors, and the SHA-256 of their bytes (image_embeds,
+ * text_embeds, text_offsets, valid, logit_scale, in that order). sum NULL:
+ * the right checksum. Returns the key in key_hex. */
+static void write_embeddings(char *file, size_t cap, char key_hex[65], const char *sum)
+{
+    static const char key[] =
+        "{\"data\":{\"size\":2,\"source\":{\"path\":\"/data/t10k-images-idx3-ubyte.gz\"},"
+        "\"spec\":{\"reader\":\"fashion-mnist\",\"split\":\"test\"}},"
+        "\"format\":\"clipkd teacher embeddings 1\",\"teacher\":{\"config\":{\"name\":\"ViT-B-32\"},"
+        "\"plugin\":\"clip\",\"weights\":\"sha256:0123456789abcdef0123456789abcdef0123456789abcdef"
+        "0123456789abcdef\"}}";
+    static const float img[4] = {1, 0, 0, 1}, txt[6] = {1, 0, 0, 1, 0.6f, 0.8f}, scale = 4.6f;
+    static const int64_t off[3] = {0, 1, 3};
+    static const uint8_t valid[2] = {1, 1};
+    char hex[65];
+    ckd_sha256 *h = ckd_sha256_new(NULL);
+    ckd_sha256_update(h, img, sizeof img, NULL);
+    ckd_sha256_update(h, txt, sizeof txt, NULL);
+    ckd_sha256_update(h, off, sizeof off, NULL);
+    ckd_sha256_update(h, valid, sizeof valid, NULL);
+    ckd_sha256_update(h, &scale, sizeof scale, NULL);
+    ckd_sha256_final(h, hex, NULL);
+    ckd_sha256_free(h);
+    cr_assert(ckd_sha256_buffer(key, strlen(key), key_hex, NULL) == 0);
+    snprintf(file, cap, "%s/teacher-embeddings/%s.safetensors", cache_dir, key_hex);
+    mkdir_parent(file);
+    ckd_st_writer *w = ckd_st_writer_new();
+    cr_assert(ckd_st_writer_add(w, "image_embeds", CKD_DT_F32, 2, (int64_t[]){2, 2}, img, &err) == 0 &&
+                  ckd_st_writer_add(w, "text_embeds", CKD_DT_F32, 2, (int64_t[]){3, 2}, txt, &err) == 0 &&
+                  ckd_st_writer_add(w, "text_offsets", CKD_DT_I64, 1, (int64_t[]){3}, off, &err) == 0 &&
+                  ckd_st_writer_add(w, "valid", CKD_DT_U8, 1, (int64_t[]){2}, valid, &err) == 0 &&
+                  ckd_st_writer_add(w, "logit_scale", CKD_DT_F32, 0, NULL, &scale, &err) == 0 &&
+                  ckd_st_writer_set_metadata(w, "key", key, &err) == 0 &&
+                  ckd_st_writer_set_metadata(w, "sha256", sum ? sum : hex, &err) == 0 &&
+                  ckd_st_writer_save(w, file, &err) == 0,
+              "%s", err.msg);
+    ckd_st_writer_free(w);
+}
+
+struct embeddings_seen {
+    int n, kind, ok;
+    char key[65], name[256], problem[CKD_ERROR_MAX];
+    int64_t size, expected;
+};
+
+static int on_embeddings(void *user, const ckd_cache_entry *e)
+{
+    struct embeddings_seen *s = user;
+    if (e->kind != CKD_CACHE_TEACHER_EMBEDDINGS)
+        return 0;
+    s->n++;
+    snprintf(s->key, sizeof s->key, "%s", e->sha256);
+    snprintf(s->name, sizeof s->name, "%s", e->name ? e->name : "");
+    s->size = e->size;
+    s->expected = e->expected_size;
+    return 0;
+}
+
+static int on_embeddings_verify(void *user, const ckd_cache_entry *e, int ok, const char *problem,
+                                int removed)
+{
+    struct embeddings_seen *s = user;
+    (void)removed;
+    on_embeddings(user, e);
+    s->ok = ok;
+    snprintf(s->problem, sizeof s->problem, "%s", problem ? problem : "");
+    return 0;
+}
+
+static struct embeddings_seen verify_embeddings(void)
+{
+    struct embeddings_seen s = {0};
+    size_t n_bad = 99;
+    cr_assert(ckd_cache_verify(NULL, 0, on_embeddings_verify, &s, &n_bad, &err) == 0, "%s", err.msg);
+    cr_assert_eq(s.n, 1);
+    cr_assert_eq(n_bad, (size_t)!s.ok);
+    return s;
+}
+
+Test(fetch, cache_teacher_embeddings_ls_and_verify)
+{
+    char file[1024], key[65];
+    write_embeddings(file, sizeof file, key, NULL);
+    struct embeddings_seen ls = {0};
+    cr_assert(ckd_cache_list(NULL, on_embeddings, &ls, &err) == 0, "%s", err.msg);
+    cr_assert_eq(ls.n, 1);
+    cr_assert_str_eq(ls.key, key);
+    cr_assert_str_eq(ls.name, "teacher embeddings: clip ViT-B-32 (weights 0123456789ab) on "
+                              "fashion-mnist/test, 2 samples");
+    cr_assert(ls.size > 0 && ls.expected == ls.size, "%lld vs %lld", (long long)ls.size,
+              (long long)ls.expected);
+    cr_assert(verify_embeddings().ok);
+
+    /* Truncated: the size against the header says so, before any parsing. */
+    cr_assert(truncate(file, ls.size - 3) == 0);
+    struct embeddings_seen v = verify_embeddings();
+    cr_assert(!v.ok);
+    char want[128];
+    snprintf(want, sizeof want, "truncated: %lld bytes, but its header describes %lld",
+             (long long)ls.size - 3, (long long)ls.size);
+    cr_assert_str_eq(v.problem, want);
+
+    /* Whole, but the tensors do not hash to the stored checksum. */
+    write_embeddings(file, sizeof file, key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+    v = verify_embeddings();
+    cr_assert(!v.ok && strstr(v.problem, "metadata says 0011"), "%s", v.problem);
+
+    /* Under another key's name. */
+    char other[1100];
+    snprintf(other, sizeof other, "%s/teacher-embeddings/%064d.safetensors", cache_dir, 0);
+    write_embeddings(file, sizeof file, key, NULL);
+    cr_assert(rename(file, other) == 0);
+    v = verify_embeddings();
+    cr_assert(!v.ok && strstr(v.problem, "not to its name"), "%s", v.problem);
+
+    /* remove_bad deletes it; the stray file stays. */
+    char stray[1100];
+    snprintf(stray, sizeof stray, "%s/teacher-embeddings/README", cache_dir);
+    write_file(stray, "x", 1);
+    size_t n_bad = 0;
+    cr_assert(ckd_cache_verify(NULL, 1, NULL, NULL, &n_bad, &err) == 0, "%s", err.msg);
+    cr_assert_eq(n_bad, 1);
+    cr_assert(!exists(other) && exists(stray));
+}
+
+Test(fetch, cache_teacher_embeddings_gc)
+{
+    char file[1024], key[65], tmpf[1100], lock[1100];
+    write_embeddings(file, sizeof file, key, NULL);
+    /* A write that died (its temporary file) and a lock nobody holds go;
+     * while a run holds the entry's lock, its temporary file stays. */
+    snprintf(tmpf, sizeof tmpf, "%s.tmp.4242", file);
+    snprintf(lock, sizeof lock, "%s.lock", file);
+    write_file(tmpf, "abcde", 5);
+    int fd;
+    cr_assert(ckd_cache_lock(file, 1, &fd, &err) == 0, "%s", err.msg);
+    struct seen g = {0};
+    ckd_cache_gc_opts go = {0};
+    cr_assert(ckd_cache_gc(NULL, &go, on_gc, &g, NULL, &err) == 0, "%s", err.msg);
+    cr_assert_eq(g.n, 0, "%s", g.reasons);
+    cr_assert(exists(tmpf));
+    ckd_cache_unlock(file, fd);
+    write_file(lock, "", 0);
+    go.dry_run = 1;
+    cr_assert(ckd_cache_gc(NULL, &go, on_gc, &g, NULL, &err) == 0, "%s", err.msg);
+    cr_assert(g.n == 2 && exists(tmpf) && exists(lock), "%s", g.reasons);
+    memset(&g, 0, sizeof g);
+    go.dry_run = 0;
+    int64_t freed = 0;
+    cr_assert(ckd_cache_gc(NULL, &go, on_gc, &g, &freed, &err) == 0, "%s", err.msg);
+    cr_assert_eq(g.n, 2, "%s", g.reasons);
+    cr_assert_str_eq(g.reasons, "stale partial;stale partial;");
+    cr_assert_eq(freed, 5);
+    cr_assert(!exists(tmpf) && !exists(lock) && exists(file));
+
+    /* Age: last read 10 days ago. Listing and verifying do not count as a
+     * use, so the entry stays 10 days old through them. */
+    struct timeval old[2] = {{time(NULL) - 10 * 86400, 0}, {time(NULL) - 10 * 86400, 0}};
+    cr_assert(utimes(file, old) == 0);
+    cr_assert(ckd_cache_list(NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    cr_assert(verify_embeddings().ok);
+    go.max_age_days = 30;
+    memset(&g, 0, sizeof g);
+    cr_assert(ckd_cache_gc(NULL, &go, on_gc, &g, NULL, &err) == 0, "%s", err.msg);
+    cr_assert(g.n == 0 && exists(file), "%s", g.reasons);
+    /* The keep-list protects it by its key. */
+    const char *keep[] = {key};
+    go.keep = keep;
+    go.n_keep = 1;
+    go.max_age_days = 1;
+    cr_assert(ckd_cache_gc(NULL, &go, on_gc, &g, NULL, &err) == 0, "%s", err.msg);
+    cr_assert(g.n == 0 && exists(file), "%s", g.reasons);
+    go.n_keep = 0;
+    cr_assert(ckd_cache_gc(NULL, &go, on_gc, &g, NULL, &err) == 0, "%s", err.msg);
+    cr_assert(!exists(file), "%s", g.reasons);
+    cr_assert_str_eq(g.reasons, "unused for 10 days;");
 }

@@ -1,4 +1,4 @@
-/* clipkd cache ls | verify | gc: look after the artifact cache. */
+/* clipkd cache ls | verify | gc: look after the cache (artifacts and teacher embeddings). */
 #include "config.h"
 
 #include <stdio.h>
@@ -15,13 +15,19 @@ void cmd_cache_help(FILE *out)
             "Usage: clipkd cache ls\n"
             "       clipkd cache verify [--remove-bad]\n"
             "       clipkd cache gc [--older-than DAYS] [--dry-run]\n"
-            "The artifact cache holds every dataset file and weight file a recipe fetched,\n"
-            "keyed by SHA-256, in $CLIPKD_CACHE (default $XDG_CACHE_HOME/clipkd, else\n"
-            "~/.cache/clipkd).\n"
-            "  ls      one line per entry: sha256 prefix, size, last use, name\n"
-            "  verify  re-hash every entry; --remove-bad deletes entries that do not match\n"
-            "  gc      remove interrupted downloads, stale locks and, with --older-than,\n"
-            "          entries not used for that many days; --dry-run only lists them\n");
+            "The cache, in $CLIPKD_CACHE (default $XDG_CACHE_HOME/clipkd, else ~/.cache/clipkd),\n"
+            "holds every dataset file and weight file a recipe fetched (artifacts, keyed by\n"
+            "SHA-256, in sha256/) and the teacher embeddings runs computed (teacher-embeddings/,\n"
+            "keyed by the SHA-256 of the teacher and the training data).\n"
+            "  ls      one line per entry: sha256 or key prefix, size, last use, and the name\n"
+            "          (artifacts) or the teacher and the data (teacher embeddings)\n"
+            "  verify  re-hash every artifact; check every teacher embedding entry's size\n"
+            "          against its header, its key against its name and its tensors against\n"
+            "          its checksum; --remove-bad deletes the entries that fail\n"
+            "  gc      remove interrupted downloads and embedding writes, stale locks and,\n"
+            "          with --older-than, entries of either kind not used for that many days\n"
+            "          (teacher embeddings: not read by a run); --dry-run only lists them.\n"
+            "          gc does not read contents: verify --remove-bad removes damaged entries\n");
 }
 
 static void human(int64_t b, char *buf, size_t cap)
@@ -37,7 +43,7 @@ static void human(int64_t b, char *buf, size_t cap)
 }
 
 typedef struct tally {
-    int64_t n, bytes, bad;
+    int64_t n, bytes, bad, embeddings;
 } tally;
 
 static int list_one(void *user, const ckd_cache_entry *e)
@@ -51,6 +57,7 @@ static int list_one(void *user, const ckd_cache_entry *e)
     }
     printf("%.12s  %10s  %s  %s\n", e->sha256, size, when, e->name ? e->name : "");
     t->n++;
+    t->embeddings += e->kind == CKD_CACHE_TEACHER_EMBEDDINGS;
     t->bytes += e->size;
     return 0;
 }
@@ -60,8 +67,11 @@ static int verify_one(void *user, const ckd_cache_entry *e, int ok, const char *
     tally *t = user;
     t->n++;
     if (!ok) {
+        /* An artifact's name says what it is; an embedding entry's
+         * description does not say which file to look at. */
+        const char *what = e->name && e->kind == CKD_CACHE_ARTIFACT ? e->name : e->path;
         t->bad++;
-        printf("BAD  %.12s  %s: %s%s\n", e->sha256, e->name ? e->name : e->path, problem ? problem : "mismatch",
+        printf("BAD  %.12s  %s: %s%s\n", e->sha256, what, problem ? problem : "mismatch",
                removed ? " (removed)" : "");
     } else {
         printf("ok   %.12s  %s\n", e->sha256, e->name ? e->name : "");
@@ -100,7 +110,8 @@ int cmd_cache(int argc, char **argv)
         }
         char size[32];
         human(t.bytes, size, sizeof size);
-        printf("%lld entries, %s in %s\n", (long long)t.n, size, dir);
+        printf("%lld entries (%lld artifacts, %lld teacher embeddings), %s in %s\n", (long long)t.n,
+               (long long)(t.n - t.embeddings), (long long)t.embeddings, size, dir);
         return CLI_OK;
     }
     if (!strcmp(sub, "verify") && (argc == 2 || (argc == 3 && !strcmp(argv[2], "--remove-bad")))) {

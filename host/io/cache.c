@@ -2,8 +2,10 @@
  * and the maintenance walks behind `clipkd cache ls|verify|gc`.
  *
  * Layout (see clipkd/fetch.h): <cache>/sha256/<first 2 hex>/<64 hex>[.json|
- * .part|.lock|.json.tmp]. Files with other names are never touched, so a
- * stray file in the cache cannot be deleted by gc by accident. */
+ * .part|.lock|.json.tmp], and the trainer's teacher embedding entries in
+ * <cache>/teacher-embeddings (cache_embeddings.c says how those are named and
+ * checked). Files with other names are never touched, so a stray file in the
+ * cache cannot be deleted by gc by accident. */
 #include "config.h"
 
 /* flock, pwrite, strndup, utimensat, O_CLOEXEC even under -std=c11. */
@@ -22,11 +24,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
-#include "clipkd/fetch.h"
-
-#ifndef PATH_MAX
-#define PATH_MAX 4096
-#endif
+#include "cache_internal.h"
 
 /* ---- where --------------------------------------------------------------- */
 
@@ -193,7 +191,7 @@ oom:
     return ckd_errorf(err, "%s: out of memory listing the directory", dir);
 }
 
-static int is_lower_hex(const char *s, size_t n)
+int ckdi_is_lower_hex(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
@@ -201,30 +199,117 @@ static int is_lower_hex(const char *s, size_t n)
     return 1;
 }
 
-/* What a name in a shard directory is; 0 for names that are not ours. */
-enum kind { K_OTHER, K_DATA, K_SIDECAR, K_PARTIAL };
-
-static enum kind classify(const char *name)
+static enum ckdi_kind classify_artifact(const char *name)
 {
     size_t n = strlen(name);
-    if (n < 64 || !is_lower_hex(name, 64))
-        return K_OTHER;
+    if (n < 64 || !ckdi_is_lower_hex(name, 64))
+        return CKDI_OTHER;
     const char *suf = name + 64;
     if (!*suf)
-        return K_DATA;
+        return CKDI_DATA;
     if (!strcmp(suf, ".json"))
-        return K_SIDECAR;
-    if (!strcmp(suf, ".part") || !strcmp(suf, ".lock") || !strcmp(suf, ".json.tmp"))
-        return K_PARTIAL;
-    return K_OTHER;
+        return CKDI_SIDECAR;
+    if (!strcmp(suf, ".lock"))
+        return CKDI_LOCK;
+    if (!strcmp(suf, ".part") || !strcmp(suf, ".json.tmp"))
+        return CKDI_PARTIAL;
+    return CKDI_OTHER;
 }
 
-typedef int (*shard_fn)(void *ctx, const char *shard, const struct names *names,
-                        ckd_error *err);
+/* An artifact's name, size and download time come from its sidecar, whose
+ * mtime is its last use (ckd_fetch touches it on each hit). */
+static void describe_artifact(ckdi_loaded *l, const struct stat *st)
+{
+    struct stat sj;
+    char sc[PATH_MAX + 8];
+    (void)st;
+    snprintf(sc, sizeof sc, "%s.json", l->path);
+    if (stat(sc, &sj) != 0)
+        return;
+    l->e.last_used = (int64_t)sj.st_mtime;
+    json_t *m = json_load_file(sc, 0, NULL);
+    if (!json_is_object(m)) {
+        json_decref(m);
+        return;
+    }
+    json_t *v;
+    if (json_is_string(v = json_object_get(m, "name")))
+        l->e.name = json_string_value(v);
+    if (json_is_integer(v = json_object_get(m, "size")))
+        l->e.expected_size = (int64_t)json_integer_value(v);
+    if (json_is_integer(v = json_object_get(m, "fetched_unix")))
+        l->e.fetched = (int64_t)json_integer_value(v);
+    l->e.meta = l->meta = m;
+}
 
-/* Calls fn for every <cache>/sha256/<xx> directory, in order. fn returns < 0
- * on error, > 0 to stop. */
-static int walk(const char *cache_dir, shard_fn fn, void *ctx, ckd_error *err)
+/* An artifact is sound when it hashes to its name and has its sidecar's size. */
+static int check_artifact(const ckd_cache_entry *e, char *problem, size_t cap)
+{
+    char got[65];
+    ckd_error herr;
+    int64_t n = 0;
+    if (ckd_sha256_file(e->path, got, &n, &herr) < 0) {
+        if (access(e->path, F_OK) < 0)
+            return -1;
+        snprintf(problem, cap, "%s", herr.msg);
+        return 1;
+    }
+    if (strcmp(got, e->sha256) != 0) {
+        snprintf(problem, cap, "content hashes to sha256 %s", got);
+        return 1;
+    }
+    if (e->expected_size >= 0 && n != e->expected_size) {
+        snprintf(problem, cap, "%lld bytes, but its sidecar says %lld", (long long)n,
+                 (long long)e->expected_size);
+        return 1;
+    }
+    return 0;
+}
+
+static const ckdi_layout artifact_layout = {CKD_CACHE_ARTIFACT, "", classify_artifact,
+                                            describe_artifact, check_artifact};
+
+/* Fills l from the data file of entry hex in dir (per layout L). Returns -1
+ * if the data file is gone. Release l->meta afterwards. */
+static int load_entry(const ckdi_layout *L, const char *dir, const char *hex, ckdi_loaded *l)
+{
+    struct stat st;
+    memset(&l->e, 0, sizeof l->e);
+    l->meta = NULL;
+    l->desc[0] = '\0';
+    if (snprintf(l->path, sizeof l->path, "%s/%.64s%s", dir, hex, L->data_suffix) >=
+            (int)sizeof l->path ||
+        stat(l->path, &st) < 0 || !S_ISREG(st.st_mode))
+        return -1;
+    memcpy(l->e.sha256, hex, 64);
+    l->e.sha256[64] = '\0';
+    l->e.kind = L->kind;
+    l->e.path = l->path;
+    l->e.size = (int64_t)st.st_size;
+    l->e.expected_size = -1;
+    l->e.fetched = -1;
+    l->e.last_used = (int64_t)st.st_mtime;
+    L->describe(l, &st);
+    return 0;
+}
+
+typedef int (*dir_fn)(void *ctx, const ckdi_layout *L, const char *dir, const struct names *names,
+                      ckd_error *err);
+
+/* Calls fn with the names in one directory of entries. */
+static int walk_dir(const char *dir, const ckdi_layout *L, dir_fn fn, void *ctx, ckd_error *err)
+{
+    struct names files = {0};
+    int rc = read_names(dir, &files, err);
+    if (rc == 0)
+        rc = fn(ctx, L, dir, &files, err);
+    names_free(&files);
+    return rc;
+}
+
+/* Calls fn for every <cache>/sha256/<xx> directory, in order, then for
+ * <cache>/teacher-embeddings. fn returns < 0 on error, > 0 to stop. */
+static int walk(const char *cache_dir, dir_fn fn, void *ctx, ckd_error *err)
 {
     char dir[PATH_MAX], top[PATH_MAX], shard[PATH_MAX];
     if (!cache_dir) {
@@ -240,55 +325,18 @@ static int walk(const char *cache_dir, shard_fn fn, void *ctx, ckd_error *err)
     int rc = 0;
     for (size_t i = 0; i < shards.n && rc == 0; i++) {
         const char *s = shards.v[i];
-        if (strlen(s) != 2 || !is_lower_hex(s, 2))
+        if (strlen(s) != 2 || !ckdi_is_lower_hex(s, 2))
             continue;
         if (snprintf(shard, sizeof shard, "%s/%s", top, s) >= (int)sizeof shard)
             continue;
-        struct names files = {0};
-        rc = read_names(shard, &files, err);
-        if (rc == 0)
-            rc = fn(ctx, shard, &files, err);
-        names_free(&files);
+        rc = walk_dir(shard, &artifact_layout, fn, ctx, err);
     }
     names_free(&shards);
-    return rc < 0 ? -1 : 0;
-}
-
-/* Fills e from the data file at path and its sidecar; *meta receives the
- * parsed sidecar (caller decrefs). Returns -1 if the data file is gone. */
-static int load_entry(const char *path, const char *hex, ckd_cache_entry *e, json_t **meta)
-{
-    struct stat st, sj;
-    char sc[PATH_MAX];
-    memset(e, 0, sizeof *e);
-    *meta = NULL;
-    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+    if (rc == 0 && put_path(top, sizeof top, err, "cache", cache_dir, "/" CKDI_EMBEDDINGS_DIR) < 0)
         return -1;
-    memcpy(e->sha256, hex, 64);
-    e->sha256[64] = '\0';
-    e->path = path;
-    e->size = (int64_t)st.st_size;
-    e->expected_size = -1;
-    e->fetched = -1;
-    e->last_used = (int64_t)st.st_mtime;
-    if (snprintf(sc, sizeof sc, "%s.json", path) < (int)sizeof sc && stat(sc, &sj) == 0) {
-        e->last_used = (int64_t)sj.st_mtime;
-        json_t *m = json_load_file(sc, 0, NULL);
-        if (json_is_object(m)) {
-            json_t *v;
-            if (json_is_string(v = json_object_get(m, "name")))
-                e->name = json_string_value(v);
-            if (json_is_integer(v = json_object_get(m, "size")))
-                e->expected_size = (int64_t)json_integer_value(v);
-            if (json_is_integer(v = json_object_get(m, "fetched_unix")))
-                e->fetched = (int64_t)json_integer_value(v);
-            e->meta = m;
-            *meta = m;
-        } else {
-            json_decref(m);
-        }
-    }
-    return 0;
+    if (rc == 0)
+        rc = walk_dir(top, &ckdi_embeddings_layout, fn, ctx, err);
+    return rc < 0 ? -1 : 0;
 }
 
 /* ---- ls ------------------------------------------------------------------- */
@@ -298,31 +346,30 @@ struct list_ctx {
     void *user;
 };
 
-static int list_shard(void *vctx, const char *shard, const struct names *names, ckd_error *err)
+static int list_dir(void *vctx, const ckdi_layout *L, const char *dir, const struct names *names,
+                    ckd_error *err)
 {
     struct list_ctx *c = vctx;
-    char path[PATH_MAX];
-    for (size_t i = 0; i < names->n; i++) {
-        if (classify(names->v[i]) != K_DATA)
+    ckdi_loaded *l = malloc(sizeof *l);
+    if (!l)
+        return ckd_errorf(err, "%s: out of memory", dir);
+    int stop = 0;
+    for (size_t i = 0; i < names->n && !stop; i++) {
+        if (L->classify(names->v[i]) != CKDI_DATA)
             continue;
-        if (snprintf(path, sizeof path, "%s/%s", shard, names->v[i]) >= (int)sizeof path)
-            continue;
-        ckd_cache_entry e;
-        json_t *meta;
-        if (load_entry(path, names->v[i], &e, &meta) < 0)
+        if (load_entry(L, dir, names->v[i], l) < 0)
             continue; /* removed while we walked */
-        int stop = c->fn ? c->fn(c->user, &e) : 0;
-        json_decref(meta);
-        if (stop)
-            return 1;
+        stop = c->fn ? c->fn(c->user, &l->e) : 0;
+        json_decref(l->meta);
     }
-    return 0;
+    free(l);
+    return stop ? 1 : 0;
 }
 
 int ckd_cache_list(const char *cache_dir, ckd_cache_list_fn fn, void *user, ckd_error *err)
 {
     struct list_ctx c = {fn, user};
-    return walk(cache_dir, list_shard, &c, err);
+    return walk(cache_dir, list_dir, &c, err);
 }
 
 /* ---- verify --------------------------------------------------------------- */
@@ -355,29 +402,21 @@ struct verify_ctx {
     ckd_error *err;
 };
 
-/* Re-hashes one listed entry (a ckd_cache_list_fn). */
+static const ckdi_layout *layout_of(const ckd_cache_entry *e)
+{
+    return e->kind == CKD_CACHE_TEACHER_EMBEDDINGS ? &ckdi_embeddings_layout : &artifact_layout;
+}
+
+/* Checks one listed entry (a ckd_cache_list_fn). */
 static int verify_entry(void *vctx, const ckd_cache_entry *e)
 {
     struct verify_ctx *c = vctx;
-    char got[65], problem[CKD_ERROR_MAX];
-    ckd_error herr;
-    int64_t n = 0;
-    int ok = 1, removed = 0;
-    problem[0] = '\0';
-    if (ckd_sha256_file(e->path, got, &n, &herr) < 0) {
-        if (access(e->path, F_OK) < 0)
-            return 0; /* removed while we walked */
-        ok = 0;
-        snprintf(problem, sizeof problem, "%s", herr.msg);
-    } else if (strcmp(got, e->sha256) != 0) {
-        ok = 0;
-        snprintf(problem, sizeof problem, "content hashes to sha256 %s", got);
-    } else if (e->expected_size >= 0 && n != e->expected_size) {
-        ok = 0;
-        snprintf(problem, sizeof problem, "%lld bytes, but its sidecar says %lld", (long long)n,
-                 (long long)e->expected_size);
-    }
-    if (!ok) {
+    char problem[CKD_ERROR_MAX] = "";
+    int removed = 0;
+    int bad = layout_of(e)->check(e, problem, sizeof problem);
+    if (bad < 0)
+        return 0; /* removed while we walked */
+    if (bad) {
         c->n_bad++;
         if (c->remove_bad) {
             int r = remove_entry(e->path, 1, c->err);
@@ -388,7 +427,7 @@ static int verify_entry(void *vctx, const ckd_cache_entry *e)
             removed = r == 0;
         }
     }
-    return c->fn ? c->fn(c->user, e, ok, ok ? NULL : problem, removed) : 0;
+    return c->fn ? c->fn(c->user, e, !bad, bad ? problem : NULL, removed) : 0;
 }
 
 int ckd_cache_verify(const char *cache_dir, int remove_bad, ckd_cache_verify_fn fn,
@@ -438,47 +477,54 @@ static int gc_drop(struct gc_ctx *c, const char *p, int64_t bytes, const char *r
     return c->fn ? (c->fn(c->user, p, bytes, reason) != 0) : 0;
 }
 
-/* Handles everything in a shard that belongs to one hash (names[i..j)). */
-static int gc_hash(struct gc_ctx *c, const char *shard, const struct names *names, size_t i,
-                   size_t j, ckd_error *err)
+/* Why the entry of hex in dir goes (reason, 64 bytes), or NULL if it stays. */
+static const char *gc_verdict(struct gc_ctx *c, const ckdi_layout *L, const char *dir,
+                              const char *hex, char *reason)
+{
+    const ckd_cache_gc_opts *o = c->o;
+    ckdi_loaded *l = malloc(sizeof *l);
+    const char *why = NULL;
+    if (!l || in_keep(o, hex) || load_entry(L, dir, hex, l) < 0) {
+        free(l);
+        return NULL;
+    }
+    if (o->keep_only) {
+        why = "not in keep-list";
+    } else if (o->max_age_days > 0 &&
+               (double)(c->now - l->e.last_used) > o->max_age_days * 86400.0) {
+        snprintf(reason, 64, "unused for %.0f days", (double)(c->now - l->e.last_used) / 86400.0);
+        why = reason;
+    }
+    json_decref(l->meta);
+    free(l);
+    return why;
+}
+
+/* Handles everything in a directory that belongs to one entry (names[i..j)). */
+static int gc_hash(struct gc_ctx *c, const ckdi_layout *L, const char *dir,
+                   const struct names *names, size_t i, size_t j, ckd_error *err)
 {
     const ckd_cache_gc_opts *o = c->o;
     char entry[PATH_MAX], p[PATH_MAX], reason[64];
-    char hex[65];
-    memcpy(hex, names->v[i], 64);
-    hex[64] = '\0';
-    if (snprintf(entry, sizeof entry, "%s/%s", shard, hex) >= (int)sizeof entry)
+    if (snprintf(entry, sizeof entry, "%s/%.64s%s", dir, names->v[i], L->data_suffix) >=
+        (int)sizeof entry)
         return 0;
 
     int has_data = 0, has_sidecar = 0, has_partial = 0;
     for (size_t k = i; k < j; k++) {
-        enum kind kd = classify(names->v[k]);
-        has_data |= kd == K_DATA;
-        has_sidecar |= kd == K_SIDECAR;
-        has_partial |= kd == K_PARTIAL;
+        enum ckdi_kind kd = L->classify(names->v[k]);
+        has_data |= kd == CKDI_DATA;
+        has_sidecar |= kd == CKDI_SIDECAR;
+        has_partial |= kd == CKDI_PARTIAL || kd == CKDI_LOCK;
     }
-    const char *drop_entry = NULL;
-    if (has_data && !in_keep(o, hex)) {
-        ckd_cache_entry e;
-        json_t *meta;
-        if (load_entry(entry, hex, &e, &meta) == 0) {
-            if (o->keep_only) {
-                drop_entry = "not in keep-list";
-            } else if (o->max_age_days > 0 &&
-                       (double)(c->now - e.last_used) > o->max_age_days * 86400.0) {
-                snprintf(reason, sizeof reason, "unused for %.0f days",
-                         (double)(c->now - e.last_used) / 86400.0);
-                drop_entry = reason;
-            }
-            json_decref(meta);
-        }
-    }
+    const char *drop_entry = has_data ? gc_verdict(c, L, dir, names->v[i], reason) : NULL;
     int orphan = has_sidecar && !has_data;
     if (!drop_entry && !orphan && !has_partial)
         return 0;
 
     /* Everything below changes the entry, so it happens under its lock; an
-     * entry being downloaded right now is skipped, not waited for. */
+     * entry being downloaded (or computed) right now is skipped, not waited
+     * for. */
     int fd = -1;
     if (o->dry_run) {
         if (entry_busy(entry))
@@ -492,26 +538,23 @@ static int gc_hash(struct gc_ctx *c, const char *shard, const struct names *name
     }
     int rc = 0;
     for (size_t k = i; k < j && rc == 0; k++) {
-        enum kind kd = classify(names->v[k]);
-        if (snprintf(p, sizeof p, "%s/%s", shard, names->v[k]) >= (int)sizeof p)
+        enum ckdi_kind kd = L->classify(names->v[k]);
+        if (snprintf(p, sizeof p, "%s/%s", dir, names->v[k]) >= (int)sizeof p)
             continue;
-        if (kd == K_PARTIAL) {
+        if (kd == CKDI_LOCK && !o->dry_run) {
             /* Our own lock file goes away in ckd_cache_unlock; report it here. */
-            int is_lock = strcmp(names->v[k] + 64, ".lock") == 0;
             int64_t b = file_size(p);
-            if (is_lock && !o->dry_run) {
-                c->freed += b > 0 ? b : 0;
-                rc = c->fn ? (c->fn(c->user, p, b, "stale partial") != 0) : 0;
-            } else {
-                rc = gc_drop(c, p, b, "stale partial", err);
-            }
-        } else if (kd == K_DATA && drop_entry) {
+            c->freed += b > 0 ? b : 0;
+            rc = c->fn ? (c->fn(c->user, p, b, "stale partial") != 0) : 0;
+        } else if (kd == CKDI_PARTIAL || kd == CKDI_LOCK) {
+            rc = gc_drop(c, p, file_size(p), "stale partial", err);
+        } else if (kd == CKDI_DATA && drop_entry) {
             int64_t sb = snprintf(p, sizeof p, "%s.json", entry) < (int)sizeof p ? file_size(p) : -1;
             int64_t b = file_size(entry);
             rc = gc_drop(c, entry, b + (sb > 0 ? sb : 0), drop_entry, err);
             if (rc == 0 && sb >= 0 && !o->dry_run && unlink(p) < 0 && errno != ENOENT)
                 rc = ckd_errorf(err, "%s: cannot remove: %s", p, strerror(errno));
-        } else if (kd == K_SIDECAR && orphan && access(entry, F_OK) < 0) {
+        } else if (kd == CKDI_SIDECAR && orphan && access(entry, F_OK) < 0) {
             rc = gc_drop(c, p, file_size(p), "orphan sidecar", err);
         }
     }
@@ -520,20 +563,21 @@ static int gc_hash(struct gc_ctx *c, const char *shard, const struct names *name
     return rc;
 }
 
-static int gc_shard(void *vctx, const char *shard, const struct names *names, ckd_error *err)
+static int gc_dir(void *vctx, const ckdi_layout *L, const char *dir, const struct names *names,
+                  ckd_error *err)
 {
     struct gc_ctx *c = vctx;
-    /* Names are sorted, so the files of one hash are adjacent. */
+    /* Names are sorted, so the files of one entry are adjacent. */
     size_t i = 0;
     while (i < names->n) {
-        if (classify(names->v[i]) == K_OTHER) {
+        if (L->classify(names->v[i]) == CKDI_OTHER) {
             i++;
             continue;
         }
         size_t j = i + 1;
         while (j < names->n && strncmp(names->v[i], names->v[j], 64) == 0)
             j++;
-        int rc = gc_hash(c, shard, names, i, j, err);
+        int rc = gc_hash(c, L, dir, names, i, j, err);
         if (rc)
             return rc;
         i = j;
@@ -551,7 +595,7 @@ int ckd_cache_gc(const char *cache_dir, const ckd_cache_gc_opts *opts, ckd_cache
             return ckd_errorf(err, "cache gc: keep-list item %zu (\"%s\") is not a SHA-256 "
                                    "(expected 64 hex digits)",
                               i, c.o->keep[i] ? c.o->keep[i] : "(null)");
-    int rc = walk(cache_dir, gc_shard, &c, err);
+    int rc = walk(cache_dir, gc_dir, &c, err);
     if (freed_bytes)
         *freed_bytes = c.freed;
     return rc;

@@ -354,31 +354,54 @@ static int check_tiling(const ckd_safetensors *st, const unsigned char *data,
     return 0;
 }
 
-static int parse_header(ckd_safetensors *st, ckd_error *err)
+/* The header length that the first 8 bytes b of file f (file_size bytes)
+ * give, checked against the limit and the file. */
+static int header_length(const char *f, const unsigned char b[8], uint64_t file_size, uint64_t *out,
+                         ckd_error *err)
 {
-    const unsigned char *b = st->map;
-    const char *f = st->path;
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = (n << 8) | b[i];
     if (n > ST_MAX_HEADER)
         return ckd_errorf(err, "%s: header length %" PRIu64 " exceeds the %llu-byte limit",
                           f, n, ST_MAX_HEADER);
-    if (n > st->map_size - 8)
-        return ckd_errorf(err, "%s: header length %" PRIu64 " exceeds file size %zu",
-                          f, n, st->map_size);
+    if (n > file_size - 8)
+        return ckd_errorf(err, "%s: header length %" PRIu64 " exceeds file size %" PRIu64,
+                          f, n, file_size);
+    *out = n;
+    return 0;
+}
 
+/* The header's n bytes of text as a JSON object, or NULL with err set. */
+static json_t *header_json(const char *f, const char *text, uint64_t n, ckd_error *err)
+{
     json_error_t je;
-    json_t *root = json_loadb((const char *)b + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return ckd_errorf(err, "%s: header is not valid JSON: %s (line %d, column %d, byte %d "
-                          "of the header, file offset %" PRIu64 ")", f, je.text, je.line,
-                          je.column, je.position, (uint64_t)je.position + 8);
-    int rc = -1;
+    json_t *root = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        ckd_errorf(err, "%s: header is not valid JSON: %s (line %d, column %d, byte %d "
+                   "of the header, file offset %" PRIu64 ")", f, je.text, je.line,
+                   je.column, je.position, (uint64_t)je.position + 8);
+        return NULL;
+    }
     if (!json_is_object(root)) {
         ckd_errorf(err, "%s: header is a JSON %s, expected an object", f, json_kind(root));
-        goto out;
+        json_decref(root);
+        return NULL;
     }
+    return root;
+}
+
+static int parse_header(ckd_safetensors *st, ckd_error *err)
+{
+    const unsigned char *b = st->map;
+    const char *f = st->path;
+    uint64_t n;
+    if (header_length(f, b, st->map_size, &n, err))
+        return -1;
+    json_t *root = header_json(f, (const char *)b + 8, n, err);
+    if (!root)
+        return -1;
+    int rc = -1;
     if (b[8] != '{') { /* only leading whitespace gets here; the reference refuses it */
         ckd_errorf(err, "%s: header must start with '{' at file offset 8, found 0x%02x", f, b[8]);
         goto out;
@@ -431,32 +454,41 @@ out:
     return rc;
 }
 
-static ckd_safetensors *open_file(const char *path, ckd_error *err)
+/* Opens a file that can be a safetensors file at all: a regular file with
+ * room for the header length. Returns the descriptor, -1 with err set. */
+static int open_regular(const char *path, uint64_t *size, ckd_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        ckd_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
+    if (fd < 0)
+        return ckd_errorf(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         ckd_errorf(err, "%s: not a regular file", path);
         close(fd);
-        return NULL;
+        return -1;
     }
     if (sb.st_size < 8) {
         ckd_errorf(err, "%s: file is %lld bytes, shorter than the 8-byte header length",
                    path, (long long)sb.st_size);
         close(fd);
-        return NULL;
+        return -1;
     }
-    if ((uint64_t)sb.st_size > SIZE_MAX) {
-        ckd_errorf(err, "%s: file of %lld bytes does not fit in memory", path,
-                   (long long)sb.st_size);
+    *size = (uint64_t)sb.st_size;
+    return fd;
+}
+
+static ckd_safetensors *open_file(const char *path, ckd_error *err)
+{
+    uint64_t fsize;
+    int fd = open_regular(path, &fsize, err);
+    if (fd < 0)
+        return NULL;
+    if (fsize > SIZE_MAX) {
+        ckd_errorf(err, "%s: file of %" PRIu64 " bytes does not fit in memory", path, fsize);
         close(fd);
         return NULL;
     }
-    size_t size = (size_t)sb.st_size;
+    size_t size = (size_t)fsize;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
     close(fd); /* the mapping keeps the file alive */
@@ -478,6 +510,74 @@ static ckd_safetensors *open_file(const char *path, ckd_error *err)
         return NULL;
     }
     return st;
+}
+
+/* ---- the header alone ------------------------------------------------------ */
+
+/* pread until n bytes are in or the file ends; 0 only when all n were read. */
+static int read_at(int fd, char *buf, size_t n, off_t off)
+{
+    while (n > 0) {
+        ssize_t r = pread(fd, buf, n, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        buf += r;
+        n -= (size_t)r;
+        off += r;
+    }
+    return 0;
+}
+
+/* The end of the data that the header's tensors claim: the largest
+ * data_offsets end (malformed entries are the full reader's to reject). */
+static uint64_t claimed_data_end(const json_t *root)
+{
+    uint64_t end = 0, e;
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)root, k, v) {
+        if (strcmp(k, "__metadata__") != 0 &&
+            get_u64(json_array_get(json_object_get(v, "data_offsets"), 1), &e) == 0 && e > end)
+            end = e;
+    }
+    return end;
+}
+
+int ckd_st_read_header(const char *path, json_t **header, int64_t *expected_size, ckd_error *err)
+{
+    uint64_t fsize, n = 0;
+    unsigned char len[8];
+    char *text = NULL;
+    *header = NULL;
+    int fd = open_regular(path, &fsize, err);
+    if (fd < 0)
+        return -1;
+    int rc = -1;
+    if (read_at(fd, (char *)len, 8, 0) != 0) {
+        ckd_errorf(err, "%s: cannot read the header length: %s", path, strerror(errno));
+        goto out;
+    }
+    if (header_length(path, len, fsize, &n, err))
+        goto out;
+    if (!(text = malloc(n ? n : 1))) {
+        ckd_errorf(err, "%s: out of memory", path);
+        goto out;
+    }
+    if (read_at(fd, text, n, 8) != 0) {
+        ckd_errorf(err, "%s: cannot read the %" PRIu64 "-byte header: %s", path, n, strerror(errno));
+        goto out;
+    }
+    if (!(*header = header_json(path, text, n, err)))
+        goto out;
+    if (expected_size)
+        *expected_size = (int64_t)(8 + n + claimed_data_end(*header));
+    rc = 0;
+out:
+    free(text);
+    close(fd);
+    return rc;
 }
 
 /* ---- sharded checkpoints ------------------------------------------------- */

@@ -16,6 +16,18 @@
  * A data file only ever appears by an atomic rename of a .part whose size and
  * SHA-256 were checked, so an entry present under its final name is complete.
  *
+ * The trainer keeps teacher embeddings in the same cache (see
+ * clipkd-recipe(5), teacher.mode "cache"):
+ *
+ *   <cache>/teacher-embeddings/<key>.safetensors           an entry
+ *   <cache>/teacher-embeddings/<key>.safetensors.lock      held while it is computed
+ *   <cache>/teacher-embeddings/<key>.safetensors.tmp.<pid> being written
+ *
+ * where <key> is the SHA-256 of the JSON in the entry's "key" metadata (the
+ * teacher, its preprocessing and the training data); its "sha256" metadata
+ * is the SHA-256 of the tensor bytes. `clipkd cache` lists, verifies and
+ * cleans these entries with the artifacts (ckd_cache_list, _verify, _gc).
+ *
  * The library prints nothing by itself: progress goes to the callback in
  * ckd_fetch_opts; ckd_fetch_progress_tty and ckd_fetch_progress_log are two
  * ready-made callbacks that write to the FILE * given as their user pointer.
@@ -165,43 +177,68 @@ int ckd_cache_entry_path(const char *cache_dir, const char *sha256, char *out, s
 int ckd_cache_lock(const char *entry_path, int wait, int *fd_out, ckd_error *err);
 void ckd_cache_unlock(const char *entry_path, int fd);
 
+typedef enum ckd_cache_kind {
+    CKD_CACHE_ARTIFACT,            /* a downloaded file under sha256/ */
+    CKD_CACHE_TEACHER_EMBEDDINGS   /* a teacher embedding entry */
+} ckd_cache_kind;
+
 typedef struct ckd_cache_entry {
-    char sha256[65];
+    char sha256[65];         /* artifact: the content's hash; teacher
+                                embeddings: the key */
     const char *path;        /* the data file */
     int64_t size;            /* bytes on disk */
-    int64_t expected_size;   /* from the sidecar, -1 if unknown */
-    const char *name;        /* from the sidecar, NULL if unknown */
-    int64_t fetched;         /* unix time of the download (sidecar), -1 if unknown */
-    int64_t last_used;       /* unix time: sidecar mtime (ckd_fetch touches it on
-                                each hit), else the data file's mtime */
-    const json_t *meta;      /* the whole sidecar, or NULL */
+    int64_t expected_size;   /* artifact: from the sidecar; teacher embeddings:
+                                what the safetensors header describes; -1 if
+                                unknown */
+    const char *name;        /* artifact: from the sidecar; teacher embeddings:
+                                a description of the teacher and the data from
+                                the key; NULL if unknown */
+    int64_t fetched;         /* unix time of the download (sidecar) or of the
+                                computation (the entry's mtime); -1 if unknown */
+    int64_t last_used;       /* unix time. Artifact: sidecar mtime (ckd_fetch
+                                touches it on each hit), else the data file's
+                                mtime. Teacher embeddings: the later of the
+                                file's access time (a run that reuses it reads
+                                it) and its mtime */
+    const json_t *meta;      /* artifact: the whole sidecar; teacher
+                                embeddings: the parsed key; or NULL */
+    ckd_cache_kind kind;
 } ckd_cache_entry;
 
 /* Returns nonzero to stop the walk early. */
 typedef int (*ckd_cache_list_fn)(void *user, const ckd_cache_entry *e);
 
-/* Calls fn for every complete entry, in hash order. A missing cache directory
- * is an empty cache. */
+/* Calls fn for every complete entry: the artifacts in hash order, then the
+ * teacher embedding entries in key order. A missing cache directory is an
+ * empty cache. */
 int ckd_cache_list(const char *cache_dir, ckd_cache_list_fn fn, void *user, ckd_error *err);
 
-/* ok = 1 if the entry hashes to its name and matches its sidecar's size;
- * problem says what is wrong otherwise (NULL when ok); removed = 1 if the bad
- * entry was deleted. Returns nonzero to stop. */
+/* ok = 1 if the entry is sound: an artifact hashes to its name and matches
+ * its sidecar's size; a teacher embedding entry has the size its header
+ * describes, reads as safetensors, its key metadata hashes to its name and
+ * its tensors to its "sha256" metadata (when it has one). problem says what
+ * is wrong otherwise (NULL when ok); removed = 1 if the bad entry was
+ * deleted. Returns nonzero to stop. */
 typedef int (*ckd_cache_verify_fn)(void *user, const ckd_cache_entry *e, int ok,
                                    const char *problem, int removed);
 
-/* Re-hashes every entry. With remove_bad, bad entries (and their sidecars)
+/* Re-checks every entry. With remove_bad, bad entries (and their sidecars)
  * are deleted under the entry's lock. *n_bad (may be NULL) gets the number of
- * bad entries. Returns 0 when the walk completed, -1 on error. */
+ * bad entries. Verifying a teacher embedding entry does not count as using
+ * it (its access time is put back). Returns 0 when the walk completed, -1 on
+ * error. */
 int ckd_cache_verify(const char *cache_dir, int remove_bad, ckd_cache_verify_fn fn,
                      void *user, size_t *n_bad, ckd_error *err);
 
-/* Garbage collection. Always: .part, .lock and temporary files whose entry is
- * not locked by a running download, and sidecars without data. Entries are
- * removed when keep_only is set and their hash is not in keep[], or when
- * max_age_days > 0 and they were last used (see last_used) longer ago than
- * that; an entry listed in keep[] is never removed. Entries and partials that
- * another process has locked are skipped. */
+/* Garbage collection, of artifacts and teacher embedding entries alike.
+ * Always: .part, .lock and temporary files (teacher embeddings: .lock and
+ * .tmp.<pid>) whose entry is not locked by a running download or
+ * computation, and sidecars without data. Entries are removed when keep_only
+ * is set and their hash (or key) is not in keep[], or when max_age_days > 0
+ * and they were last used (see last_used) longer ago than that; an entry
+ * listed in keep[] is never removed. Entries and partials that another
+ * process has locked are skipped. Contents are not checked here: that is
+ * ckd_cache_verify's remove_bad. */
 typedef struct ckd_cache_gc_opts {
     const char *const *keep;    /* sha256 hex strings (either case) */
     size_t n_keep;

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "clipkd/error.h"
 
 #ifdef __cplusplus
@@ -76,6 +78,17 @@ typedef struct ckd_safetensors ckd_safetensors;
  * Returns NULL and fills err when the file (or any shard) is missing or
  * malformed; the message names the file and the tensor or byte offset. */
 ckd_safetensors *ckd_st_open(const char *path, ckd_error *err);
+
+/* Reads only the header of a single .safetensors file, without mapping or
+ * checking the tensor data: for looking at files that may be damaged (a
+ * cache listing, a report on a truncated file). *header gets the parsed
+ * header object (tensor entries and "__metadata__"; the caller decrefs);
+ * *expected_size (may be NULL) the size in bytes the file has when it is
+ * whole: 8 + the header length + the largest data offset a tensor claims.
+ * Fails, with the message ckd_st_open would give, when the header itself
+ * cannot be read. */
+int ckd_st_read_header(const char *path, json_t **header, int64_t *expected_size,
+                       ckd_error *err);
 
 /* Unmaps every file and frees everything; views become invalid. NULL is ok. */
 void ckd_st_close(ckd_safetensors *st);
