@@ -59,6 +59,17 @@ check_status "wrong type" 2 'expected an integer, got "seven"' clipkd validate "
 check_status "out of range" 2 "expected a value ≥ 1, got 0" clipkd validate "$recipes/out-of-range.json"
 check_status "bad plugin parameter" 2 "losses\[1\].params.tau" clipkd validate "$recipes/bad-params.json"
 check_status "--set to an unknown key" 2 "unknown" clipkd validate "$srcdir/tests/fixtures/cli/student.json" --set optim.lrate=1
+named='student.config={"name": "ViT-T-16", "vision": {"layers": 6}}'
+check "validate expands a named model configuration" '"embed_dim": 512' \
+    env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" validate \
+    "$srcdir/tests/fixtures/cli/student.json" --set "$named"
+check "... with the recipe's keys over it" '"embed_dim": 256' \
+    env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" validate \
+    "$srcdir/tests/fixtures/cli/student.json" --set "$named" --set student.config.embed_dim=256
+check_status "an unknown configuration name lists the shipped ones" 2 \
+    'student.config.name: no shipped configuration "ViT-T-61" of model plugin "clip" (did you mean "ViT-T-16"?); shipped: ViT-B-16, ViT-B-32' \
+    env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" validate \
+    "$srcdir/tests/fixtures/cli/student.json" --set 'student.config={"name": "ViT-T-61"}'
 check "run --dry-run creates nothing" "not created" clipkd run "$srcdir/tests/fixtures/cli/student.json" --out "$tmp/run" --dry-run
 check_status "dry run left no directory" 1 "" test -e "$tmp/run"
 

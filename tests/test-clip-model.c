@@ -428,6 +428,38 @@ Test(config, shipped_configs_validate, .init = open_registry, .fini = close_regi
     json_decref(j);
 }
 
+/* Where named configurations are looked for (clipkd/model.h): the source
+ * layout that CLIPKD_DATA_DIR names when running from the sources, the
+ * installed layout under a copied data directory, and the clip-only
+ * override. */
+static void expect_dir(const char *plugin, const char *want)
+{
+    char dir[4096];
+    ckd_error err = {{0}};
+    cr_assert_eq(ckd_model_configs_dir(plugin, dir, sizeof dir, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(dir, want);
+}
+
+Test(config, where_named_configs_are_found)
+{
+    unsetenv("CLIPKD_MODEL_CONFIG_DIR");
+    setenv("CLIPKD_DATA_DIR", "/src/models/clip", 1);
+    expect_dir("clip", "/src/models/clip/configs");
+    expect_dir("vit", "/src/models/clip/models/vit/configs");
+    setenv("CLIPKD_DATA_DIR", "/opt/share/clipkd", 1);
+    expect_dir("clip", "/opt/share/clipkd/models/clip/configs");
+    setenv("CLIPKD_MODEL_CONFIG_DIR", "/mine", 1);
+    expect_dir("clip", "/mine");
+    expect_dir("vit", "/opt/share/clipkd/models/vit/configs");
+    /* a plugin that ships none has no names, and that is no error */
+    size_t n = 99;
+    ckd_error err = {{0}};
+    char **names = ckd_model_config_names("vit", &n, &err);
+    cr_assert_not_null(names, "%s", err.msg);
+    cr_expect_eq(n, 0);
+    ckd_model_config_names_free(names, n);
+}
+
 Test(config, hf_config_defaults_and_projection_dim)
 {
     /* An old-style config: keys missing, a *_config_dict, sub-config projection_dim ignored. */

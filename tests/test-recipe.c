@@ -1,7 +1,8 @@
 /* test-recipe.c — recipes: positions in JSON text, extends chains, cycles,
  * --set overrides, validation against the recipe schema and (fake) plugin
- * schemas with file:line:col messages, and the hash's invariances.
- * Fixtures: tests/fixtures/recipes/. */
+ * schemas with file:line:col messages, the hash's invariances, and model
+ * configs that name a shipped configuration. Fixtures:
+ * tests/fixtures/recipes/. */
 #include "config.h"
 
 #include <criterion/criterion.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clipkd/model.h"
 #include "clipkd/recipe.h"
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -483,4 +485,134 @@ Test(hash, numbers_keep_full_precision)
               ckd_recipe_canonical(a));
     ckd_recipe_free(a);
     ckd_recipe_free(b);
+}
+
+/* ---- named model configurations ------------------------------------------------ */
+
+/* Enough of the clip plugin's schema to tell a whole configuration from a
+ * partial one; the towers are taken as they come. */
+static const char clip_like[] =
+    "{\"type\": \"object\", \"required\": [\"embed_dim\", \"vision\", \"text\"], \"properties\": {"
+    "\"name\": {\"type\": \"string\"}, \"embed_dim\": {\"type\": \"integer\", \"minimum\": 1},"
+    "\"act\": {\"type\": \"string\"},"
+    "\"vision\": {\"type\": \"object\", \"additionalProperties\": true},"
+    "\"text\": {\"type\": \"object\", \"additionalProperties\": true}}}";
+
+static int clip_like_schema(void *user, const char *kind, const char *name, const char **schema,
+                            ckd_error *err)
+{
+    if (!strcmp(kind, "model") && !strcmp(name, "clip")) {
+        *schema = clip_like;
+        return 0;
+    }
+    return fake_schema(user, kind, name, schema, err);
+}
+
+/* The clip plugin's configurations, where the sources keep them. */
+static void shipped_configs(void)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/models/clip", getenv("CKD_TEST_SRCDIR"));
+    cr_assert_eq(setenv("CLIPKD_DATA_DIR", dir, 1), 0);
+    unsetenv("CLIPKD_MODEL_CONFIG_DIR");
+}
+
+static ckd_recipe *load_named(const char *name, const char *const *sets, size_t n, ckd_error *err)
+{
+    char *path = fixture(name);
+    ckd_recipe *r = ckd_recipe_load(path, sets, n, clip_like_schema, NULL, err);
+    free(path);
+    return r;
+}
+
+static ckd_recipe *load_named_ok(const char *const *sets, size_t n)
+{
+    ckd_error err = {{0}};
+    ckd_recipe *r = load_named("named-config.json", sets, n, &err);
+    cr_assert(r, "%s", err.msg);
+    return r;
+}
+
+static void expect_named_fail(const char *name, const char *const *sets, size_t n, const char *needle)
+{
+    ckd_error err = {{0}};
+    ckd_recipe *r = load_named(name, sets, n, &err);
+    cr_assert_null(r, "%s loaded but should not have", name);
+    cr_expect(strstr(err.msg, needle), "expected \"%s\" in: %s", needle, err.msg);
+}
+
+/* json_equal, but numbers compare by value: the recipe stores 4.0 as 4. */
+static int same_json(const json_t *a, const json_t *b)
+{
+    if (json_is_number(a) && json_is_number(b))
+        return json_number_value(a) == json_number_value(b);
+    if (!json_is_object(a) || !json_is_object(b))
+        return json_equal(a, b);
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)a, k, v)
+    {
+        if (!same_json(v, json_object_get(b, k)))
+            return 0;
+    }
+    return json_object_size(a) == json_object_size(b);
+}
+
+Test(named_config, expands_to_the_shipped_values, .init = shipped_configs)
+{
+    ckd_recipe *r = load_named_ok(NULL, 0);
+    /* ViT-T-16 as shipped, but for the vision layers the recipe gives */
+    ckd_error err = {{0}};
+    json_t *want = ckd_model_config_shipped("clip", "ViT-T-16", &err);
+    cr_assert(want, "%s", err.msg);
+    json_object_set_new(json_object_get(want, "vision"), "layers", json_integer(6));
+    cr_expect(same_json(at(r, "student.config"), want));
+    cr_expect_eq(num(r, "student.config.vision.layers"), 6);
+    cr_expect_eq(num(r, "student.config.vision.width"), 192);
+    cr_expect_eq(num(r, "student.config.embed_dim"), 512);
+    /* the teacher alike */
+    json_decref(want);
+    want = ckd_model_config_shipped("clip", "ViT-B-32", &err);
+    cr_assert(want, "%s", err.msg);
+    cr_expect(same_json(at(r, "teacher.config"), want));
+    json_decref(want);
+    ckd_recipe_free(r);
+}
+
+Test(named_config, keys_given_override_it_deeply, .init = shipped_configs)
+{
+    ckd_recipe *r = load_named_ok(NEEDLES("student.config.text.layers=4", "student.config.embed_dim=256"), 2);
+    cr_expect_eq(num(r, "student.config.text.layers"), 4);
+    cr_expect_eq(num(r, "student.config.text.width"), 384); /* the rest of text stays */
+    cr_expect_eq(num(r, "student.config.vision.layers"), 6);
+    cr_expect_eq(num(r, "student.config.embed_dim"), 256);
+    ckd_recipe_free(r);
+    /* another name takes another base under the same overrides */
+    r = load_named_ok(NEEDLES("student.config.name=ViT-B-16"), 1);
+    cr_expect_eq(num(r, "student.config.vision.width"), 768);
+    cr_expect_eq(num(r, "student.config.vision.layers"), 6);
+    ckd_recipe_free(r);
+}
+
+Test(named_config, other_names_are_labels, .init = shipped_configs)
+{
+    ckd_recipe *r = load_named_ok(
+        NEEDLES("student.config={\"name\": \"mine\", \"embed_dim\": 8, \"vision\": {}, \"text\": {}}"), 1);
+    cr_expect_str_eq(str(r, "student.config.name"), "mine");
+    cr_expect_eq(json_object_size(at(r, "student.config")), 4, "nothing was added");
+    ckd_recipe_free(r);
+    /* a partial configuration under such a name is incomplete, as before */
+    expect_named_fail("named-config.json", NEEDLES("student.config={\"name\": \"mine\", \"embed_dim\": 8}"), 1,
+                      "student.config: missing required key \"vision\"");
+}
+
+Test(named_config, an_unknown_name_alone_lists_the_shipped_ones, .init = shipped_configs)
+{
+    expect_named_fail("named-unknown.json", NULL, 0,
+                      "named-unknown.json:3:43: student.config.name: no shipped configuration "
+                      "\"ViT-T-61\" of model plugin \"clip\" (did you mean \"ViT-T-16\"?); shipped: "
+                      "ViT-B-16, ViT-B-32, ViT-L-14, ViT-T-16, fmnist-student, fmnist-teacher");
+    expect_named_fail("named-config.json", NEEDLES("teacher.config={\"name\": \"ViT-H-14\"}"), 1,
+                      "--set teacher.config={\"name\": \"ViT-H-14\"}: teacher.config.name: no shipped "
+                      "configuration \"ViT-H-14\" of model plugin \"clip\" (did you mean");
 }

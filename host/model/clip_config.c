@@ -148,7 +148,9 @@ json_t *ckd_clip_config_to_hf(const json_t *cfg, const char *where, ckd_error *e
     return hf;
 }
 
-json_t *ckd_clip_config_load(const char *path, ckd_error *err)
+/* The file at path as a JSON object, or NULL with a message that names
+ * the place. */
+static json_t *load_object(const char *path, ckd_error *err)
 {
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
@@ -161,13 +163,39 @@ json_t *ckd_clip_config_load(const char *path, ckd_error *err)
         ckd_errorf(err, "%s: expected a JSON object", path);
         return NULL;
     }
-    if (json_object_get(j, "text_config") || json_object_get(j, "vision_config") ||
-        json_object_get(j, "text_config_dict") || json_object_get(j, "vision_config_dict")) {
-        json_t *c = ckd_clip_config_from_hf(j, path, err);
+    return j;
+}
+
+/* j (taken over) as the plugin's configuration: an HF CLIPConfig,
+ * recognised by its text_config / vision_config keys, is converted. */
+static json_t *as_clip_config(json_t *j, const char *where, ckd_error *err)
+{
+    if (j && (json_object_get(j, "text_config") || json_object_get(j, "vision_config") ||
+              json_object_get(j, "text_config_dict") || json_object_get(j, "vision_config_dict"))) {
+        json_t *c = ckd_clip_config_from_hf(j, where, err);
         json_decref(j);
         return c;
     }
     return j;
+}
+
+json_t *ckd_clip_config_load(const char *path, ckd_error *err)
+{
+    return as_clip_config(load_object(path, err), path, err);
+}
+
+json_t *ckd_model_config_shipped(const char *plugin, const char *name, ckd_error *err)
+{
+    char path[4096];
+    if (ckd_model_config_path(plugin, name, path, sizeof path, err))
+        return NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        ckd_errorf(err, "no model configuration \"%s\" (looked for %s)", name, path);
+        return NULL;
+    }
+    fclose(f);
+    return load_object(path, err);
 }
 
 json_t *ckd_clip_config_named(const char *name, ckd_error *err)
@@ -175,17 +203,5 @@ json_t *ckd_clip_config_named(const char *name, ckd_error *err)
     size_t n = strlen(name);
     if (strchr(name, '/') || (n > 5 && !strcmp(name + n - 5, ".json")))
         return ckd_clip_config_load(name, err);
-    const char *dir = getenv("CLIPKD_MODEL_CONFIG_DIR");
-    char path[4096];
-    if (dir && *dir)
-        snprintf(path, sizeof path, "%s/%s.json", dir, name);
-    else
-        snprintf(path, sizeof path, "%s/models/clip/configs/%s.json", CKD_DATA_DIR, name);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        ckd_errorf(err, "no model configuration \"%s\" (looked for %s)", name, path);
-        return NULL;
-    }
-    fclose(f);
-    return ckd_clip_config_load(path, err);
+    return as_clip_config(ckd_model_config_shipped("clip", name, err), name, err);
 }

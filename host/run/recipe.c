@@ -20,6 +20,7 @@
 
 #include "clipkd/fetch.h"
 #include "clipkd/recipe.h"
+#include "recipe_internal.h"
 
 /* extends chains longer than this are surely a mistake (cycles are caught
  * separately, with a better message). */
@@ -225,10 +226,7 @@ static char *relative_to(const char *file, const char *rel)
     return out;
 }
 
-/* Objects merge key by key, the top (src) winning; arrays and scalars
- * replace; null removes the key (JSON Merge Patch, RFC 7396). src is the
- * caller's private copy: its subtrees move into dst. */
-static int merge(json_t *dst, json_t *src)
+int ckdi_recipe_merge(json_t *dst, json_t *src)
 {
     const char *k;
     json_t *sv;
@@ -244,7 +242,7 @@ static int merge(json_t *dst, json_t *src)
                 if (json_object_set_new(dst, k, dv))
                     return -1;
             }
-            if (merge(dv, sv))
+            if (ckdi_recipe_merge(dv, sv))
                 return -1;
         } else if (json_object_set(dst, k, sv)) {
             return -1;
@@ -315,7 +313,7 @@ static int load_bases(ckd_recipe *r, const ckd_json_source *src, const json_t *e
             rc = ckd_json_errorf(ckd_json_source_locate, (void *)src, NULL, at, err,
                                  "extends nested more than %d deep", MAX_EXTENDS_DEPTH);
         json_t *doc = rc ? NULL : load_file(r, base, me, depth + 1, err);
-        if (!rc && (!doc || merge(merged, doc)))
+        if (!rc && (!doc || ckdi_recipe_merge(merged, doc)))
             rc = doc ? ckd_errorf(err, "%s: out of memory", name) : -1;
         json_decref(doc);
         free(real);
@@ -356,7 +354,7 @@ static json_t *load_file(ckd_recipe *r, const char *name, const link *chain, int
     if (!own)
         goto oom;
     json_object_del(own, "extends");
-    if (merge(merged, own))
+    if (ckdi_recipe_merge(merged, own))
         goto oom;
     json_decref(own);
     char *lname = strdup(name);

@@ -5,10 +5,13 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clipkd/data.h"
+#include "clipkd/model.h"
 #include "clipkd/recipe.h"
+#include "recipe_internal.h"
 
 /* Defaults follow CLIP-KD's training setup where it has one (AdamW
  * lr 1e-3, weight decay 0.1, betas 0.9/0.98, eps 1e-6 for ViT students,
@@ -157,6 +160,73 @@ static int check_plugin(const where *w, ckd_recipe_plugin_schema_fn plugin_schem
     return rc;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The shipped configuration replaces m's config, with the config's own keys
+ * merged over it. */
+static int merge_over_shipped(const where *w, json_t *m, const char *plugin, const char *name,
+                              const char *at)
+{
+    ckd_error e = {{0}};
+    json_t *base = ckd_model_config_shipped(plugin, name, &e);
+    if (!base)
+        return ckd_json_errorf(w->locate, w->user, w->file, at, w->err, "%s", e.msg);
+    json_t *own = json_deep_copy(json_object_get(m, "config"));
+    int rc = !own || ckdi_recipe_merge(base, own) || json_object_set(m, "config", base)
+                 ? ckd_errorf(w->err, "%s: out of memory", w->file)
+                 : 0;
+    json_decref(own);
+    json_decref(base);
+    return rc;
+}
+
+static int unknown_config(const where *w, const char *at, const char *plugin, const char *name,
+                          char *const *names, size_t n)
+{
+    char list[CKD_ERROR_MAX / 2] = "", near[160] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < n && len < sizeof list; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", names[i]);
+    const char *s = ckd_suggest(name, (const char *const *)names, n);
+    if (s)
+        snprintf(near, sizeof near, " (did you mean \"%s\"?)", s);
+    return ckd_json_errorf(w->locate, w->user, w->file, at, w->err,
+                           "no shipped configuration \"%s\" of model plugin \"%s\"%s; shipped: %s",
+                           name, plugin, near, list);
+}
+
+/* A config whose "name" is a configuration the plugin ships takes that
+ * configuration as its base, its own keys merged over it as extends merges
+ * (so {"name": "ViT-T-16", "vision": {"layers": 6}} is ViT-T-16 with six
+ * vision layers). Any other name is a label; but a config that gives nothing
+ * else cannot be meant as a whole configuration, so its name is an error
+ * there rather than a missing key further on. Plugins that ship no
+ * configurations are left to their schema. */
+static int expand_named_config(const where *w, json_t *m, const char *plugin, const char *role)
+{
+    json_t *cfg = json_object_get(m, "config");
+    const char *name = json_string_value(json_object_get(cfg, "name"));
+    if (!name)
+        return 0;
+    char at[64];
+    snprintf(at, sizeof at, "%s.config.name", role);
+    ckd_error e = {{0}};
+    size_t n = 0;
+    char **names = ckd_model_config_names(plugin, &n, &e);
+    if (!names)
+        return ckd_json_errorf(w->locate, w->user, w->file, at, w->err, "%s", e.msg);
+    int rc = 0;
+    if (n && bsearch(&name, names, n, sizeof *names, cmp_str))
+        rc = merge_over_shipped(w, m, plugin, name, at);
+    else if (n && json_object_size(cfg) == 1)
+        rc = unknown_config(w, at, plugin, name, names, n);
+    ckd_model_config_names_free(names, n);
+    return rc;
+}
+
 static int check_model(const where *w, ckd_recipe_plugin_schema_fn plugin_schema, void *user,
                        json_t *recipe, const char *role)
 {
@@ -167,6 +237,8 @@ static int check_model(const where *w, ckd_recipe_plugin_schema_fn plugin_schema
     char name_path[64], config_path[64];
     snprintf(name_path, sizeof name_path, "%s.model", role);
     snprintf(config_path, sizeof config_path, "%s.config", role);
+    if (expand_named_config(w, m, name, role))
+        return -1;
     return check_plugin(w, plugin_schema, user, "model", name, name_path,
                         json_object_get(m, "config"), config_path);
 }

@@ -6,7 +6,8 @@
  * CLIP configuration arrives:
  *   - clipkd's own JSON (the "clip" plugin's parameters, in the spirit of
  *     open_clip's model_configs/), shipped for named architectures in
- *     $(pkgdatadir)/models/clip/configs/NAME.json;
+ *     $(pkgdatadir)/models/clip/configs/NAME.json (see
+ *     ckd_model_configs_dir);
  *   - a Hugging Face config.json (CLIPConfig), converted;
  *   - a model directory holding one of those and the weights.
  */
@@ -74,10 +75,35 @@ json_t *ckd_clip_config_to_hf(const json_t *cfg, const char *where, ckd_error *e
 json_t *ckd_clip_config_load(const char *path, ckd_error *err);
 
 /* A shipped configuration by name ("ViT-B-32", "fmnist-student", ...): the
- * file NAME.json in $CLIPKD_MODEL_CONFIG_DIR when set, else in
- * $(pkgdatadir)/models/clip/configs. A name holding '/' or ending in ".json"
- * is read as a path. */
+ * file NAME.json in ckd_model_configs_dir("clip"). A name holding '/' or
+ * ending in ".json" is read as a path. */
 json_t *ckd_clip_config_named(const char *name, ckd_error *err);
+
+/* ---- named configurations of any model plugin --------------------------------
+ * A model plugin may ship named configurations, NAME.json in a directory of
+ * its own; a recipe's "config": {"name": NAME, ...} takes one as its base
+ * (clipkd-recipe(5)). The clip plugin ships ViT-B-32, ViT-B-16, ViT-L-14,
+ * ViT-T-16, fmnist-teacher and fmnist-student. */
+
+/* The directory of plugin's named configurations: $CLIPKD_MODEL_CONFIG_DIR
+ * for the clip plugin when it is set; else, when $CLIPKD_DATA_DIR is set,
+ * $CLIPKD_DATA_DIR/models/PLUGIN/configs, or $CLIPKD_DATA_DIR/configs when
+ * it names the plugin's own data directory in the sources (models/PLUGIN);
+ * else $(pkgdatadir)/models/PLUGIN/configs. Nothing is checked on disk. */
+int ckd_model_configs_dir(const char *plugin, char *out, size_t cap, ckd_error *err);
+
+/* Where the configuration NAME of plugin is (it may not exist). */
+int ckd_model_config_path(const char *plugin, const char *name, char *out, size_t cap, ckd_error *err);
+
+/* The names of the configurations plugin ships, sorted; *n = 0 (and an
+ * empty array) when it ships none. NULL with err set when the directory
+ * cannot be read. Free with ckd_model_config_names_free. */
+char **ckd_model_config_names(const char *plugin, size_t *n, ckd_error *err);
+void ckd_model_config_names_free(char **names, size_t n);
+
+/* The configuration NAME that plugin ships, as written (a new reference),
+ * or NULL with err set ("no model configuration ..." when there is none). */
+json_t *ckd_model_config_shipped(const char *plugin, const char *name, ckd_error *err);
 
 /* A model directory: config.json (HF) or clipkd.json (clipkd's own), then
  * the weights (model.safetensors.index.json, model.safetensors or
