@@ -5,10 +5,20 @@
  *   z_k = n(s_img) · n(c_k W),   loss = CE(z, y),
  * with no temperature (the method's choice: raw cosines). W always exists —
  * it is the method's learned map, not a width adapter — and, like the
- * reference, has no bias. */
+ * reference, has no bias.
+ *
+ * The host computes the centroids (see CKD_NEED_CENTROIDS in
+ * clipkd/plugin.h): c_k is the mean normalised teacher image embedding of
+ * the first centroid_images training images of class k — the method's n,
+ * 100 — a parameter this plugin only declares. */
 #include "common.h"
 
 #define EMBED_KD_READS (CKD_NEED_S_IMG | CKD_NEED_CENTROIDS | CKD_NEED_LABELS)
+
+#define EMBED_KD_SCHEMA                                                                                     \
+    "{\"type\":\"object\",\"properties\":{\"centroid_images\":{\"type\":\"integer\",\"default\":100,"       \
+    "\"minimum\":0,\"description\":\"training images per class (the first, in dataset order) whose mean "   \
+    "normalised teacher embedding is the class centroid; 0 takes every image of the class\"}}}"
 
 static int embed_kd_create(const ckd_params *params, const ckd_loss_dims *dims, ckd_rng *rng, void **out,
                            ckd_error *err)
@@ -34,4 +44,4 @@ static ckd_tensor *embed_kd_forward(void *state, ckd_ctx *c, const ckd_loss_batc
 
 CKDL_LOSS_PLUGIN("embed_kd", "Embed-KD: cross-entropy of cosines between the student and mapped teacher class "
                              "centroids (CLIP-Embed-KD)",
-                 CKDL_SCHEMA_NONE, EMBED_KD_READS, embed_kd_create, embed_kd_forward)
+                 EMBED_KD_SCHEMA, EMBED_KD_READS, embed_kd_create, embed_kd_forward)

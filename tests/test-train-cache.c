@@ -3,12 +3,15 @@
  * same teacher and data; computed anew when any part of its key changes
  * (data, captions, teacher weights); noticed and computed again when
  * damaged; and, without augmentation (where the live teacher sees what the
- * cache holds), training with it follows training with the live teacher. */
+ * cache holds), training with it follows training with the live teacher.
+ * Also what else comes from the teacher: the class centroids (the same from
+ * the cache and the live teacher), and kd and embed_kd training on it. */
 #include "config.h"
 
 #include <dirent.h>
 #include <math.h>
 
+#include "clipkd/loader.h"
 #include "train_test_util.h"
 
 /* The teacher: a tiny CLIP trained for 7 steps on 192 Fashion-MNIST
@@ -47,26 +50,35 @@ static void on_event(void *user, const ckd_train_event *ev)
     s->damaged += strstr(ev->text, "damaged") != NULL;
 }
 
-/* Runs kd.json with the overrides into a fresh directory under tmp/runs. */
-static seen run_kd(const char *const *sets, size_t n, char *dir, size_t cap)
+/* Runs a recipe with the overrides into tmp/<out>, teachers under tmp/runs. */
+static seen run_recipe(const char *file, const char *const *sets, size_t n, const char *out)
 {
-    static int k;
-    ckd_recipe *r = load("kd.json", sets, n);
-    char out[512], runs[512];
-    snprintf(out, sizeof out, "%s/kd-%d", tmp, k++);
+    ckd_recipe *r = load(file, sets, n);
+    char dir[512], runs[512];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, out);
     snprintf(runs, sizeof runs, "%s/runs", tmp);
     seen s = {0};
     ckd_train_opts o;
     ckd_train_opts_init(&o);
-    o.out_dir = out;
+    o.out_dir = dir;
     o.runs_root = runs;
     o.progress = on_event;
     o.user = &s;
     ckd_error err = {{0}};
     cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
     ckd_recipe_free(r);
+    return s;
+}
+
+/* Runs kd.json with the overrides into a fresh directory. */
+static seen run_kd(const char *const *sets, size_t n, char *dir, size_t cap)
+{
+    static int k;
+    char out[32];
+    snprintf(out, sizeof out, "kd-%d", k++);
+    seen s = run_recipe("kd.json", sets, n, out);
     if (dir)
-        snprintf(dir, cap, "%s", out);
+        snprintf(dir, cap, "%s/%s", tmp, out);
     return s;
 }
 
@@ -212,27 +224,6 @@ Test(cache, damaged_entry_is_noticed_and_computed_again, .init = setup, .fini = 
     free(good);
 }
 
-/* metrics.jsonl's train lines: their loss terms, in order. */
-static int read_terms(const char *dir, double *out, int cap)
-{
-    char p[1024], line[8192];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
-    FILE *f = fopen(p, "r");
-    cr_assert_not_null(f, "%s", p);
-    int n = 0;
-    while (fgets(line, sizeof line, f)) {
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        const char *k;
-        json_t *v;
-        if (!strcmp(json_string_value(json_object_get(o, "type")), "train"))
-            json_object_foreach(json_object_get(o, "terms"), k, v) if (n < cap) out[n++] = json_number_value(v);
-        json_decref(o);
-    }
-    fclose(f);
-    return n;
-}
-
 /* Without augmentation the live teacher sees the images the cache was made
  * from, and the caption the loader drew is looked up in the cache: the loss
  * terms of both runs agree to float rounding (the teacher's batches differ,
@@ -252,4 +243,176 @@ Test(cache, agrees_with_the_live_teacher_without_augmentation, .init = setup, .f
         worst = fmax(worst, fabs(ta[i] - tb[i]) / fmax(fabs(tb[i]), 1e-3));
     cr_expect_leq(worst, 1e-4, "cache and live terms differ by %g (relative)", worst);
     cr_log_info("cache vs live teacher, no augmentation: worst relative difference of a loss term %.2e", worst);
+}
+
+/* ---- class centroids and the class-logit losses ------------------------------------- */
+
+/* The student of kd.json with one loss and the centroid probe beside it,
+ * one step; the probe writes its batch to tmp/<out>. */
+static void write_centroid_recipe(void)
+{
+    char recipe[1024];
+    snprintf(recipe, sizeof recipe,
+             "{\"extends\": \"kd.json\", \"name\": \"centroids\",\n"
+             " \"losses\": [{\"name\": \"embed_kd\", \"params\": {\"centroid_images\": 7}},\n"
+             "              {\"name\": \"test_probe_centroids\", \"params\": {\"out\": \"%s/cache.safetensors\"}}],\n"
+             " \"train\": {\"steps\": 1}}\n",
+             tmp);
+    write_file("centroids.json", recipe);
+}
+
+/* Per class, the mean of the teacher's normalised embeddings of its first
+ * cap images (0: all) of the teacher recipe's training data, computed here
+ * with the teacher of the runs root, the loader in dataset order without
+ * augmentation, and double sums. [K, D], malloc'd. */
+static double *direct_centroids(int64_t cap, int64_t *K_out, int64_t *D_out)
+{
+    ckd_recipe *tr = load("teacher.json", NULL, 0);
+    char runs[512], dir[1024], final[1100];
+    snprintf(runs, sizeof runs, "%s/runs", tmp);
+    ckd_train_run_dir(tr, runs, dir, sizeof dir);
+    snprintf(final, sizeof final, "%s/final", dir);
+    ckd_error err = {{0}};
+    ckd_model *m = ckd_model_from_pretrained(reg, final, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    ckd_dataset *ds = ckd_dataset_open(json_object_get(json_object_get(ckd_recipe_json(tr), "data"), "train"), tmp,
+                                       &err);
+    cr_assert_not_null(ds, "%s", err.msg);
+    ckd_loader_opts lo;
+    ckd_loader_opts_init(&lo);
+    lo.batch_size = 50;
+    lo.shuffle = 0;
+    lo.epochs = 1;
+    lo.augment = 0;
+    lo.image_size = 28;
+    ckd_loader *l = ckd_loader_new(ds, &lo, &err);
+    ckd_ctx *c = ckd_ctx_new(0, 0, &err);
+    cr_assert(l && c, "%s", err.msg);
+    ckd_ctx_set_grad(c, 0);
+    int64_t K = (int64_t)ckd_dataset_n_classes(ds), D = ckd_model_embed_dim(m), count[64] = {0};
+    double *sum = calloc((size_t)(K * D), sizeof *sum);
+    const ckd_batch *b;
+    while (ckd_loader_next(l, &b, &err) == 0) {
+        ckd_ctx_reset(c);
+        ckd_tensor *px = ckd_tensor_from(c, 4, (int64_t[]){b->n, 3, b->image_size, b->image_size}, b->pixel_values);
+        ckd_tensor *e = ckd_model_encode_image(m, c, px, 1.0f, NULL);
+        cr_assert_not_null(e);
+        for (int64_t i = 0; i < b->n; i++) {
+            int32_t k = b->labels[i];
+            if (cap && count[k] >= cap)
+                continue;
+            double s = 0;
+            for (int64_t d = 0; d < D; d++)
+                s += (double)e->data[i * D + d] * e->data[i * D + d];
+            for (int64_t d = 0; d < D; d++)
+                sum[k * D + d] += e->data[i * D + d] / sqrt(s);
+            count[k]++;
+        }
+    }
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t d = 0; d < D; d++)
+            sum[k * D + d] /= (double)count[k];
+    ckd_ctx_free(c);
+    ckd_loader_free(l);
+    ckd_dataset_close(ds);
+    ckd_model_free(m);
+    ckd_recipe_free(tr);
+    *K_out = K, *D_out = D;
+    return sum;
+}
+
+/* The centroids a probe saw, as doubles (malloc'd, K·D of them). */
+static double *probe_centroids(const char *file, int64_t K, int64_t D)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", tmp, file);
+    ckd_error err = {{0}};
+    ckd_safetensors *st = ckd_st_open(p, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    int64_t n;
+    const float *got = st_floats(st, "centroids", &n);
+    cr_assert_eq(n, K * D);
+    double *out = malloc((size_t)n * sizeof *out);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = got[i];
+    ckd_st_close(st);
+    return out;
+}
+
+static double max_diff(const double *a, const double *b, int64_t n)
+{
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs(a[i] - b[i]));
+    return worst;
+}
+
+/* embed_kd's centroids are the direct means of the teacher's normalised
+ * embeddings — the first centroid_images of each class, or all of them —
+ * and the cache (without a teacher forward) and the live teacher give the
+ * same ones. */
+Test(cache, centroids_are_the_teachers_class_means_from_cache_or_live, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+    open_with_probes();
+    write_recipes();
+    write_centroid_recipe();
+    char live_out[600], all_out[600];
+    snprintf(live_out, sizeof live_out, "losses[1].params.out=%s/live.safetensors", tmp);
+    snprintf(all_out, sizeof all_out, "losses[1].params.out=%s/all.safetensors", tmp);
+    const char *live[] = {"teacher.mode=live", live_out}, *all[] = {"losses[0].params.centroid_images=0", all_out};
+    run_recipe("centroids.json", NULL, 0, "c7");
+    seen s = run_recipe("centroids.json", all, 2, "call");
+    cr_expect_eq(s.encoded, 0, "the cache run made %lld teacher forwards", (long long)s.encoded);
+    s = run_recipe("centroids.json", live, 2, "live");
+    cr_expect_geq(s.encoded, 192, "the live teacher embedded %lld images for the centroids", (long long)s.encoded);
+
+    int64_t K, D;
+    double *first7 = direct_centroids(7, &K, &D), *every = direct_centroids(0, &K, &D);
+    cr_assert(K == 10 && D == 16);
+    double *cache = probe_centroids("cache.safetensors", K, D), *live_c = probe_centroids("live.safetensors", K, D),
+           *all_c = probe_centroids("all.safetensors", K, D);
+    double e_cache = max_diff(cache, first7, K * D), e_all = max_diff(all_c, every, K * D),
+           e_live = max_diff(live_c, cache, K * D);
+    cr_expect_leq(e_cache, 1e-6, "cache centroids (7 per class) differ from the direct means by %g", e_cache);
+    cr_expect_leq(e_all, 1e-6, "cache centroids (all images) differ from the direct means by %g", e_all);
+    cr_expect_leq(e_live, 1e-7, "live and cache centroids differ by %g", e_live);
+    cr_expect_gt(max_diff(first7, every, K * D), 1e-3, "centroid_images made no difference");
+    cr_log_info("centroids vs direct means: %.2e (7 per class), %.2e (all); live vs cache %.2e", e_cache, e_all,
+                e_live);
+    free(first7), free(every), free(cache), free(live_c), free(all_c);
+}
+
+/* Two losses that read centroids must agree on how they are made. */
+Test(cache, losses_disagreeing_on_centroid_images_are_refused, .init = setup, .fini = teardown)
+{
+    write_recipes();
+    const char *sets[] = {"losses=[{\"name\": \"embed_kd\"}, {\"name\": \"embed_kd\", \"params\": "
+                          "{\"centroid_images\": 5}}]"};
+    ckd_recipe *r = load("kd.json", sets, 1);
+    ckd_error err = {{0}};
+    cr_assert_eq(train_into(r, "refused", &err), -1);
+    cr_expect(strstr(err.msg, "losses[1]") && strstr(err.msg, "centroid_images"), "%s", err.msg);
+    ckd_recipe_free(r);
+}
+
+/* kd (teacher zero-shot logits into the student's) and embed_kd (with the
+ * label ce, CLIP-Embed-KD's pair) train from the cached teacher: on one
+ * fixed batch, every term finite and the loss falling. */
+Test(cache, kd_and_embed_kd_train_from_the_cached_teacher, .init = setup, .fini = teardown, .timeout = 120)
+{
+    write_recipes();
+    const char *fixed[] = {"data.train.limit=16", "train.augment=false", "train.steps=30", "optim.lr=0.01"};
+    struct {
+        const char *losses, *out;
+        double drop;
+    } runs[] = {{"losses=[{\"name\": \"kd\"}]", "kd", 0.1},
+                {"losses=[{\"name\": \"embed_kd\"}]", "embed_kd", 0.1}};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        const char *sets[] = {fixed[0], fixed[1], fixed[2], fixed[3], runs[i].losses};
+        run_recipe("kd.json", sets, 5, runs[i].out);
+        char d[600];
+        snprintf(d, sizeof d, "%s/%s", tmp, runs[i].out);
+        expect_learns(d, 30, runs[i].drop);
+    }
 }

@@ -1,10 +1,14 @@
 /* The trainer on tiny models and a few hundred Fashion-MNIST samples:
  * exact resume (a run stopped mid-epoch and resumed ends with the same bytes
  * as one never stopped), refusals before compute (a loss that needs a
- * teacher, a checkpoint of another recipe, a corrupt checkpoint), a teacher
- * trained through teacher.recipe and reused, and the metrics files. */
+ * teacher, a checkpoint of another recipe, a corrupt checkpoint, class
+ * losses the data or the recipe cannot feed), a teacher trained through
+ * teacher.recipe and reused, the metrics files, and the student's zero-shot
+ * class logits (s_logits): what they are, and ce training on them. */
 #include "config.h"
 
+#include "clipkd/data.h"
+#include "clipkd/tokenizer.h"
 #include "train_test_util.h"
 
 /* A tiny CLIP on 192 test images (12 batches of 16), evaluated on 48. */
@@ -197,5 +201,211 @@ Test(train, init_from_refuses_config_and_weights, .init = setup, .fini = teardow
         ckd_error err = {{0}};
         cr_expect_null(ckd_recipe_load(p, NULL, 0, ckd_train_plugin_schema, reg, &err));
         cr_expect(strstr(err.msg, keys[i]) && strstr(err.msg, "init_from"), "%s", err.msg);
+    }
+}
+
+/* ---- class logits: ce and the refusals -------------------------------------------- */
+
+static const char student_config[] =
+    "{\"embed_dim\": 16, \"vision\": {\"image_size\": 28, \"patch_size\": 7, \"width\": 16, \"layers\": 1,"
+    " \"heads\": 2}, \"text\": {\"context_length\": 20, \"width\": 16, \"layers\": 1, \"heads\": 2}}";
+
+/* ce alone on one fixed batch of 16 Fashion-MNIST images: the student's
+ * zero-shot logits are all it trains on, and its loss falls. */
+Test(train, ce_trains_on_the_students_zero_shot_logits, .init = setup, .fini = teardown, .timeout = 60)
+{
+    write_file("tiny.json", base_recipe);
+    const char *sets[] = {"losses=[{\"name\": \"ce\"}]", "data.train.limit=16", "data.eval=null",
+                          "train.augment=false", "train.steps=30", "train.eval_every=0", "train.accum=1",
+                          "train.checkpoint_every=0", "optim.lr=0.01"};
+    ckd_recipe *r = load("tiny.json", sets, sizeof sets / sizeof *sets);
+    char d[512];
+    ckd_error err = {{0}};
+    cr_assert_eq(train_into(r, "ce", &err), 0, "%s", err.msg);
+    run_dir("ce", d, sizeof d);
+    expect_learns(d, 30, 0.3);
+    ckd_recipe_free(r);
+}
+
+/* The class embeddings of the student, from the public API alone: every
+ * template with the class name, tokenised and embedded one by one,
+ * normalised, averaged, renormalised (in double). [K, D], malloc'd. */
+static double *direct_class_embeddings(ckd_model *m, const ckd_dataset *ds, int64_t T)
+{
+    ckd_error err = {{0}};
+    ckd_tokenizer *tok = ckd_tokenizer_load_default(&err);
+    ckd_ctx *c = ckd_ctx_new(0, 0, &err);
+    cr_assert(tok && c, "%s", err.msg);
+    ckd_ctx_set_grad(c, 0);
+    int64_t K = (int64_t)ckd_dataset_n_classes(ds), NT = (int64_t)ckd_dataset_n_templates(ds);
+    int64_t D = ckd_model_embed_dim(m);
+    double *cls = calloc((size_t)(K * D), sizeof *cls);
+    int32_t ids[64];
+    for (int64_t k = 0; k < K; k++) {
+        double *row = cls + k * D;
+        for (int64_t j = 0; j < NT; j++) {
+            const char *tpl = ckd_dataset_template(ds, (size_t)j), *at = strstr(tpl, "{}");
+            char text[512];
+            cr_assert_not_null(at, "%s", tpl);
+            snprintf(text, sizeof text, "%.*s%s%s", (int)(at - tpl), tpl, ckd_dataset_class_name(ds, (size_t)k),
+                     at + 2);
+            cr_assert_eq(ckd_tokenize(tok, text, ids, (int)T, 0, NULL, NULL, &err), 0, "%s", err.msg);
+            ckd_ctx_reset(c);
+            ckd_tensor *e = ckd_model_encode_text(m, c, ids, 1, T, NULL);
+            cr_assert_not_null(e);
+            double s = 0;
+            for (int64_t d = 0; d < D; d++)
+                s += (double)e->data[d] * e->data[d];
+            for (int64_t d = 0; d < D; d++)
+                row[d] += e->data[d] / sqrt(s);
+        }
+        double s = 0;
+        for (int64_t d = 0; d < D; d++)
+            s += row[d] * row[d];
+        for (int64_t d = 0; d < D; d++)
+            row[d] /= sqrt(s);
+    }
+    ckd_ctx_free(c);
+    ckd_tokenizer_free(tok);
+    return cls;
+}
+
+/* The sum of squares of a gradient in a dump file. */
+static double grad_norm2(const ckd_safetensors *st, const char *param)
+{
+    char name[256];
+    int64_t n;
+    snprintf(name, sizeof name, "grad.%s", param);
+    const float *g = st_floats(st, name, &n);
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)g[i] * g[i];
+    return s;
+}
+
+/* The s_logits a loss gets are exp(θ_s) · n(s_img) Cᵀ with C the student's
+ * own prompt-ensembled class embeddings — computed here independently from
+ * the same initial student — and ce on them alone sends gradients into both
+ * towers and θ_s. */
+Test(train, s_logits_are_the_students_zero_shot_logits, .init = setup, .fini = teardown, .timeout = 60)
+{
+    open_with_probes();
+    ckd_error err = {{0}};
+    json_error_t je;
+    json_t *cfg = json_loads(student_config, 0, &je);
+    const ckd_plugin *clip = ckd_registry_find(reg, CKD_PLUGIN_MODEL, "clip", &err);
+    cr_assert_not_null(clip, "%s", err.msg);
+    ckd_model *m = ckd_model_new(clip, cfg, "student", 1, 5, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    char p[1024], batch[600], dump[600];
+    snprintf(p, sizeof p, "%s/init", tmp);
+    cr_assert_eq(ckd_model_save_pretrained(m, p, &err), 0, "%s", err.msg);
+    snprintf(batch, sizeof batch, "%s/batch.safetensors", tmp);
+    snprintf(dump, sizeof dump, "%s/dump", tmp);
+    char recipe[2048];
+    snprintf(recipe, sizeof recipe,
+             "{\"name\": \"zs\", \"student\": {\"model\": \"clip\", \"init_from\": \"init\"},\n"
+             " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
+             "\", \"limit\": 16}},\n"
+             " \"losses\": [{\"name\": \"ce\"}, {\"name\": \"test_probe_logits\", \"params\": {\"out\": \"%s\"}}],\n"
+             " \"train\": {\"steps\": 1, \"batch_size\": 16, \"augment\": false}}\n",
+             batch);
+    write_file("zs.json", recipe);
+    ckd_recipe *r = load("zs.json", NULL, 0);
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    run_dir("zs", p, sizeof p);
+    o.out_dir = p;
+    o.dump_steps = 1;
+    o.dump_dir = dump;
+    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
+
+    json_t *spec = json_pack("{s:s, s:s, s:s, s:i}", "reader", "fashion-mnist", "split", "test", "dir", FMNIST_DIR,
+                             "limit", 16);
+    ckd_dataset *ds = ckd_dataset_open(spec, NULL, &err);
+    cr_assert_not_null(ds, "%s", err.msg);
+    int64_t K = (int64_t)ckd_dataset_n_classes(ds), D = ckd_model_embed_dim(m), n_img, n_z, n_theta;
+    double *cls = direct_class_embeddings(m, ds, 20);
+    ckd_safetensors *st = ckd_st_open(batch, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    const float *img = st_floats(st, "s_img_n", &n_img), *z = st_floats(st, "s_logits", &n_z),
+                *theta = st_floats(st, "s_logit_scale", &n_theta);
+    cr_assert(n_img == 16 * D && n_z == 16 * K && n_theta == 1);
+    cr_expect_float_eq(theta[0], ckd_model_logit_scale(m)->data[0], 0, "the initial θ_s");
+    double worst = 0, lambda = exp((double)theta[0]);
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t k = 0; k < K; k++) {
+            double want = 0;
+            for (int64_t d = 0; d < D; d++)
+                want += (double)img[i * D + d] * cls[k * D + d];
+            want *= lambda;
+            worst = fmax(worst, fabs(z[i * K + k] - want) / fmax(1.0, fabs(want)));
+        }
+    cr_expect_leq(worst, 1e-5, "s_logits differ from the direct zero-shot logits by %g", worst);
+    cr_log_info("s_logits vs direct zero-shot logits: worst difference %.2e", worst);
+    ckd_st_close(st);
+
+    snprintf(p, sizeof p, "%s/step-0000.safetensors", dump);
+    st = ckd_st_open(p, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    const char *reached[] = {"text_model.encoder.layers.0.mlp.fc1.weight", "text_projection.weight",
+                             "vision_model.encoder.layers.0.mlp.fc1.weight", "visual_projection.weight",
+                             "logit_scale"};
+    for (size_t i = 0; i < sizeof reached / sizeof *reached; i++)
+        cr_expect_gt(grad_norm2(st, reached[i]), 0, "no gradient reaches %s", reached[i]);
+    ckd_st_close(st);
+    free(cls);
+    ckd_dataset_close(ds);
+    json_decref(spec);
+    json_decref(cfg);
+    ckd_model_free(m);
+    ckd_recipe_free(r);
+}
+
+/* A tensors file with labels but no class names: no class prompts, so
+ * neither labels nor s_logits. */
+static void write_tensors_data(const char *name)
+{
+    static float px[4 * 3 * 28 * 28];
+    int32_t ids[4 * 20] = {0}, labels[4] = {0, 1, 2, 3};
+    ckd_st_writer *w = ckd_st_writer_new();
+    ckd_error err = {{0}};
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmp, name);
+    cr_assert(w && !ckd_st_writer_add(w, "pixel_values", CKD_DT_F32, 4, (int64_t[]){4, 3, 28, 28}, px, &err) &&
+                  !ckd_st_writer_add(w, "input_ids", CKD_DT_I32, 2, (int64_t[]){4, 20}, ids, &err) &&
+                  !ckd_st_writer_add(w, "labels", CKD_DT_I32, 1, (int64_t[]){4}, labels, &err) &&
+                  !ckd_st_writer_save(w, p, &err),
+              "%s", err.msg);
+    ckd_st_writer_free(w);
+}
+
+/* Each refusal names the loss, what it lacks and every reason. */
+Test(train, class_losses_are_refused_with_the_reason, .init = setup, .fini = teardown)
+{
+    write_file("tiny.json", base_recipe);
+    write_tensors_data("t.safetensors");
+    const char *tensors = "data.train={\"reader\": \"tensors\", \"path\": \"t.safetensors\"}";
+    struct {
+        const char *sets[2];
+        const char *want[3];
+    } cases[] = {
+        {{"losses=[{\"name\": \"ce\"}]", tensors}, {"losses[0]", "s_logits", "no classes"}},
+        {{"losses=[{\"name\": \"kd\"}]", NULL}, {"losses[0]", "t_logits", "no teacher"}},
+        {{"losses=[{\"name\": \"kd\"}]", tensors}, {"s_logits, t_logits", "no teacher and the training data has no classes", ""}},
+        {{"losses=[{\"name\": \"clip\"}, {\"name\": \"embed_kd\"}]", NULL}, {"losses[1]", "centroids", "no teacher"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ckd_recipe *r = load("tiny.json", cases[i].sets, cases[i].sets[1] ? 2 : 1);
+        char d[512];
+        ckd_error err = {{0}};
+        cr_assert_eq(train_into(r, "refused", &err), -1, "case %zu ran", i);
+        run_dir("refused", d, sizeof d);
+        for (int k = 0; k < 3; k++)
+            cr_expect(strstr(err.msg, cases[i].want[k]) != NULL, "case %zu: no \"%s\" in: %s", i, cases[i].want[k],
+                      err.msg);
+        struct stat sb;
+        cr_expect_neq(stat(d, &sb), 0, "case %zu: nothing is created", i);
+        ckd_recipe_free(r);
     }
 }

@@ -6,6 +6,7 @@
 #define CKD_TRAIN_TEST_UTIL_H
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,73 @@ static inline void expect_same_checkpoint(const char *a, const char *b)
 }
 
 static inline void run_dir(const char *name, char *out, size_t cap) { snprintf(out, cap, "%s/%s", tmp, name); }
+
+/* Trains r into tmp/<name> with the default options; ckd_train_run's result. */
+static inline int train_into(const ckd_recipe *r, const char *name, ckd_error *err)
+{
+    char d[512];
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    run_dir(name, d, sizeof d);
+    o.out_dir = d;
+    return ckd_train_run(reg, r, &o, NULL, 0, err);
+}
+
+/* reg with the probe plugins (tests/plugins/probe.c) beside the real ones:
+ * losses that write the loss batch the trainer gives them to a file. */
+static inline void open_with_probes(void)
+{
+    const char *b = getenv("CKD_TEST_BUILDDIR");
+    char path[9000];
+    snprintf(path, sizeof path, "%s:%s/tests/probe/.libs", cli_test_env(), b ? b : ".");
+    ckd_registry_free(reg);
+    ckd_error err = {{0}};
+    reg = ckd_registry_open(path, &err);
+    cr_assert_not_null(reg, "%s", err.msg);
+}
+
+/* metrics.jsonl's train lines: their loss terms, in order. */
+static inline int read_terms(const char *dir, double *out, int cap)
+{
+    char p[1024], line[8192];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f, "%s", p);
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        const char *k;
+        json_t *v;
+        if (!strcmp(json_string_value(json_object_get(o, "type")), "train"))
+            json_object_foreach(json_object_get(o, "terms"), k, v) if (n < cap) out[n++] = json_number_value(v);
+        json_decref(o);
+    }
+    fclose(f);
+    return n;
+}
+
+/* A run of one loss term logged every step: every value finite, and the
+ * last at least `drop` below the first. */
+static inline void expect_learns(const char *dir, int steps, double drop)
+{
+    double v[256];
+    int n = read_terms(dir, v, 256);
+    cr_assert_eq(n, steps, "%s: %d logged terms", dir, n);
+    for (int i = 0; i < n; i++)
+        cr_assert(isfinite(v[i]), "%s: step %d: loss %g", dir, i + 1, v[i]);
+    cr_expect_leq(v[n - 1], v[0] - drop, "%s: loss %g at the first step, %g at the last", dir, v[0], v[n - 1]);
+    cr_log_info("%s: loss %.4f at step 1, %.4f at step %d", dir, v[0], v[n - 1], n);
+}
+
+/* A float32 tensor of a safetensors file, which must be there. */
+static inline const float *st_floats(const ckd_safetensors *st, const char *name, int64_t *n)
+{
+    const ckd_st_tensor *t = ckd_st_find(st, name);
+    cr_assert(t && t->dtype == CKD_DT_F32, "no float32 tensor %s", name);
+    *n = (int64_t)(t->nbytes / sizeof(float));
+    return t->data;
+}
 
 /* Two finished runs of one recipe: the same final weights (bytes), the same
  * last checkpoint, the same metrics.jsonl apart from timing fields. */

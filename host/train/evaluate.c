@@ -98,20 +98,14 @@ int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs,
     return rc < 0 ? -1 : 0;
 }
 
-/* Class embeddings [K, D]: every template applied to every class name,
- * embedded, averaged per class (ckd_prompt_ensemble). */
-int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, const ckd_dataset *ds,
-                            const ckd_eval_opts *o, int64_t T, float *out, ckd_error *err)
+int train_class_prompt_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const ckd_eval_opts *o, int64_t T,
+                           int32_t **ids_out, int64_t *nt_out, ckd_error *err)
 {
-    int64_t K = (int64_t)ckd_dataset_n_classes(ds), D = ckd_model_embed_dim(m);
+    int64_t K = (int64_t)ckd_dataset_n_classes(ds);
     int64_t NT = o->n_templates ? (int64_t)o->n_templates : (int64_t)ckd_dataset_n_templates(ds);
-    int32_t *ids = malloc((size_t)(K * NT * T) * sizeof *ids);
-    float *e = malloc((size_t)(K * NT * D) * sizeof *e);
-    int rc = -1;
-    if (!ids || !e) {
-        ckd_errorf(err, "out of memory for %lld prompts", (long long)(K * NT));
-        goto out;
-    }
+    int32_t *ids = malloc((size_t)(K * NT * T > 0 ? K * NT * T : 1) * sizeof *ids);
+    if (!ids)
+        return ckd_errorf(err, "out of memory for %lld prompts", (long long)(K * NT));
     for (int64_t k = 0; k < K; k++)
         for (int64_t t = 0; t < NT; t++) {
             const char *tpl = o->n_templates ? o->templates[t] : ckd_dataset_template(ds, (size_t)t);
@@ -123,18 +117,43 @@ int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, c
             else
                 snprintf(text, sizeof text, "%s", tpl);
             if (ckd_tokenize(tok, text, ids + (k * NT + t) * T, (int)T, 0, NULL, NULL, err)) {
-                ckd_error_prefix(err, "prompt \"%s\"", text);
-                goto out;
+                free(ids);
+                return ckd_error_prefix(err, "prompt \"%s\"", text);
             }
         }
-    if (train_encode_texts(m, c, ids, K * NT, T, 256, e, err))
-        goto out;
-    ckd_prompt_ensemble(e, K, NT, D, out);
-    rc = 0;
-out:
+    *ids_out = ids;
+    *nt_out = NT;
+    return 0;
+}
+
+ckd_tensor *train_prompt_ensemble(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t K, int64_t NT, int64_t T)
+{
+    ckd_tensor *e = ckd_l2_normalize(c, ckd_model_encode_text(m, c, ids, K * NT, T, NULL), 1e-12f);
+    ckd_tensor *per_class = ckd_reshape(c, e, 3, (int64_t[]){K, NT, ckd_model_embed_dim(m)});
+    return ckd_l2_normalize(c, ckd_sum(c, per_class, 1), 1e-12f);
+}
+
+/* Class embeddings [K, D] without a tape, a few classes per forward (about
+ * 256 prompts) so that a thousand classes never share one arena. */
+int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, const ckd_dataset *ds,
+                           const ckd_eval_opts *o, int64_t T, float *out, ckd_error *err)
+{
+    int64_t K = (int64_t)ckd_dataset_n_classes(ds), D = ckd_model_embed_dim(m), NT;
+    int32_t *ids;
+    if (train_class_prompt_ids(ds, tok, o, T, &ids, &NT, err))
+        return -1;
+    int64_t per = NT > 0 && NT < 256 ? 256 / NT : 1;
+    int rc = 0, was = ckd_ctx_set_grad(c, 0);
+    for (int64_t k = 0; k < K && !rc; k += per) {
+        int64_t kb = K - k < per ? K - k : per;
+        ckd_ctx_reset(c);
+        ckd_tensor *e = train_prompt_ensemble(m, c, ids + k * NT * T, kb, NT, T);
+        if ((rc = ckd_ctx_check(c, err)) == 0)
+            memcpy(out + k * D, e->data, (size_t)(kb * D) * sizeof *out);
+    }
+    ckd_ctx_set_grad(c, was);
     free(ids);
-    free(e);
-    return rc;
+    return rc ? ckd_error_prefix(err, "class embeddings") : 0;
 }
 
 int train_caption_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const int64_t *index, int64_t n, int64_t T,

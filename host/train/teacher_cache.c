@@ -16,9 +16,11 @@
  *
  * The file holds image_embeds [N, D], text_embeds [C, D], text_offsets
  * [N + 1] (sample i's captions are rows off[i] .. off[i + 1] - 1), valid [N]
- * (0: the sample could not be read), logit_scale [] (θ of the teacher) and,
- * when the data have classes and templates, class_txt [K, D] (the teacher's
- * prompt-ensembled class embeddings); its metadata holds the key's JSON and
+ * (0: the sample could not be read), labels [N] (class ids, -1 where unknown
+ * or unreadable: the class centroids are computed from them), logit_scale []
+ * (θ of the teacher) and, when the data have classes and templates,
+ * class_txt [K, D] (the teacher's prompt-ensembled class embeddings); its
+ * metadata holds the key's JSON and
  * the SHA-256 of the tensor bytes, both checked on every open, so a damaged
  * or mismatched file is noticed and computed again. It is written through a
  * temporary file and a rename, under the artifact cache's lock protocol so
@@ -39,9 +41,11 @@
 
 #define FORMAT "clipkd teacher embeddings 1"
 
-/* The tensors in the order their bytes are hashed. */
+/* The tensors in the order their bytes are hashed. labels came last, so an
+ * entry written before it existed still checks out (it is computed again
+ * only for a run that needs the labels). */
 static const char *const digest_order[] = {"image_embeds", "text_embeds", "text_offsets", "valid", "logit_scale",
-                                           "class_txt"};
+                                           "class_txt", "labels"};
 
 /* The key's JSON (canonical: compact, sorted keys). */
 static char *key_json(const train_run *t, ckd_model *m, const char *weights_id)
@@ -111,7 +115,8 @@ static const ckd_st_tensor *want(const ckd_safetensors *st, const char *name, ck
 }
 
 /* Opens and checks an entry: 0 with t->tc set, -1 (err says why) when it
- * is damaged or was written for another key. */
+ * is damaged, was written for another key, or predates the labels this run
+ * needs. */
 static int entry_open(train_run *t, const char *path, const char *key, int64_t D, ckd_error *err)
 {
     train_tcache *tc = &t->tc;
@@ -120,7 +125,7 @@ static int entry_open(train_run *t, const char *path, const char *key, int64_t D
         return -1;
     int64_t N = (int64_t)ckd_dataset_size(t->train_ds);
     const char *mk = ckd_st_metadata(st, "key"), *sum = ckd_st_metadata(st, "sha256");
-    const ckd_st_tensor *img, *txt, *off, *valid, *scale;
+    const ckd_st_tensor *img, *txt, *off, *valid, *scale, *labels = NULL;
     char hex[65];
     if (!mk || strcmp(mk, key)) {
         ckd_errorf(err, "its key is not this run's");
@@ -130,7 +135,10 @@ static int entry_open(train_run *t, const char *path, const char *key, int64_t D
         !(txt = want(st, "text_embeds", CKD_DT_F32, 2, -1, D, err)) ||
         !(off = want(st, "text_offsets", CKD_DT_I64, 1, N + 1, 0, err)) ||
         !(valid = want(st, "valid", CKD_DT_U8, 1, N, 0, err)) ||
-        !(scale = want(st, "logit_scale", CKD_DT_F32, 0, 0, 0, err)))
+        !(scale = want(st, "logit_scale", CKD_DT_F32, 0, 0, 0, err)) ||
+        /* labels: checked when present, required for class centroids */
+        ((ckd_st_find(st, "labels") || (t->needs & CKD_NEED_CENTROIDS)) &&
+         !(labels = want(st, "labels", CKD_DT_I32, 1, N, 0, err))))
         goto bad;
     if (!sum || digest(st_bytes, st, hex, err) || strcmp(hex, sum)) {
         ckd_errorf(err, "its content does not match its checksum");
@@ -142,8 +150,8 @@ static int entry_open(train_run *t, const char *path, const char *key, int64_t D
             ckd_errorf(err, "text_offsets are not increasing within text_embeds");
             goto bad;
         }
-    *tc = (train_tcache){.st = st, .img = img->data, .txt = txt->data, .off = o, .valid = valid->data, .n = N,
-                         .n_txt = txt->shape[0], .dim = D};
+    *tc = (train_tcache){.st = st, .img = img->data, .txt = txt->data, .off = o, .valid = valid->data,
+                         .labels = labels ? labels->data : NULL, .n = N, .n_txt = txt->shape[0], .dim = D};
     snprintf(tc->path, sizeof tc->path, "%s", path);
     return 0;
 bad:
@@ -157,8 +165,9 @@ typedef struct entry {
     float *img, *txt, *cls, scale;
     int64_t *off;
     uint8_t *valid;
+    int32_t *labels;
     int64_t n_txt, K;
-    size_t img_bytes, txt_bytes, off_bytes, valid_bytes, cls_bytes;
+    size_t img_bytes, txt_bytes, off_bytes, valid_bytes, cls_bytes, labels_bytes;
 } entry;
 
 static const void *entry_bytes(void *user, const char *name, size_t *nbytes)
@@ -169,12 +178,14 @@ static const void *entry_bytes(void *user, const char *name, size_t *nbytes)
                     : !strcmp(name, "text_offsets") ? (void *)e->off
                     : !strcmp(name, "valid")        ? (void *)e->valid
                     : !strcmp(name, "logit_scale")  ? (void *)&e->scale
+                    : !strcmp(name, "labels")       ? (void *)e->labels
                                                     : (void *)e->cls;
     *nbytes = !strcmp(name, "image_embeds")   ? e->img_bytes
               : !strcmp(name, "text_embeds")  ? e->txt_bytes
               : !strcmp(name, "text_offsets") ? e->off_bytes
               : !strcmp(name, "valid")        ? e->valid_bytes
               : !strcmp(name, "logit_scale")  ? sizeof e->scale
+              : !strcmp(name, "labels")       ? e->labels_bytes
                                               : e->cls_bytes;
     return p;
 }
@@ -221,8 +232,9 @@ static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
     e->img = malloc((size_t)(N * D) * sizeof *e->img);
     e->off = calloc((size_t)N + 1, sizeof *e->off);
     e->valid = calloc((size_t)N, 1);
+    e->labels = malloc((size_t)N * sizeof *e->labels);
     int rc = -1, was = ckd_ctx_set_grad(t->ctx, 0);
-    if (!labels || !index || !e->img || !e->off || !e->valid) {
+    if (!labels || !index || !e->img || !e->off || !e->valid || !e->labels) {
         ckd_errorf(err, "out of memory for the embeddings of %lld samples", (long long)N);
         goto out;
     }
@@ -231,9 +243,12 @@ static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
     t->teacher_encoded += n;
     /* Rows in dataset order, with gaps where samples were skipped: moving
      * from the back never overwrites a row still to be moved. */
+    for (int64_t i = 0; i < N; i++)
+        e->labels[i] = -1;
     for (int64_t r = n - 1; r >= 0; r--) {
         memmove(e->img + index[r] * D, e->img + r * D, (size_t)D * sizeof *e->img);
         e->valid[index[r]] = 1;
+        e->labels[index[r]] = labels[r];
     }
     for (int64_t i = 0; i < N; i++)
         if (!e->valid[i])
@@ -260,6 +275,7 @@ static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
     e->txt_bytes = (size_t)(e->n_txt * D) * sizeof(float);
     e->off_bytes = (size_t)(N + 1) * sizeof(int64_t);
     e->valid_bytes = (size_t)N;
+    e->labels_bytes = (size_t)N * sizeof *e->labels;
     e->cls_bytes = e->cls ? (size_t)(e->K * D) * sizeof(float) : 0;
     rc = 0;
 out:
@@ -282,6 +298,7 @@ static int entry_save(const entry *e, int64_t N, int64_t D, const char *key, con
         ckd_st_writer_add(w, "text_embeds", CKD_DT_F32, 2, (int64_t[]){e->n_txt, D}, e->txt, err) ||
         ckd_st_writer_add(w, "text_offsets", CKD_DT_I64, 1, (int64_t[]){N + 1}, e->off, err) ||
         ckd_st_writer_add(w, "valid", CKD_DT_U8, 1, (int64_t[]){N}, e->valid, err) ||
+        ckd_st_writer_add(w, "labels", CKD_DT_I32, 1, (int64_t[]){N}, e->labels, err) ||
         ckd_st_writer_add(w, "logit_scale", CKD_DT_F32, 0, NULL, &e->scale, err) ||
         (e->cls && ckd_st_writer_add(w, "class_txt", CKD_DT_F32, 2, (int64_t[]){e->K, D}, e->cls, err)) ||
         ckd_st_writer_set_metadata(w, "key", key, err) || ckd_st_writer_set_metadata(w, "sha256", hex, err) ||
@@ -300,6 +317,7 @@ static void entry_free(entry *e)
     free(e->cls);
     free(e->off);
     free(e->valid);
+    free(e->labels);
 }
 
 /* Loads the teacher's weights into m, computes the entry and writes it. */
@@ -365,7 +383,7 @@ int train_teacher_cache_open(train_run *t, ckd_error *err)
             rc = adopt(t, err);
             goto out;
         }
-        train_message(t, "teacher embeddings: %s is damaged (%s); computing it again", path, why.msg);
+        train_message(t, "teacher embeddings: %s is damaged or incomplete (%s); computing it again", path, why.msg);
     }
     if (build(t, m, key, path, err) || entry_open(t, path, key, D, err))
         goto out;

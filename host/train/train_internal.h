@@ -18,12 +18,14 @@
 /* A teacher embedding cache entry, memory-mapped (teacher_cache.c): for
  * dataset sample i, its image embedding img[i] and the embeddings of its
  * captions, rows off[i] .. off[i + 1] - 1 of txt (normalised, dim floats
- * each); valid[i] = 0 where the sample could not be read. */
+ * each); valid[i] = 0 where the sample could not be read; labels[i] its
+ * class (-1: none), NULL in an entry written before labels were kept. */
 typedef struct train_tcache {
     ckd_safetensors *st;
     const float *img, *txt;
     const int64_t *off;
     const uint8_t *valid;
+    const int32_t *labels;
     int64_t n, n_txt, dim;
     char path[TRAIN_PATH_MAX];
 } train_tcache;
@@ -55,6 +57,11 @@ typedef struct train_run {
     ckd_ctx *ctx;
     ckd_tensor *class_txt;            /* [K, Dt] teacher class prompts, or NULL */
     int64_t n_classes;
+    /* s_logits: the student's class prompts as token rows [K · NT, T] */
+    int32_t *s_prompts;
+    int64_t s_prompt_nt, s_prompt_len;
+    ckd_tensor *centroids;            /* [K, Dt] teacher class centroids, or NULL */
+    int64_t centroid_images;          /* images per class in a centroid (0: all) */
 
     ckd_tensor **params;              /* student parameters, then loss-owned ones */
     int n_params, n_model_params;
@@ -89,11 +96,24 @@ int train_teacher_fill(train_run *t, ckd_model *m, ckd_error *err);
  * computing the entry first when it is missing or damaged. */
 int train_teacher_cache_open(train_run *t, ckd_error *err);
 
+/* centroids.c: t->centroids from the teacher embedding cache, or from the
+ * live teacher's embeddings of the un-augmented training images. */
+int train_centroids(train_run *t, ckd_error *err);
+
 /* trainer.c: a CKD_TRAIN_MESSAGE event. */
 void train_message(const train_run *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* evaluate.c: class embeddings [K, D] from the dataset's class names and the
- * templates (o's, else the dataset's), prompt-ensembled. */
+/* evaluate.c: the class prompts — every template (o's, else the dataset's)
+ * applied to every class name, class by class — as token rows [K · NT, T]
+ * (malloc'd; *nt_out = NT templates). */
+int train_class_prompt_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const ckd_eval_opts *o, int64_t T,
+                           int32_t **ids_out, int64_t *nt_out, ckd_error *err);
+/* CLIP's prompt ensemble from those rows: each prompt's embedding
+ * normalised, summed per class, renormalised -> [K, D]. Built from ops, so
+ * it is on the tape when c records gradients (the student's s_logits) and
+ * plain inference otherwise; one construction for every class embedding. */
+ckd_tensor *train_prompt_ensemble(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t K, int64_t NT, int64_t T);
+/* Class embeddings [K, D] into out (no tape; resets c). */
 int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, const ckd_dataset *ds,
                            const ckd_eval_opts *o, int64_t T, float *out, ckd_error *err);
 

@@ -207,17 +207,68 @@ static int make_teacher(train_run *t, const json_t *teacher, ckd_error *err)
     return 0;
 }
 
-/* What the run can put in a loss batch. */
+/* What the run can put in a loss batch. Class names with templates give
+ * class prompts: the student's own zero-shot logits, and with a teacher its
+ * class embeddings and logits; labels with a teacher give class centroids. */
 static uint32_t available(const train_run *t, int has_teacher, int has_classes)
 {
+    int has_prompts = has_classes && ckd_dataset_n_templates(t->train_ds) > 0;
     uint32_t a = CKD_NEED_S_IMG | CKD_NEED_S_TXT | CKD_NEED_S_IMG_MASKED;
     if (has_teacher)
         a |= CKD_NEED_T_IMG | CKD_NEED_T_TXT;
     if (has_classes)
         a |= CKD_NEED_LABELS;
-    if (has_teacher && has_classes && ckd_dataset_n_templates(t->train_ds) > 0)
+    if (has_prompts)
+        a |= CKD_NEED_S_LOGITS;
+    if (has_teacher && has_classes)
+        a |= CKD_NEED_CENTROIDS;
+    if (has_teacher && has_prompts)
         a |= CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS;
     return a;
+}
+
+/* Why the run cannot give what is missing: every reason that applies. */
+static void missing_why(const train_run *t, uint32_t missing, int has_teacher, int has_classes, char *out,
+                        size_t cap)
+{
+    const uint32_t from_teacher =
+        CKD_NEED_T_IMG | CKD_NEED_T_TXT | CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS | CKD_NEED_CENTROIDS;
+    const uint32_t from_classes =
+        CKD_NEED_LABELS | CKD_NEED_CLASS_TXT | CKD_NEED_S_LOGITS | CKD_NEED_T_LOGITS | CKD_NEED_CENTROIDS;
+    const uint32_t from_prompts = CKD_NEED_CLASS_TXT | CKD_NEED_S_LOGITS | CKD_NEED_T_LOGITS;
+    const char *why[3];
+    int n = 0;
+    if (!has_teacher && (missing & from_teacher))
+        why[n++] = "the recipe has no teacher";
+    if (!has_classes && (missing & from_classes))
+        why[n++] = "the training data has no classes";
+    if (has_classes && !ckd_dataset_n_templates(t->train_ds) && (missing & from_prompts))
+        why[n++] = "the training data has no prompt templates for its class names";
+    size_t len = 0;
+    snprintf(out, cap, "this trainer does not provide it");
+    for (int i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? " and " : "", why[i]);
+}
+
+/* What the host reads from a loss's parameters to build its inputs: the
+ * masking ratio of s_img_masked, and the images per class of the centroids
+ * (-1 until a loss declares it; a run has one set of centroids, so the
+ * losses that declare it must agree). */
+static int host_settings(train_run *t, const json_t *l, uint32_t needs, const char *path, ckd_error *err)
+{
+    const json_t *params = json_object_get(l, "params");
+    if (needs & CKD_NEED_S_IMG_MASKED)
+        t->keep_ratio = (float)(1.0 - train_num(params, "mask_ratio", 0.5));
+    if (!(needs & CKD_NEED_CENTROIDS) || !json_is_number(json_object_get(params, "centroid_images")))
+        return 0;
+    int64_t n = (int64_t)train_num(params, "centroid_images", 0);
+    if (t->centroid_images >= 0 && n != t->centroid_images)
+        return ckd_recipe_errorf(t->recipe, path, err,
+                                 "centroid_images %lld differs from the %lld of an earlier loss: a run has one set "
+                                 "of class centroids",
+                                 (long long)n, (long long)t->centroid_images);
+    t->centroid_images = n;
+    return 0;
 }
 
 /* Refuses losses that need what the run cannot give, before any compute. */
@@ -225,30 +276,29 @@ static int check_needs(train_run *t, int has_teacher, int has_classes, ckd_error
 {
     const json_t *losses = json_object_get(t->rj, "losses");
     uint32_t have = available(t, has_teacher, has_classes);
+    t->centroid_images = -1;
     if (json_array_size(losses) > CKD_TRAIN_MAX_TERMS)
         return ckd_recipe_errorf(t->recipe, "losses", err, "at most %d losses", CKD_TRAIN_MAX_TERMS);
     for (size_t i = 0; i < json_array_size(losses); i++) {
         const json_t *l = json_array_get(losses, i);
         const char *name = json_string_value(json_object_get(l, "name"));
-        char path[64], buf[256];
+        char path[64], buf[256], why[256];
         snprintf(path, sizeof path, "losses[%zu]", i);
         const ckd_plugin *p = ckd_registry_find(t->reg, CKD_PLUGIN_LOSS, name, err);
         if (!p)
             return recipe_fail(t, path, err);
-        uint32_t missing = p->desc->loss->needs & ~have;
+        uint32_t needs = p->desc->loss->needs, missing = needs & ~have;
         if (missing) {
-            const char *why = !has_teacher && (missing & (CKD_NEED_T_IMG | CKD_NEED_T_TXT | CKD_NEED_CLASS_TXT |
-                                                          CKD_NEED_T_LOGITS | CKD_NEED_CENTROIDS))
-                                  ? "the recipe has no teacher"
-                              : !has_classes ? "the training data has no classes"
-                                             : "this trainer does not provide it";
+            missing_why(t, missing, has_teacher, has_classes, why, sizeof why);
             return ckd_recipe_errorf(t->recipe, path, err, "loss \"%s\" needs %s: %s", name,
                                      ckd_loss_needs_str(missing, buf, sizeof buf), why);
         }
-        t->needs |= p->desc->loss->needs;
-        if (p->desc->loss->needs & CKD_NEED_S_IMG_MASKED)
-            t->keep_ratio = (float)(1.0 - train_num(json_object_get(l, "params"), "mask_ratio", 0.5));
+        if (host_settings(t, l, needs, path, err))
+            return -1;
+        t->needs |= needs;
     }
+    if (t->centroid_images < 0)
+        t->centroid_images = 100; /* CLIP-Embed-KD's n */
     return 0;
 }
 
@@ -349,6 +399,18 @@ ckd_loader_cursor train_cursor_for(const train_run *t, int64_t step)
     return (ckd_loader_cursor){.epoch = mb / bpe, .batch = mb % bpe};
 }
 
+/* The student's class prompts, tokenised once for its s_logits: the
+ * dataset's templates, the student's context length, as its evaluation. */
+static int make_student_prompts(train_run *t, ckd_error *err)
+{
+    ckd_eval_opts eo;
+    ckd_eval_opts_init(&eo);
+    t->s_prompt_len = ckd_model_get_info(t->student)->context_length;
+    if (train_class_prompt_ids(t->train_ds, t->tok, &eo, t->s_prompt_len, &t->s_prompts, &t->s_prompt_nt, err))
+        return ckd_error_prefix(err, "student class prompts");
+    return 0;
+}
+
 /* The teacher's class-prompt embeddings [K, Dt] for class_txt and t_logits. */
 static int make_class_txt(train_run *t, ckd_error *err)
 {
@@ -401,6 +463,10 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     if (t->teacher && (t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) && make_class_txt(t, err))
         return -1;
+    if ((t->needs & CKD_NEED_S_LOGITS) && make_student_prompts(t, err))
+        return -1;
+    if ((t->needs & CKD_NEED_CENTROIDS) && train_centroids(t, err))
+        return -1;
     return 0;
 }
 
@@ -411,6 +477,8 @@ void train_free(train_run *t)
     for (int i = 0; i < t->n_losses; i++)
         ckd_loss_free(t->loss[i]);
     ckd_param_free(t->class_txt);
+    ckd_param_free(t->centroids);
+    free(t->s_prompts);
     ckd_param_free(t->t_scale);
     ckd_st_close(t->tc.st);
     ckd_loader_free(t->loader);

@@ -52,6 +52,23 @@ static double lr_at(const train_run *t, int64_t s)
 
 static ckd_tensor *normed(ckd_ctx *c, ckd_tensor *x) { return ckd_l2_normalize(c, x, 1e-12f); }
 
+/* Zero-shot class logits exp(θ) · img_n clsᵀ, as evaluation classifies: the
+ * teacher's t_logits, and the student's s_logits, whose class embeddings
+ * and scale are its own and on the tape. */
+static ckd_tensor *zero_shot_logits(ckd_ctx *c, ckd_tensor *img_n, ckd_tensor *cls, ckd_tensor *theta)
+{
+    return ckd_mul(c, ckd_matmul_ex(c, img_n, 0, cls, 1), ckd_exp(c, theta));
+}
+
+/* The student's s_logits: its text tower runs on every class prompt in each
+ * micro-batch, so that the loss trains both towers (and θ_s). */
+static ckd_tensor *student_logits(train_run *t, ckd_loss_batch *lb)
+{
+    ckd_tensor *cls = train_prompt_ensemble(t->student, t->ctx, t->s_prompts, t->n_classes, t->s_prompt_nt,
+                                            t->s_prompt_len);
+    return zero_shot_logits(t->ctx, lb->s_img_n, cls, lb->s_logit_scale);
+}
+
 /* The teacher's embeddings of a batch from the cache: each sample's image,
  * and the caption the loader tokenised for it (the one caption of
  * ready-made token ids). */
@@ -92,6 +109,10 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
     lb->s_logit_scale = ckd_model_logit_scale(t->student);
     if (t->needs & CKD_NEED_S_IMG_MASKED)
         lb->s_img_masked = ckd_model_encode_image(t->student, c, px, t->keep_ratio, NULL);
+    if (t->needs & CKD_NEED_S_LOGITS)
+        lb->s_logits = student_logits(t, lb);
+    if (t->needs & CKD_NEED_CENTROIDS)
+        lb->centroids = t->centroids;
     if (t->needs & CKD_NEED_LABELS) {
         for (int64_t i = 0; i < n; i++)
             if (b->labels[i] < 0 || b->labels[i] >= t->n_classes)
@@ -112,8 +133,7 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
         if (t->class_txt && (t->needs & CKD_NEED_CLASS_TXT))
             lb->class_txt = t->class_txt;
         if (t->class_txt && (t->needs & CKD_NEED_T_LOGITS))
-            lb->t_logits = ckd_scale(c, ckd_matmul_ex(c, lb->t_img, 0, t->class_txt, 1),
-                                     expf(lb->t_logit_scale->data[0]));
+            lb->t_logits = zero_shot_logits(c, lb->t_img, t->class_txt, lb->t_logit_scale);
         ckd_ctx_set_grad(c, was);
     }
     return ckd_ctx_check(c, err);

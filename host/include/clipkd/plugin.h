@@ -73,6 +73,13 @@ enum {
     CKD_NEED_CLASS_TXT = 1u << 5,
     CKD_NEED_S_LOGITS = 1u << 6,
     CKD_NEED_T_LOGITS = 1u << 7,
+    /* centroids (CLIP-Embed-KD): per class, the mean of the teacher's
+     * L2-normalised image embeddings of the class's first n training
+     * images in dataset order, computed once before training. A loss that
+     * sets this bit may declare n as its integer parameter
+     * `centroid_images` (0: every image of the class), with a default in
+     * its schema; the losses of a recipe that declare it must agree, and
+     * where none does the host takes 100, the method's n. */
     CKD_NEED_CENTROIDS = 1u << 8,
     /* s_img_masked: the student's image embedding from a forward that sees
      * CLS and only a random subset of the patch tokens (MFD). A loss that
@@ -102,9 +109,13 @@ typedef struct ckd_loss_batch {
     ckd_tensor *t_logit_scale;      /* scalar θ_t, λ_t = exp(θ_t) (fixed) */
     const int32_t *labels;          /* [N] class ids */
     ckd_tensor *class_txt;          /* [K, Dt] teacher class-prompt embeddings, normalised */
-    ckd_tensor *s_logits;           /* [N, K] student class logits */
-    ckd_tensor *t_logits;           /* [N, K] teacher class logits */
-    ckd_tensor *centroids;          /* [K, Dt] teacher class centroids */
+    /* [N, K] student class logits; for a CLIP student its zero-shot logits
+     * λ_s n(s_img) Cᵀ, C [K, Ds] its own prompt-ensembled class embeddings
+     * (built as class_txt, with the student's text tower): on the tape, so
+     * both towers and θ_s get gradients. */
+    ckd_tensor *s_logits;
+    ckd_tensor *t_logits;           /* [N, K] teacher class logits λ_t t_img class_txtᵀ */
+    ckd_tensor *centroids;          /* [K, Dt] teacher class centroids (means, not renormalised) */
     ckd_tensor *s_img_masked;       /* [N, Ds] student image embeddings with patch masking */
 } ckd_loss_batch;
 
