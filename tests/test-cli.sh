@@ -89,7 +89,8 @@ teacher='{"model": "clip", "config": {"embed_dim": 32,
   "text": {"context_length": 32, "width": 32, "layers": 1, "heads": 2}}}'
 check "a run computes teacher embeddings" "teacher embeddings: computing" \
     env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" --threads 1 run \
-    "$srcdir/tests/fixtures/cli/student.json" --out "$tmp/kd" --set "teacher=$teacher"
+    "$srcdir/tests/fixtures/cli/student.json" --out "$tmp/kd" --set "teacher=$teacher" \
+    --set 'losses=[{"name": "clip"}, {"name": "fd"}]'
 check "cache ls describes them" \
     "teacher embeddings: clip (random init, seed 1) on fashion-mnist/test, 10 samples" clipkd cache ls
 check "cache ls counts them" "(2 artifacts, 1 teacher embeddings)" clipkd cache ls
