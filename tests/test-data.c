@@ -324,6 +324,49 @@ Test(data_fmnist, captions_follow_the_seed_and_count)
     ckd_dataset_close(d3);
 }
 
+/* Attribute words in the captions of the first n test images. */
+static int count_attribute_words(const char *detail, size_t n, int *bare)
+{
+    static const char *const words[] = {"dark", "bright", "narrow", "wide", "sparse", "dense"};
+    char spec[512];
+    snprintf(spec, sizeof spec, "{\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"%s\", "
+             "\"captions\": 5, \"limit\": %zu%s}", tdu_fmnist_dir(), n, detail);
+    ckd_error err;
+    ckd_dataset *d = tdu_open(spec, NULL, &err);
+    cr_assert(d, "%s", err.msg);
+    int count = 0;
+    *bare = 0;
+    for (size_t i = 0; i < n; i++) {
+        ckd_sample s;
+        cr_assert_eq(ckd_dataset_get(d, i, &s, &err), 0, "%s", err.msg);
+        for (size_t k = 0; k < s.n_captions; k++) {
+            int here = 0;
+            for (size_t w = 0; w < sizeof words / sizeof *words; w++)
+                here += strstr(s.captions[k], words[w]) != NULL;
+            count += here;
+            *bare += here == 0;
+        }
+        ckd_sample_free(&s);
+    }
+    ckd_dataset_close(d);
+    return count;
+}
+
+Test(data_fmnist, detail_leaves_out_attribute_words)
+{
+    int bare_full, bare_half, bare_half2, bare_none;
+    int full = count_attribute_words("", 200, &bare_full);
+    int half = count_attribute_words(", \"detail\": 0.5", 200, &bare_half);
+    int half2 = count_attribute_words(", \"detail\": 0.5", 200, &bare_half2);
+    int none = count_attribute_words(", \"detail\": 0", 200, &bare_none);
+    cr_assert_eq(count_attribute_words(", \"detail\": 1", 200, &(int){0}), full, "detail 1 is the default");
+    cr_assert_eq(none, 0, "detail 0 names no attribute");
+    cr_assert_eq(bare_none, 1000);
+    cr_assert_eq(half, half2, "the words left out depend on the seed alone");
+    cr_assert(half > 0.4 * full && half < 0.6 * full, "detail 0.5 kept %d of %d attribute words", half, full);
+    cr_assert_gt(bare_half, bare_full, "more captions name the class alone");
+}
+
 Test(data_fmnist, thresholds_are_the_training_tertiles)
 {
     const char *dir = tdu_fmnist_dir();

@@ -243,6 +243,7 @@ typedef struct fm_state {
     ckd_idx images, labels;
     int n_captions;
     uint64_t caption_seed;
+    double detail; /* probability that a caption names each measured attribute */
 } fm_state;
 
 static const char fm_schema[] =
@@ -251,7 +252,9 @@ static const char fm_schema[] =
     " \"dir\": {\"type\": \"string\","
     "  \"description\": \"read the IDX files from this folder instead of the artifacts\"},"
     " \"captions\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 8, \"default\": 5},"
-    " \"caption_seed\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0}}}";
+    " \"caption_seed\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    " \"detail\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1, \"default\": 1,"
+    "  \"description\": \"probability that a caption names each measured attribute\"}}}";
 
 /* A file of a "dir": the .gz if present, else the plain file. */
 static int dir_file(const ckdd_env *env, const char *dir, ckd_fmnist_file f, char *out,
@@ -298,6 +301,7 @@ static void *fm_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, c
     }
     s->n_captions = (int)json_integer_value(json_object_get(spec, "captions"));
     s->caption_seed = (uint64_t)json_integer_value(json_object_get(spec, "caption_seed"));
+    s->detail = json_number_value(json_object_get(spec, "detail"));
     if (ckd_idx_load(pi, 3, &s->images, err) < 0 || ckd_idx_load(pl, 1, &s->labels, err) < 0)
         goto fail;
     uint32_t n = s->images.dims[0], rows = s->images.dims[1], cols = s->images.dims[2];
@@ -336,6 +340,21 @@ static size_t fm_size(const void *state)
     return s->images.dims[0];
 }
 
+/* With detail below 1, caption k of image i leaves out each attribute word
+ * with probability 1 - detail (the middle bin has no word), drawn from
+ * (seed, i, k) alone. Web captions vary in detail: a model trained only on
+ * fully described items never sees the bare class names that zero-shot
+ * prompts are made of. */
+static void drop_attributes(ckd_gray_attrs *a, double detail, uint64_t seed, size_t i, int k)
+{
+    if (detail >= 1.0)
+        return;
+    uint64_t st = ckdd_mix(seed ^ ckdd_mix((uint64_t)i ^ ckdd_mix(0x64657461696cULL + (uint64_t)k)));
+    for (int j = 0; j < 3; j++)
+        if ((double)(ckdd_next(&st) >> 11) * 0x1.0p-53 >= detail)
+            a->bin[j] = 1;
+}
+
 static int fm_get(const void *state, size_t i, ckd_sample *out, ckd_error *err)
 {
     const fm_state *s = state;
@@ -348,7 +367,9 @@ static int fm_get(const void *state, size_t i, ckd_sample *out, ckd_error *err)
     ckd_gray_attributes(gray, w, h, &a);
     for (int k = 0; k < s->n_captions; k++) {
         char cap[256];
-        int n = ckd_fashion_mnist_caption(&a, out->label, s->caption_seed, i, k, cap, sizeof cap);
+        ckd_gray_attrs ak = a;
+        drop_attributes(&ak, s->detail, s->caption_seed, i, k);
+        int n = ckd_fashion_mnist_caption(&ak, out->label, s->caption_seed, i, k, cap, sizeof cap);
         if (ckdd_sample_add_caption(out, cap, (size_t)n, err) < 0)
             return -1;
     }

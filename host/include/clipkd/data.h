@@ -18,7 +18,11 @@
  *                    labels-idx1}-ubyte, gzip'd or not) from this folder
  *                    instead of the built-in artifacts;
  *                  "captions": captions per image, 1..8 (default 5);
- *                  "caption_seed": integer (default 0).
+ *                  "caption_seed": integer (default 0);
+ *                  "detail": probability in [0, 1] that a caption names each
+ *                    measured attribute (default 1: all of them; below 1
+ *                    some captions name the class alone, as zero-shot
+ *                    prompts do).
  *   csv            "path" [artifact]: the table; "root": folder image paths
  *                    are relative to (default: the table's folder);
  *                  "separator": one character (default "\t", as CLIP-KD's
