@@ -19,7 +19,7 @@ recipes="$srcdir/tests/fixtures/recipes"
 
 # -- help and usage
 check "clipkd --help lists commands" "^  gradcheck" clipkd --help
-for cmd in info selftest plugins gradcheck loss-eval validate run fetch cache; do
+for cmd in info selftest plugins gradcheck loss-eval validate run fetch cache quickstart; do
     check "clipkd $cmd --help" "^Usage: clipkd" clipkd "$cmd" --help
 done
 check_status "unknown command" 2 "unknown command 'trian'" clipkd trian
@@ -106,4 +106,18 @@ check "cache gc --older-than --dry-run lists an unused entry" "unused for 40 day
     clipkd cache gc --older-than 30 --dry-run
 check "cache gc --older-than removes it" "unused for 40 days" clipkd cache gc --older-than 30
 check_status "... and it is gone" 1 "" test -e "$entry"
+
+# -- quickstart on tiny recipes: the teacher first, two students per seed,
+# the table with mean ± std; a second call reuses every run
+qs="$srcdir/tests/fixtures/quickstart/students"
+quickstart() {
+    env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" quickstart "$qs" --runs "$tmp/qs" "$@"
+}
+check "quickstart --seeds 2 prints the table" "^distilled .* ± " quickstart --seeds 2
+cp "$tmp/out" "$tmp/table"
+check "... with the teacher" "^teacher " cat "$tmp/table"
+check "... over seeds 0 and 1" "over seeds 0-1" cat "$tmp/table"
+check "... of two runs per student" "" test -n "$(ls -d "$tmp"/qs/tiny-baseline-* "$tmp"/qs/tiny-distilled-* | sed -n 4p)"
+check "quickstart again reuses the runs" "already trained; reusing it" quickstart --seeds 2
+check_status "quickstart --seeds 0" 2 "expected 1 to 32, got '0'" quickstart --seeds 0
 finish

@@ -54,4 +54,13 @@ int cli_report_rejections(const struct ckd_registry *r);
 struct ckd_recipe *cli_load_recipe(const char *cmd, const char *path, const char *const *sets, size_t n_sets,
                                    struct ckd_registry **reg_out);
 
+/* The training progress callback of `run` and `quickstart`: a redrawn line
+ * on a terminal (tty set), else one line per logged step; messages and
+ * evaluations on lines of their own. */
+typedef struct cli_progress {
+    int tty, line_open;
+} cli_progress;
+struct ckd_train_event;
+void cli_on_progress(void *user, const struct ckd_train_event *ev);
+
 #endif

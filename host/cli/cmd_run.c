@@ -1,6 +1,4 @@
-/* clipkd run RECIPE: training (clipkd/train.h) with a progress line, and
- * clipkd quickstart: the teacher, a baseline and a distilled student, then a
- * table comparing them. */
+/* clipkd run RECIPE: training (clipkd/train.h) with a progress line. */
 #include "config.h"
 
 #include <stdio.h>
@@ -29,15 +27,6 @@ void cmd_run_help(FILE *out)
             "--dump-steps N --dump-dir D: for each of the first N steps, D/step-NNNN.safetensors\n"
             "with loss, loss.<term>, grad.<param> (before clipping) and param.<param> (after\n"
             "the step), under Hugging Face names, for comparing a run with PyTorch.\n");
-}
-
-void cmd_quickstart_help(FILE *out)
-{
-    fprintf(out, "Usage: clipkd quickstart [RECIPE_DIR] [--runs ROOT]\n"
-                 "Runs RECIPE_DIR/baseline.json and RECIPE_DIR/distilled.json (default: the installed\n"
-                 "recipes/quickstart) — the distilled student's teacher.recipe is trained first, or\n"
-                 "reused from ROOT (default runs/) — and prints teacher, baseline and distilled\n"
-                 "student's zero-shot top-1 and retrieval R@1 on the evaluation data.\n");
 }
 
 typedef struct run_args {
@@ -92,10 +81,6 @@ static int parse_args(int argc, char **argv, run_args *a)
 
 /* ---- progress --------------------------------------------------------------------- */
 
-typedef struct progress {
-    int tty, line_open;
-} progress;
-
 static void fmt_time(double s, char *buf, size_t cap)
 {
     long t = (long)(s + 0.5);
@@ -105,9 +90,9 @@ static void fmt_time(double s, char *buf, size_t cap)
         snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
 }
 
-static void on_progress(void *user, const ckd_train_event *ev)
+void cli_on_progress(void *user, const ckd_train_event *ev)
 {
-    progress *p = user;
+    cli_progress *p = user;
     if (ev->kind != CKD_TRAIN_STEP) {
         if (p->line_open)
             fputc('\n', stderr), p->line_open = 0;
@@ -144,7 +129,7 @@ int cmd_run(int argc, char **argv)
     ckd_recipe *r = NULL;
     if (a.path ? !(r = cli_load_recipe("run", a.path, a.sets, a.n_sets, &reg)) : !(reg = cli_open_registry()))
         return CLI_USAGE;
-    progress pr = {.tty = isatty(2)};
+    cli_progress pr = {.tty = isatty(2)};
     ckd_train_opts o;
     ckd_train_opts_init(&o);
     o.out_dir = a.out;
@@ -154,7 +139,7 @@ int cmd_run(int argc, char **argv)
     o.stop_after = a.stop_after;
     o.dump_steps = a.dump_steps;
     o.dump_dir = a.dump_dir;
-    o.progress = on_progress;
+    o.progress = cli_on_progress;
     o.user = &pr;
     char dir[4096];
     ckd_error err;
@@ -180,85 +165,5 @@ int cmd_run(int argc, char **argv)
     }
     ckd_recipe_free(r);
     ckd_registry_free(reg);
-    return rc;
-}
-
-/* ---- quickstart ----------------------------------------------------------------- */
-
-/* One row of the table from a run's results.json. */
-static void print_row(const char *label, const char *dir)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/results.json", dir);
-    json_error_t je;
-    json_t *res = json_load_file(path, 0, &je);
-    const json_t *ev = json_object_get(res, "eval");
-    double zs = json_number_value(json_object_get(json_object_get(ev, "zero_shot"), "top1"));
-    const json_t *rt = json_object_get(ev, "retrieval");
-    printf("%-10s %10lld %12.2f %12.2f %12.2f\n", label,
-           (long long)json_integer_value(json_object_get(res, "parameters")), 100 * zs,
-           100 * json_number_value(json_object_get(rt, "i2t_r1")),
-           100 * json_number_value(json_object_get(rt, "t2i_r1")));
-    json_decref(res);
-}
-
-int cmd_quickstart(int argc, char **argv)
-{
-    const char *rdir = CKD_DATA_DIR "/recipes/quickstart", *runs = "runs";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--runs") && i + 1 < argc)
-            runs = argv[++i];
-        else if (argv[i][0] != '-')
-            rdir = argv[i];
-        else
-            return fprintf(stderr, "clipkd quickstart: unexpected argument '%s'\n", argv[i]), CLI_USAGE;
-    }
-    const char *names[2] = {"baseline", "distilled"};
-    char dirs[3][4096], path[4200];
-    progress pr = {.tty = isatty(2)};
-    ckd_train_opts o;
-    ckd_train_opts_init(&o);
-    o.runs_root = runs;
-    o.progress = on_progress;
-    o.user = &pr;
-    int rc = CLI_OK;
-    /* The distilled student first: it trains the teacher its recipe names. */
-    for (int k = 1; k >= 0 && rc == CLI_OK; k--) {
-        snprintf(path, sizeof path, "%s/%s.json", rdir, names[k]);
-        ckd_registry *reg;
-        ckd_recipe *r = cli_load_recipe("quickstart", path, NULL, 0, &reg);
-        ckd_error err;
-        if (!r) {
-            rc = CLI_USAGE;
-            break;
-        }
-        if (k == 1) {
-            char tpath[4096];
-            ckd_recipe *tr = NULL;
-            ckd_registry *treg = NULL;
-            if (ckd_recipe_resolve_path(r, "teacher.recipe", tpath, sizeof tpath, &err))
-                fprintf(stderr, "clipkd quickstart: %s\n", err.msg), rc = CLI_USAGE;
-            else if (!(tr = cli_load_recipe("quickstart", tpath, NULL, 0, &treg)))
-                rc = CLI_USAGE;
-            else
-                ckd_train_run_dir(tr, runs, dirs[0], sizeof dirs[0]);
-            ckd_recipe_free(tr);
-            ckd_registry_free(treg);
-        }
-        if (rc == CLI_OK && ckd_train_run(reg, r, &o, dirs[k + 1], sizeof dirs[k + 1], &err)) {
-            fprintf(stderr, "clipkd quickstart: %s\n", err.msg);
-            rc = CLI_FAIL;
-        }
-        ckd_recipe_free(r);
-        ckd_registry_free(reg);
-    }
-    if (rc == CLI_OK) {
-        printf("\n%-10s %10s %12s %12s %12s\n", "model", "parameters", "zero-shot@1", "img->txt R@1",
-               "txt->img R@1");
-        print_row("teacher", dirs[0]);
-        print_row("baseline", dirs[1]);
-        print_row("distilled", dirs[2]);
-        printf("(percent, on the evaluation data of the recipes; runs in %s/)\n", runs);
-    }
     return rc;
 }
