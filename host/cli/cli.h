@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 
+#include <jansson.h>
+
 /* Exit statuses: 0 success, 1 the work ran and failed (e.g. a gradient check
  * mismatch), 2 bad usage or bad input (recipes, files, plugins). */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -42,6 +44,8 @@ void cmd_eval_help(FILE *out);
 int cmd_quickstart(int argc, char **argv);
 void cmd_quickstart_help(FILE *out);
 void cmd_cache_help(FILE *out);
+int cmd_table(int argc, char **argv);
+void cmd_table_help(FILE *out);
 
 /* The plugin registry from $CLIPKD_PLUGIN_PATH and the installed directory
  * (NULL after printing why); rejected plugin files reported on stderr. */
@@ -62,5 +66,13 @@ typedef struct cli_progress {
 } cli_progress;
 struct ckd_train_event;
 void cli_on_progress(void *user, const struct ckd_train_event *ev);
+
+/* A duration as "4m05s" (or "1h02m" from an hour on). */
+void cli_fmt_time(double seconds, char *buf, size_t cap);
+
+/* Calls fn for every artifact object ({"urls", "sha256", ...}) below v, with
+ * its JSON path ("teacher.weights"); path is v's own ("" for a recipe). */
+void cli_for_each_artifact(const json_t *v, const char *path,
+                           void (*fn)(void *user, const json_t *obj, const char *where), void *user);
 
 #endif

@@ -28,8 +28,9 @@ typedef struct fetch_run {
     int n_ok, n_bad;
 } fetch_run;
 
-static void fetch_artifact(fetch_run *f, const json_t *obj, const char *where)
+static void fetch_artifact(void *user, const json_t *obj, const char *where)
 {
+    fetch_run *f = user;
     ckd_artifact a;
     ckd_error err;
     char path[4096];
@@ -41,33 +42,6 @@ static void fetch_artifact(fetch_run *f, const json_t *obj, const char *where)
         f->n_ok++;
     }
     ckd_artifact_free(&a);
-}
-
-/* Every object with "urls" and "sha256" below v is an artifact. */
-static void walk(fetch_run *f, const json_t *v, const char *path)
-{
-    char sub[512];
-    if (json_is_object(v)) {
-        if (json_object_get(v, "urls") && json_object_get(v, "sha256")) {
-            fetch_artifact(f, v, path);
-            return;
-        }
-        const char *k;
-        json_t *e;
-        json_object_foreach((json_t *)v, k, e)
-        {
-            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k);
-            walk(f, e, sub);
-        }
-    } else if (json_is_array(v)) {
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
-            walk(f, e, sub);
-        }
-    }
 }
 
 /* Opening a dataset fetches what it reads (built-in artifacts such as
@@ -106,7 +80,7 @@ static void fetch_recipe(fetch_run *f, const char *path, const char *const *sets
         return;
     }
     printf("recipe %s\n", path);
-    walk(f, ckd_recipe_json(r), "");
+    cli_for_each_artifact(ckd_recipe_json(r), "", fetch_artifact, f);
     fetch_data(f, r, "train");
     fetch_data(f, r, "eval");
     const json_t *teacher = json_object_get(json_object_get(ckd_recipe_json(r), "teacher"), "recipe");

@@ -81,7 +81,7 @@ static int parse_args(int argc, char **argv, run_args *a)
 
 /* ---- progress --------------------------------------------------------------------- */
 
-static void fmt_time(double s, char *buf, size_t cap)
+void cli_fmt_time(double s, char *buf, size_t cap)
 {
     long t = (long)(s + 0.5);
     if (t >= 3600)
@@ -106,7 +106,7 @@ void cli_on_progress(void *user, const ckd_train_event *ev)
                      (long long)ev->step, (long long)ev->total_steps, (long long)ev->epoch, ev->loss);
     for (int i = 0; i < ev->n_terms && k < (int)sizeof line; i++)
         k += snprintf(line + k, sizeof line - (size_t)k, " %s %.4f", ev->term_names[i], ev->terms[i]);
-    fmt_time(ev->eta_s, eta, sizeof eta);
+    cli_fmt_time(ev->eta_s, eta, sizeof eta);
     if (k < (int)sizeof line)
         snprintf(line + k, sizeof line - (size_t)k, " | %.0f img/s ETA %s", ev->images_per_s, eta);
     if (p->tty) {

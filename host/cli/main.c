@@ -22,6 +22,8 @@ static const cli_command commands[] = {
     {"eval", "zero-shot, retrieval and calibration of a trained model", cmd_eval, cmd_eval_help},
     {"quickstart", "teacher, baseline and distilled student on Fashion-MNIST, compared", cmd_quickstart,
      cmd_quickstart_help},
+    {"table", "rerun a paper's result table from recipes, next to the paper's numbers", cmd_table,
+     cmd_table_help},
     {"fetch", "download and verify every file a recipe needs into the cache", cmd_fetch, cmd_fetch_help},
     {"cache", "list, verify or clean the artifact cache", cmd_cache, cmd_cache_help},
 };

@@ -40,3 +40,31 @@ ckd_recipe *cli_load_recipe(const char *cmd, const char *path, const char *const
     return r;
 }
 
+
+void cli_for_each_artifact(const json_t *v, const char *path,
+                           void (*fn)(void *user, const json_t *obj, const char *where), void *user)
+{
+    char sub[512];
+    if (json_is_object(v)) {
+        /* Every object with "urls" and "sha256" is an artifact. */
+        if (json_object_get(v, "urls") && json_object_get(v, "sha256")) {
+            fn(user, v, path);
+            return;
+        }
+        const char *k;
+        json_t *e;
+        json_object_foreach((json_t *)v, k, e)
+        {
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k);
+            cli_for_each_artifact(e, sub, fn, user);
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+            cli_for_each_artifact(e, sub, fn, user);
+        }
+    }
+}

@@ -31,6 +31,10 @@ typedef struct layer {
     ckd_json_source *src;  /* positions in the file; NULL for a --set */
     json_t *doc;           /* the file as written; NULL for a --set */
     char *set_path;        /* the path a --set assigned, normalised */
+    /* An object embedded in a larger document (ckd_recipe_compose): its
+     * JSON path there ("rows[2].set"), and whether src is borrowed. */
+    char *prefix;
+    int borrowed;
 } layer;
 
 struct ckd_recipe {
@@ -176,6 +180,11 @@ int ckd_recipe_locate(void *recipe, const char *json_path, const char **file, in
         return 1;
     }
     path[got] = '\0';
+    if (L->prefix) { /* a path of the embedded object, in its document */
+        char full[1200];
+        snprintf(full, sizeof full, "%s%s%s", L->prefix, *path && *path != '[' ? "." : "", path);
+        return ckd_json_source_find(L->src, full, line, col);
+    }
     return ckd_json_source_find(L->src, path, line, col);
 }
 
@@ -209,7 +218,9 @@ static int add_layer(ckd_recipe *r, layer L, ckd_error *err)
 static void free_layer(layer *L)
 {
     free(L->name);
-    ckd_json_source_free(L->src);
+    if (!L->borrowed)
+        ckd_json_source_free(L->src);
+    free(L->prefix);
     json_decref(L->doc);
     free(L->set_path);
 }
@@ -358,7 +369,7 @@ static json_t *load_file(ckd_recipe *r, const char *name, const link *chain, int
         goto oom;
     json_decref(own);
     char *lname = strdup(name);
-    if (!lname || add_layer(r, (layer){lname, src, doc, NULL}, err)) {
+    if (!lname || add_layer(r, (layer){lname, src, doc, NULL, NULL, 0}, err)) {
         free(lname);
         goto oom;
     }
@@ -589,20 +600,57 @@ static int normalise_numbers(json_t *v, int precision)
 
 /* ---- the recipe ----------------------------------------------------------------- */
 
-ckd_recipe *ckd_recipe_load(const char *path, const char *const *sets, size_t n_sets,
-                            ckd_recipe_plugin_schema_fn plugin_schema, void *user,
-                            ckd_error *err)
+/* An embedded object as a layer: a copy of it, placed in its document. */
+static json_t *embedded_layer(ckd_recipe *r, const ckd_recipe_part *p, ckd_error *err)
+{
+    const char *name = ckd_json_source_name(p->src);
+    if (!json_is_object(p->obj))
+        return ckd_json_errorf(ckd_json_source_locate, (void *)p->src, NULL, p->at, err,
+                               "expected a recipe fragment (a JSON object), got %s",
+                               ckd_json_type_name(p->obj)),
+               NULL;
+    if (json_object_get(p->obj, "extends")) {
+        char at[1100];
+        snprintf(at, sizeof at, "%s.extends", p->at);
+        return ckd_json_errorf(ckd_json_source_locate, (void *)p->src, NULL, at, err,
+                               "a recipe fragment here cannot extend a file; name the file as a "
+                               "recipe of its own"),
+               NULL;
+    }
+    json_t *doc = json_deep_copy(p->obj), *own = json_deep_copy(p->obj);
+    layer L = {strdup(name), (ckd_json_source *)p->src, doc, NULL, strdup(p->at), 1};
+    if (!doc || !own || !L.name || !L.prefix || add_layer(r, L, err)) {
+        free_layer(&L);
+        json_decref(own);
+        ckd_errorf(err, "%s: out of memory", name);
+        return NULL;
+    }
+    return own;
+}
+
+ckd_recipe *ckd_recipe_compose(const char *name, const ckd_recipe_part *parts, size_t n_parts,
+                               const char *const *sets, size_t n_sets,
+                               ckd_recipe_plugin_schema_fn plugin_schema, void *user, ckd_error *err)
 {
     ckd_recipe *r = calloc(1, sizeof *r);
     json_t *schema = NULL;
-    if (!r || !(r->path = strdup(path))) {
-        free(r);
-        ckd_errorf(err, "%s: out of memory", path);
+    if (!r || !(r->path = strdup(name)) || !(r->root = json_object())) {
+        ckd_recipe_free(r);
+        ckd_errorf(err, "%s: out of memory", name);
         return NULL;
     }
-    r->root = load_file(r, path, NULL, 0, err);
-    if (!r->root)
-        goto fail;
+    for (size_t i = 0; i < n_parts; i++) {
+        json_t *doc = parts[i].path ? load_file(r, parts[i].path, NULL, 0, err)
+                                    : embedded_layer(r, &parts[i], err);
+        if (!doc)
+            goto fail;
+        int oom = ckdi_recipe_merge(r->root, doc);
+        json_decref(doc);
+        if (oom) {
+            ckd_errorf(err, "%s: out of memory", name);
+            goto fail;
+        }
+    }
     schema = ckd_schema_parse(ckd_recipe_schema_text(), "the recipe schema", err);
     if (!schema)
         goto fail;
@@ -610,12 +658,12 @@ ckd_recipe *ckd_recipe_load(const char *path, const char *const *sets, size_t n_
         char norm[512];
         if (apply_set(r->root, schema, sets[i], norm, err))
             goto fail;
-        layer L = {malloc(strlen(sets[i]) + 7), NULL, NULL, strdup(norm)};
+        layer L = {malloc(strlen(sets[i]) + 7), NULL, NULL, strdup(norm), NULL, 0};
         if (L.name)
             snprintf(L.name, strlen(sets[i]) + 7, "--set %s", sets[i]);
         if (!L.name || !L.set_path || add_layer(r, L, err)) {
             free_layer(&L);
-            ckd_errorf(err, "%s: out of memory", path);
+            ckd_errorf(err, "%s: out of memory", name);
             goto fail;
         }
     }
@@ -625,7 +673,7 @@ ckd_recipe *ckd_recipe_load(const char *path, const char *const *sets, size_t n_
     r->canonical = json_dumps(r->root, JSON_SORT_KEYS | JSON_COMPACT |
                                            JSON_REAL_PRECISION(r->precision));
     if (!r->canonical) {
-        ckd_errorf(err, "%s: out of memory", path);
+        ckd_errorf(err, "%s: out of memory", name);
         goto fail;
     }
     if (ckd_sha256_buffer(r->canonical, strlen(r->canonical), r->hash, err))
@@ -636,6 +684,14 @@ fail:
     json_decref(schema);
     ckd_recipe_free(r);
     return NULL;
+}
+
+ckd_recipe *ckd_recipe_load(const char *path, const char *const *sets, size_t n_sets,
+                            ckd_recipe_plugin_schema_fn plugin_schema, void *user,
+                            ckd_error *err)
+{
+    ckd_recipe_part file = {.path = path};
+    return ckd_recipe_compose(path, &file, 1, sets, n_sets, plugin_schema, user, err);
 }
 
 void ckd_recipe_free(ckd_recipe *r)

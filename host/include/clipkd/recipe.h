@@ -89,6 +89,27 @@ ckd_recipe *ckd_recipe_load(const char *path, const char *const *sets, size_t n_
                             ckd_recipe_plugin_schema_fn plugin_schema, void *user,
                             ckd_error *err);
 
+/* A recipe made of several parts merged in order, as "extends" merges
+ * (e.g. a table's profile recipe, then a row's recipe file, then the row's
+ * own overrides written in the table). A part is either a recipe file
+ * (`path`, its extends followed) or an object embedded in another JSON
+ * document (`obj` inside `src`, at JSON path `at`): messages about values it
+ * wrote name the document's file, line and column, and file names in it are
+ * relative to the document's folder. src must outlive the recipe. `name` is
+ * the recipe's path (ckd_recipe_path): what messages name for values no part
+ * wrote, and the folder a run resolves data paths against. The sets and the
+ * checks are as for ckd_recipe_load, which is this with one file. */
+typedef struct ckd_recipe_part {
+    const char *path;
+    const ckd_json_source *src;
+    const char *at;
+    const json_t *obj;
+} ckd_recipe_part;
+
+ckd_recipe *ckd_recipe_compose(const char *name, const ckd_recipe_part *parts, size_t n_parts,
+                               const char *const *sets, size_t n_sets,
+                               ckd_recipe_plugin_schema_fn plugin_schema, void *user, ckd_error *err);
+
 void ckd_recipe_free(ckd_recipe *r);
 
 /* The path the recipe was loaded from, as given. */
