@@ -33,6 +33,12 @@ int ckd_zero_shot_eval(const float *img, const int32_t *labels, int64_t N, const
 typedef struct ckd_retrieval {
     double i2t[3];       /* image→text recall at 1, 5, 10 */
     double t2i[3];       /* text→image recall at 1, 5, 10 */
+    /* The same recalls for a ranking drawn uniformly at random: a query with
+     * r matches among G candidates hits at K with probability
+     * 1 − C(G − r, K) / C(G, K), averaged over the queries. Tells a recall
+     * that is low because the task is hard from one that is low because
+     * many candidates match. */
+    double i2t_chance[3], t2i_chance[3];
     int64_t n_images, n_texts;
 } ckd_retrieval;
 
@@ -40,9 +46,27 @@ typedef struct ckd_retrieval {
  * protocol): img [N, D], txt [M, D], txt_image[m] the image caption m
  * belongs to. Image→text: a hit at K when any of the image's captions ranks
  * in the top K; text→image: when the caption's image ranks in the top K. Ties
- * rank against the query (a tied wrong item counts as ranked ahead). */
+ * rank against the query (a tied wrong item counts as ranked ahead), so a
+ * caption whose text other images also have (templated captions) has every
+ * one of those images tied with its own, ranked ahead of it. */
 int ckd_retrieval_eval(const float *img, int64_t N, const float *txt, const int32_t *txt_image, int64_t M,
                        int64_t D, ckd_retrieval *out, ckd_error *err);
+
+/* Retrieval where texts and images match many to many: text
+ * match_text[p] and image match_image[p] match (p < P; a pair given twice
+ * counts once). Image→text: a hit at K when any text matching the image
+ * ranks in the top K of the M texts; text→image: when any image matching
+ * the text ranks in the top K of the N images. Only non-matching items rank
+ * ahead of a match, ties against the query as above; a query without a
+ * match is a miss. ckd_retrieval_eval is the case of one pair per caption.
+ *
+ * With texts the distinct caption texts and a pair for each caption (its
+ * text, its image), this is the "text" protocol of clipkd's evaluation:
+ * an image matches every caption text that any of its captions has, so
+ * that on templated captions all images fitting a caption count as right. */
+int ckd_retrieval_eval_matches(const float *img, int64_t N, const float *txt, int64_t M, int64_t D,
+                               const int32_t *match_image, const int32_t *match_text, int64_t P,
+                               ckd_retrieval *out, ckd_error *err);
 
 typedef struct ckd_calibration {
     double top1;             /* accuracy */
