@@ -93,6 +93,67 @@ Test(train, stopped_and_resumed_run_is_bit_identical, .init = setup, .fini = tea
     ckd_recipe_free(r);
 }
 
+/* eval.retrieval_match: "text" is recorded in results.json with the chance
+ * levels; it deduplicates the captions and can only rank an image's matches
+ * higher than "pair" does; a value outside the two is refused with the
+ * file and the key. */
+Test(train, retrieval_match_text_is_recorded_and_validated, .init = setup, .fini = teardown, .timeout = 60)
+{
+    write_file("tiny.json", base_recipe);
+    const char *sets[] = {"eval.retrieval_match=text", "data.eval.captions=8", "train.steps=1"};
+    ckd_recipe *r = load("tiny.json", sets, 3);
+    ckd_error err = {{0}};
+    cr_assert_eq(train_into(r, "a", &err), 0, "%s", err.msg);
+    char a[512];
+    run_dir("a", a, sizeof a);
+    long lr;
+    char *res = slurp(a, "results.json", &lr);
+    json_error_t je;
+    json_t *rj = json_loads(res, 0, &je);
+    cr_assert_not_null(rj, "%s", je.text);
+    const json_t *rt = json_object_get(json_object_get(rj, "eval"), "retrieval");
+    cr_expect_str_eq(json_string_value(json_object_get(rt, "match")), "text", "%s", res);
+    const json_t *chance = json_object_get(rt, "chance");
+    double c5 = json_number_value(json_object_get(chance, "t2i_r5"));
+    cr_expect(c5 > 0 && c5 <= 1 && json_is_number(json_object_get(chance, "i2t_r10")), "%s", res);
+    json_int_t texts = json_integer_value(json_object_get(rt, "n_texts"));
+    cr_expect(texts > 0 && texts < 48 * 8, "distinct texts: %lld", (long long)texts);
+    json_decref(rj);
+    free(res);
+
+    char p[1024];
+    snprintf(p, sizeof p, "%s/final", a);
+    ckd_model *m = ckd_model_from_pretrained(reg, p, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    json_t *spec = json_pack("{s:s, s:s, s:s, s:i, s:i}", "reader", "fashion-mnist", "split", "test", "dir",
+                             FMNIST_DIR, "limit", 40, "captions", 8);
+    ckd_eval_opts eo;
+    ckd_eval_result pair, text;
+    ckd_eval_opts_init(&eo);
+    cr_assert_eq(ckd_evaluate(m, spec, NULL, &eo, &pair, &err), 0, "%s", err.msg);
+    eo.retrieval_match = CKD_RETRIEVAL_MATCH_TEXT;
+    cr_assert_eq(ckd_evaluate(m, spec, NULL, &eo, &text, &err), 0, "%s", err.msg);
+    cr_expect_eq(pair.retrieval.n_texts, 320);
+    cr_expect(text.retrieval.n_texts < 320 && text.retrieval.n_texts % 8 == 0,
+              "each item's 8 templates: %lld distinct texts", (long long)text.retrieval.n_texts);
+    for (int k = 0; k < 3; k++)
+        cr_expect(text.retrieval.i2t[k] >= pair.retrieval.i2t[k], "R@%d", k);
+    char buf[512];
+    cr_expect(strstr(ckd_eval_result_str(&text, buf, sizeof buf), "(text match; chance R@5 "), "%s", buf);
+    cr_expect(strstr(ckd_eval_result_str(&pair, buf, sizeof buf), "(pair match; chance R@5 "), "%s", buf);
+    json_decref(spec);
+    ckd_model_free(m);
+    ckd_recipe_free(r);
+
+    write_file("bad.json", "{\"extends\": \"tiny.json\",\n"
+                           " \"eval\": {\"retrieval_match\": \"image\"}}\n");
+    snprintf(p, sizeof p, "%s/bad.json", tmp);
+    cr_assert_null(ckd_recipe_load(p, NULL, 0, ckd_train_plugin_schema, reg, &err));
+    cr_expect(strstr(err.msg, "bad.json:2:") &&
+                  strstr(err.msg, "eval.retrieval_match: expected one of \"pair\", \"text\", got \"image\""),
+              "%s", err.msg);
+}
+
 Test(train, resume_refuses_other_recipe_and_corrupt_checkpoint, .init = setup, .fini = teardown, .timeout = 60)
 {
     write_file("tiny.json", base_recipe);

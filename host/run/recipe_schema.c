@@ -78,6 +78,7 @@ static const char recipe_schema[] =
     "  \"eval\": {\"type\": \"object\", \"default\": {}, \"properties\": {"
     "    \"zero_shot\": {\"type\": \"boolean\", \"default\": true},"
     "    \"retrieval\": {\"type\": \"boolean\", \"default\": true},"
+    "    \"retrieval_match\": {\"type\": \"string\", \"enum\": [\"pair\", \"text\"]},"
     "    \"calibration\": {\"type\": \"boolean\", \"default\": true},"
     "    \"calibration_bins\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 15},"
     "    \"templates\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"

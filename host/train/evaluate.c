@@ -22,6 +22,11 @@ void ckd_eval_opts_init(ckd_eval_opts *o)
     o->batch_size = 256;
 }
 
+const char *ckd_retrieval_match_name(ckd_retrieval_match m)
+{
+    return m == CKD_RETRIEVAL_MATCH_TEXT ? "text" : "pair";
+}
+
 void ckd_eval_opts_from_json(ckd_eval_opts *o, const json_t *ev)
 {
     ckd_eval_opts_init(o);
@@ -38,6 +43,9 @@ void ckd_eval_opts_from_json(ckd_eval_opts *o, const json_t *ev)
         o->calibration_bins = (int)json_number_value(v);
     if ((v = json_object_get(ev, "batch_size")))
         o->batch_size = (int)json_number_value(v);
+    /* The schema allows only "pair" and "text". */
+    if ((v = json_object_get(ev, "retrieval_match")))
+        o->retrieval_match = !strcmp(json_string_value(v), "text") ? CKD_RETRIEVAL_MATCH_TEXT : CKD_RETRIEVAL_MATCH_PAIR;
     /* The recipe schema makes every element a string; they stay borrowed. */
     if ((v = json_object_get(ev, "templates")))
         for (size_t i = 0; i < json_array_size(v) && o->n_templates < CKD_EVAL_MAX_TEMPLATES; i++)
@@ -206,6 +214,72 @@ out:
     return rc;
 }
 
+/* Keeps the first of each set of identical rows of ids [M, T], moved to the
+ * front in order of first appearance: *U distinct rows, text[m] the one row
+ * m equals. Open addressing on a hash of the row. */
+static int distinct_rows(int32_t *ids, int64_t M, int64_t T, int32_t *text, int64_t *U, ckd_error *err)
+{
+    int64_t cap = 16;
+    while (cap < 2 * M)
+        cap *= 2;
+    int32_t *slot = malloc((size_t)cap * sizeof *slot);
+    if (!slot)
+        return ckd_errorf(err, "out of memory for %lld captions", (long long)M);
+    memset(slot, 0xff, (size_t)cap * sizeof *slot); /* -1: empty */
+    int64_t u = 0;
+    for (int64_t m = 0; m < M; m++) {
+        const int32_t *row = ids + m * T;
+        uint64_t h = 1469598103934665603ull; /* FNV-1a over the token ids */
+        for (int64_t t = 0; t < T; t++)
+            h = (h ^ (uint32_t)row[t]) * 1099511628211ull;
+        int64_t k = (int64_t)(h & (uint64_t)(cap - 1));
+        while (slot[k] >= 0 && memcmp(ids + (int64_t)slot[k] * T, row, (size_t)T * sizeof *row))
+            k = (k + 1) & (cap - 1);
+        if (slot[k] < 0) {
+            /* u ≤ m: the rows before u are final, row m moves forward. */
+            memmove(ids + u * T, row, (size_t)T * sizeof *row);
+            slot[k] = (int32_t)u++;
+        }
+        text[m] = slot[k];
+    }
+    free(slot);
+    *U = u;
+    return 0;
+}
+
+/* Encodes the captions ids [M, T] of images owner[m] and measures retrieval
+ * under o->retrieval_match; ids may be reordered. */
+static int retrieval(ckd_model *m, ckd_ctx *c, const ckd_eval_opts *o, const float *img, int64_t n, int32_t *ids,
+                     const int32_t *owner, int64_t M, int64_t T, ckd_eval_result *r, ckd_error *err)
+{
+    int64_t D = ckd_model_embed_dim(m), U = M;
+    int32_t *text = NULL;
+    float *txt = NULL;
+    int rc = -1;
+    if (o->retrieval_match == CKD_RETRIEVAL_MATCH_TEXT) {
+        if (!(text = malloc((size_t)M * sizeof *text))) {
+            ckd_errorf(err, "out of memory for %lld captions", (long long)M);
+            goto out;
+        }
+        if (distinct_rows(ids, M, T, text, &U, err))
+            goto out;
+    }
+    if (!(txt = malloc((size_t)(U * D) * sizeof *txt))) {
+        ckd_errorf(err, "out of memory for %lld caption embeddings", (long long)U);
+        goto out;
+    }
+    if (train_encode_texts(m, c, ids, U, T, o->batch_size, txt, err))
+        goto out;
+    rc = text ? ckd_retrieval_eval_matches(img, n, txt, U, D, owner, text, M, &r->retrieval, err)
+              : ckd_retrieval_eval(img, n, txt, owner, M, D, &r->retrieval, err);
+    r->has_retrieval = rc == 0;
+    r->retrieval_match = o->retrieval_match;
+out:
+    free(text);
+    free(txt);
+    return rc;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -265,7 +339,7 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
         return -1;
     ckd_tokenizer *tok = NULL;
     ckd_ctx *c = ckd_ctx_new(0, 0, err);
-    float *img = NULL, *cls = NULL, *txt = NULL;
+    float *img = NULL, *cls = NULL;
     int32_t *labels = NULL, *ids = NULL, *owner = NULL;
     int64_t *index = NULL, n = 0, M = 0;
     int rc = -1;
@@ -300,21 +374,13 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
     if (o.retrieval) {
         if (train_caption_ids(ds, tok, index, n, T, &ids, &owner, &M, err))
             goto out;
-        if (M > 0) {
-            if (!(txt = malloc((size_t)(M * D) * sizeof *txt))) {
-                ckd_errorf(err, "out of memory for %lld caption embeddings", (long long)M);
-                goto out;
-            }
-            if (train_encode_texts(m, c, ids, M, T, o.batch_size, txt, err) ||
-                ckd_retrieval_eval(img, n, txt, owner, M, D, &r->retrieval, err))
-                goto out;
-            r->has_retrieval = 1;
-        }
+        if (M > 0 && retrieval(m, c, &o, img, n, ids, owner, M, T, r, err))
+            goto out;
     }
     r->seconds = now_s() - t0;
     rc = 0;
 out:
-    free(img), free(cls), free(txt), free(labels), free(ids), free(owner), free(index);
+    free(img), free(cls), free(labels), free(ids), free(owner), free(index);
     ckd_tokenizer_free(tok);
     ckd_ctx_free(c);
     ckd_dataset_close(ds);
@@ -329,11 +395,17 @@ json_t *ckd_eval_result_json(const ckd_eval_result *r)
                                                       r->zero_shot.top5, "n", (json_int_t)r->zero_shot.n));
     if (r->has_retrieval) {
         const ckd_retrieval *t = &r->retrieval;
-        json_object_set_new(o, "retrieval",
-                            json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I}", "i2t_r1", t->i2t[0], "i2t_r5",
-                                      t->i2t[1], "i2t_r10", t->i2t[2], "t2i_r1", t->t2i[0], "t2i_r5", t->t2i[1],
-                                      "t2i_r10", t->t2i[2], "n_images", (json_int_t)t->n_images, "n_texts",
-                                      (json_int_t)t->n_texts));
+        json_t *rt = json_object(), *chance = json_object();
+        static const char *const keys[6] = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"};
+        for (int k = 0; k < 6; k++) {
+            json_object_set_new(rt, keys[k], json_real(k < 3 ? t->i2t[k] : t->t2i[k - 3]));
+            json_object_set_new(chance, keys[k], json_real(k < 3 ? t->i2t_chance[k] : t->t2i_chance[k - 3]));
+        }
+        json_object_set_new(rt, "n_images", json_integer(t->n_images));
+        json_object_set_new(rt, "n_texts", json_integer(t->n_texts));
+        json_object_set_new(rt, "match", json_string(ckd_retrieval_match_name(r->retrieval_match)));
+        json_object_set_new(rt, "chance", chance);
+        json_object_set_new(o, "retrieval", rt);
     }
     if (r->has_calibration) {
         const ckd_calibration *k = &r->calibration;
@@ -353,11 +425,14 @@ const char *ckd_eval_result_str(const ckd_eval_result *r, char *buf, size_t cap)
     if (r->has_zero_shot)
         k += (size_t)snprintf(buf + k, cap - k, "zero-shot top1 %.2f%% top5 %.2f%%", 100 * r->zero_shot.top1,
                               100 * r->zero_shot.top5);
+    const ckd_retrieval *t = &r->retrieval;
     if (r->has_retrieval && k < cap)
-        k += (size_t)snprintf(buf + k, cap - k, "%si2t R@1/5/10 %.1f/%.1f/%.1f%% t2i R@1/5/10 %.1f/%.1f/%.1f%%",
-                              k ? " | " : "", 100 * r->retrieval.i2t[0], 100 * r->retrieval.i2t[1],
-                              100 * r->retrieval.i2t[2], 100 * r->retrieval.t2i[0], 100 * r->retrieval.t2i[1],
-                              100 * r->retrieval.t2i[2]);
+        k += (size_t)snprintf(buf + k, cap - k,
+                              "%si2t R@1/5/10 %.1f/%.1f/%.1f%% t2i R@1/5/10 %.1f/%.1f/%.1f%% (%s match; chance R@5 "
+                              "%.1f/%.1f%%)",
+                              k ? " | " : "", 100 * t->i2t[0], 100 * t->i2t[1], 100 * t->i2t[2], 100 * t->t2i[0],
+                              100 * t->t2i[1], 100 * t->t2i[2], ckd_retrieval_match_name(r->retrieval_match),
+                              100 * t->i2t_chance[1], 100 * t->t2i_chance[1]);
     if (r->has_calibration && k < cap)
         snprintf(buf + k, cap - k, "%sECE %.3f", k ? " | " : "", r->calibration.ece);
     return buf;

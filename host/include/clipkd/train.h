@@ -142,10 +142,27 @@ void ckd_train_run_dir(const ckd_recipe *r, const char *root, char *out, size_t 
 
 #define CKD_EVAL_MAX_TEMPLATES 128
 
+/* What counts as a correct retrieval (the recipe's eval.retrieval_match). */
+typedef enum ckd_retrieval_match {
+    /* "pair", the default: a caption and the image it was written for (the
+     * COCO/Flickr protocol). */
+    CKD_RETRIEVAL_MATCH_PAIR = 0,
+    /* "text": a caption and every image that has a caption with the same
+     * token sequence (the text as the model reads it). Captions are
+     * deduplicated first: the distinct texts are the image→text candidates
+     * and the text→image queries. For templated captions, where many images
+     * share a text, e.g. Fashion-MNIST's. */
+    CKD_RETRIEVAL_MATCH_TEXT = 1,
+} ckd_retrieval_match;
+
+/* "pair", "text". */
+const char *ckd_retrieval_match_name(ckd_retrieval_match m);
+
 typedef struct ckd_eval_opts {
     int zero_shot, retrieval, calibration; /* each on by default */
     int calibration_bins;                  /* 15 */
     int batch_size;                        /* 256 */
+    ckd_retrieval_match retrieval_match;   /* CKD_RETRIEVAL_MATCH_PAIR */
     const char *templates[CKD_EVAL_MAX_TEMPLATES]; /* n_templates 0: the dataset's own */
     size_t n_templates;
 } ckd_eval_opts;
@@ -159,6 +176,7 @@ typedef struct ckd_eval_result {
     int has_zero_shot, has_retrieval, has_calibration;
     ckd_zero_shot zero_shot;
     ckd_retrieval retrieval;
+    ckd_retrieval_match retrieval_match; /* the protocol retrieval was measured with */
     ckd_calibration calibration;
     int64_t n_images;
     double seconds;
@@ -171,9 +189,14 @@ int ckd_evaluate(ckd_model *m, const json_t *data_spec, const char *base_dir, co
                  ckd_eval_result *out, ckd_error *err);
 
 /* The result as a JSON object {"zero_shot": {...}, "retrieval": {...},
- * "calibration": {...}, "n_images", "seconds"} (a new reference). */
+ * "calibration": {...}, "n_images"} (a new reference). "retrieval" holds
+ * i2t_r1/5/10, t2i_r1/5/10, n_images, n_texts (distinct texts under "text"
+ * matching), "match" ("pair" or "text") and "chance", an object with the
+ * same six recall keys for a random ranking. */
 json_t *ckd_eval_result_json(const ckd_eval_result *r);
-/* "zs top1 85.1% top5 99.0% | i2t R@1 .. | t2i R@1 .. | ECE .." into buf. */
+/* "zero-shot top1 85.1% top5 99.0% | i2t R@1/5/10 .. t2i R@1/5/10 .. (text
+ * match; chance R@5 ../..%) | ECE .." into buf; the parenthesis only under
+ * "text" matching. */
 const char *ckd_eval_result_str(const ckd_eval_result *r, char *buf, size_t cap);
 
 #ifdef __cplusplus
