@@ -51,6 +51,7 @@ extern const ckdd_reader ckdd_reader_webdataset;
 extern const ckdd_reader ckdd_reader_imagefolder;
 extern const ckdd_reader ckdd_reader_retrieval;
 extern const ckdd_reader ckdd_reader_tensors;
+extern const ckdd_reader ckdd_reader_imagenet;
 
 /* The key every reader's schema starts with, and the one every reader takes. */
 #define CKDD_SCHEMA_COMMON                                                                  \
@@ -123,5 +124,48 @@ uint64_t ckdd_next(uint64_t *state);
 
 /* Case-insensitive comparison of an extension with a name. */
 int ckdd_ext_eq(const char *ext, size_t len, const char *name);
+
+/* ---- labelled image sets (labelled.c; imagefolder and imagenet readers) ---- */
+
+/* 1 if name ends in one of the extensions of `list` (a JSON array of strings,
+ * with or without the dot; case-insensitive). */
+int ckdd_has_ext(const json_t *list, const char *name);
+
+/* The entries of a directory (without "." names), sorted by strcmp (as
+ * Python's sorted); dirs_only keeps only subdirectories. */
+int ckdd_list_dir(const char *dir, int dirs_only, ckdd_strvec *out, ckd_error *err);
+
+/* Image files under `root` with a class index each, and the captions of
+ * every class: each template applied to its name. As a reader's state it
+ * serves size, get and close (ckdd_labelled_*). */
+typedef struct ckdd_labelled {
+    char *root;
+    ckdd_strvec files;      /* relative to root */
+    int32_t *labels;
+    size_t cap;             /* of labels */
+    char **captions;        /* [n_classes][n_templates] */
+    size_t n_classes, n_templates;
+} ckdd_labelled;
+
+/* Adds one image (root-relative) with its class. */
+int ckdd_labelled_add(ckdd_labelled *l, const char *rel, int32_t label, ckd_error *err);
+/* Adds the images under root/rel, recursively and sorted by path, with
+ * these extensions; depth counts the folders already descended. */
+int ckdd_labelled_walk(ckdd_labelled *l, const char *rel, int32_t label, const json_t *ext,
+                       int depth, ckd_error *err);
+/* The same for a class folder, which must hold at least one image. */
+int ckdd_labelled_class_folder(ckdd_labelled *l, const char *folder, int32_t label,
+                               const json_t *ext, ckd_error *err);
+/* Prompt templates: the lines of `path`, each with a "{}" (at least one
+ * line), or a copy of `defaults` when path is NULL. */
+int ckdd_load_templates(const char *path, const char *const *defaults, size_t n_defaults,
+                        char ***t, size_t *n, ckd_error *err);
+/* Builds the captions and sets the dataset's source (the root), classes and
+ * templates. */
+int ckdd_labelled_finish(ckd_dataset *ds, ckdd_labelled *l, const char *const *names,
+                         size_t n_classes, const char *const *tmpl, size_t nt, ckd_error *err);
+size_t ckdd_labelled_size(const void *state);
+int ckdd_labelled_get(const void *state, size_t i, ckd_sample *out, ckd_error *err);
+void ckdd_labelled_close(void *state);
 
 #endif

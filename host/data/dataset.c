@@ -23,7 +23,8 @@ struct ckd_dataset {
 
 static const ckdd_reader *const readers[] = {
     &ckdd_reader_fashion_mnist, &ckdd_reader_csv,       &ckdd_reader_webdataset,
-    &ckdd_reader_imagefolder,   &ckdd_reader_retrieval, &ckdd_reader_tensors,
+    &ckdd_reader_imagefolder,   &ckdd_reader_imagenet,  &ckdd_reader_retrieval,
+    &ckdd_reader_tensors,
 };
 #define N_READERS (sizeof readers / sizeof readers[0])
 

@@ -49,7 +49,7 @@ static const char *need_string(const rt_state *s, const json_t *obj, const char 
 
 /* Adds image i of the JSON when it belongs to the split. */
 static int add_image(rt_state *s, const json_t *im, size_t i, const char *split, size_t max_caps,
-                     size_t *n_first_cap, ckd_error *err)
+                     size_t min_caps, size_t *n_first_cap, ckd_error *err)
 {
     char where[64];
     snprintf(where, sizeof where, "images[%zu]", i);
@@ -73,6 +73,9 @@ static int add_image(rt_state *s, const json_t *im, size_t i, const char *split,
         return ckd_errorf(err, "%s: %s.sentences: %s", s->json_path, where,
                           sent ? "expected a non-empty array of {\"raw\": …}"
                                : "missing (expected an array of {\"raw\": …})");
+    if (json_array_size(sent) < min_caps)
+        return ckd_errorf(err, "%s: %s (%s): %zu sentences, the protocol needs %zu per image",
+                          s->json_path, where, fn, json_array_size(sent), min_caps);
     char rel[4096];
     if (ckdd_join(fp, fn, rel, sizeof rel, err) < 0 ||
         ckdd_strvec_push(&s->images, rel, strlen(rel)) < 0)
@@ -128,12 +131,19 @@ static void *rt_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, c
     }
     const char *split = json_string_value(json_object_get(spec, "split"));
     size_t max_caps = (size_t)json_integer_value(json_object_get(spec, "max_captions"));
+    size_t min_caps = (size_t)json_integer_value(json_object_get(spec, "min_captions"));
+    size_t expect = (size_t)json_integer_value(json_object_get(spec, "expect_images"));
     size_t i, first = 0;
     const json_t *im;
     json_array_foreach(images, i, im)
     {
-        if (add_image(s, im, i, split, max_caps, &first, err) < 0)
+        if (add_image(s, im, i, split, max_caps, min_caps, &first, err) < 0)
             goto fail;
+    }
+    if (expect && s->images.n != expect) {
+        ckd_errorf(err, "%s: %zu images in the split \"%s\", expected %zu (\"expect_images\")",
+                   s->json_path, s->images.n, split, expect);
+        goto fail;
     }
     if (s->images.n == 0) {
         ckd_errorf(err, "%s: no images in the split \"%s\" (of %zu images)", s->json_path, split,
@@ -170,14 +180,28 @@ static int rt_get(const void *state, size_t i, ckd_sample *out, ckd_error *err)
     return 0;
 }
 
+/* Keeping fewer sentences than every image must have cannot be meant. */
+static int rt_check(const json_t *spec, const ckdd_where *w, ckd_error *err)
+{
+    json_int_t mx = json_integer_value(json_object_get(spec, "max_captions"));
+    json_int_t mn = json_integer_value(json_object_get(spec, "min_captions"));
+    if (mx > 0 && mn > mx)
+        return ckdd_spec_errorf(w, "min_captions", err,
+                                "%lld is more than \"max_captions\" (%lld), the sentences kept",
+                                (long long)mn, (long long)mx);
+    return 0;
+}
+
 static const char rt_schema[] =
     "{\"type\": \"object\", \"required\": [\"path\"], \"properties\": {" CKDD_SCHEMA_COMMON ","
     " \"path\": " CKDD_SCHEMA_PATH_OR_ARTIFACT ","
     " \"root\": {\"type\": \"string\"},"
     " \"split\": {\"type\": \"string\", \"enum\": [\"test\", \"val\", \"train\", \"restval\", \"all\"],"
     "  \"default\": \"test\"},"
-    " \"max_captions\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0}}}";
+    " \"max_captions\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    " \"min_captions\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 1},"
+    " \"expect_images\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0}}}";
 
 const ckdd_reader ckdd_reader_retrieval = {
-    "retrieval", rt_schema, NULL, rt_open, rt_size, rt_get, rt_close,
+    "retrieval", rt_schema, rt_check, rt_open, rt_size, rt_get, rt_close,
 };

@@ -47,13 +47,46 @@
  *                    ImageNet ensemble templates); "extensions" (default
  *                    ["jpg", "jpeg", "png"]). Captions: every template
  *                    applied to the class name.
+ *   imagenet       ImageNet-1k val and the sets made after it, zero-shot
+ *                    with CLIP's class names and OpenAI's 80 templates.
+ *                    "path": the root; "layout": "folders" (default:
+ *                    root/<wnid>/…/<image>, as ImageNet-1k val sorted into
+ *                    synset folders, ImageNet-R, ImageNet-A), "flat"
+ *                    (root/<image> with "ground_truth") or "v2"
+ *                    (root/<0..999>/<image>, ImageNet-V2: the folder is the
+ *                    class's index among the sorted wnids, read as a
+ *                    number); "ground_truth" (flat only): the devkit's
+ *                    ILSVRC2012_validation_ground_truth.txt (ILSVRC2012_IDs,
+ *                    line k for ILSVRC2012_val_0000000k), a wnid per line in
+ *                    image order, Kaggle's LOC_val_solution.csv, or Caffe's
+ *                    val.txt ("FILE INDEX", 0-based sorted); told from the
+ *                    first line, or named by "ground_truth_format": "auto"
+ *                    (default), "devkit", "wnids", "kaggle", "caffe";
+ *                  "classes": "1k" (default: the 1,000 sorted wnids),
+ *                    "r200", "a200" (ImageNet-R's and -A's 200) or a file of
+ *                    wnids, one a line, whose order gives the labels; every
+ *                    class needs a folder (folders, v2) and every folder must
+ *                    be a class; "classnames": one name per class, or 1,000
+ *                    in sorted-wnid order (default: CLIP's, shipped);
+ *                    "templates": as imagefolder's (default: the shipped 80);
+ *                    "extensions" (default ["jpg", "jpeg", "png"]). The
+ *                    shipped files are in recipes/eval/imagenet/ under
+ *                    $CLIPKD_DATA_DIR when it is set (in the sources it may
+ *                    name models/clip: then two folders up), else under the
+ *                    installed data directory.
  *   retrieval      "path" [artifact]: a Karpathy-split JSON, {"images": [{
  *                    "filename", "filepath"?, "split", "sentences": [{"raw"}]
  *                    }]} (COCO 5k, Flickr30k 1k); "root": image folder
  *                    (default: the JSON's folder; images are
  *                    root/filepath/filename); "split": "test" (default),
  *                    "val", "train", "restval" or "all"; "max_captions":
- *                    keep the first N sentences (default 0 = all).
+ *                    keep the first N sentences (default 0 = all);
+ *                    "min_captions": an image with fewer sentences fails at
+ *                    open (default 1); "expect_images": the split must have
+ *                    exactly N images (default 0: any). The standard
+ *                    protocol, 5 captions per image: "max_captions": 5,
+ *                    "min_captions": 5, "expect_images": 5000 (COCO) or
+ *                    1000 (Flickr30k).
  *   tensors        "path" [artifact]: a safetensors file with pixel_values
  *                    [N,3,H,W] F32 (already preprocessed), input_ids [N,T]
  *                    I32/I64 and optionally labels [N] (integer types).
