@@ -16,7 +16,7 @@
 #include "clipkd/train.h"
 
 #define MAX_SEEDS 32
-#define N_FIGS 3 /* zero-shot top-1, image->text R@1, text->image R@1 */
+#define N_FIGS 5 /* zero-shot top-1, image->text R@1 and R@5, text->image R@1 and R@5 */
 
 void cmd_quickstart_help(FILE *out)
 {
@@ -24,17 +24,22 @@ void cmd_quickstart_help(FILE *out)
                  "Runs RECIPE_DIR/baseline.json and RECIPE_DIR/distilled.json (default: the installed\n"
                  "recipes/quickstart) — the distilled student's teacher.recipe is trained first, or\n"
                  "reused from ROOT (default runs/) — and prints teacher, baseline and distilled\n"
-                 "student's zero-shot top-1 and retrieval R@1 on the evaluation data.\n"
+                 "student's zero-shot top-1 and retrieval R@1 and R@5 on the evaluation data, with\n"
+                 "the retrieval protocol and what a random ranking would score.\n"
                  "--seeds N (1 to %d): train both students with seeds 0 to N-1 (--set seed=S; the\n"
                  "teacher is the same) and print mean ± sample standard deviation. Finished runs\n"
                  "in ROOT are reused, so adding seeds trains only the new ones.\n",
             MAX_SEEDS);
 }
 
-/* One run's figures (percent) and parameter count from its results.json. */
+/* One run's figures (percent) and parameter count from its results.json;
+ * chance: the retrieval figures of a random ranking (fig[0] unused), match
+ * and texts: the retrieval protocol and the number of texts ranked. */
 typedef struct row {
     long long params;
-    double fig[N_FIGS];
+    double fig[N_FIGS], chance[N_FIGS];
+    char match[8];
+    long long texts;
 } row;
 
 static int read_row(const char *dir, row *out)
@@ -51,8 +56,15 @@ static int read_row(const char *dir, row *out)
     const json_t *rt = json_object_get(ev, "retrieval");
     out->params = (long long)json_integer_value(json_object_get(res, "parameters"));
     out->fig[0] = 100 * json_number_value(json_object_get(json_object_get(ev, "zero_shot"), "top1"));
-    out->fig[1] = 100 * json_number_value(json_object_get(rt, "i2t_r1"));
-    out->fig[2] = 100 * json_number_value(json_object_get(rt, "t2i_r1"));
+    static const char *const keys[N_FIGS] = {NULL, "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"};
+    for (int f = 1; f < N_FIGS; f++) {
+        out->fig[f] = 100 * json_number_value(json_object_get(rt, keys[f]));
+        out->chance[f] = 100 * json_number_value(json_object_get(json_object_get(rt, "chance"), keys[f]));
+    }
+    /* Runs from before the protocol was recorded used the standard one. */
+    const char *match = json_string_value(json_object_get(rt, "match"));
+    snprintf(out->match, sizeof out->match, "%s", match ? match : "pair");
+    out->texts = (long long)json_integer_value(json_object_get(rt, "n_texts"));
     json_decref(res);
     return 0;
 }
@@ -160,11 +172,24 @@ int cmd_quickstart(int argc, char **argv)
     }
     if (rc != CLI_OK)
         return rc;
-    printf("\n%-10s %10s  %14s  %14s  %14s\n", "model", "parameters", "zero-shot@1", "img->txt R@1",
-           "txt->img R@1");
+    printf("\n%-10s %10s  %14s  %14s  %14s  %14s  %14s\n", "model", "parameters", "zero-shot@1", "img->txt R@1",
+           "img->txt R@5", "txt->img R@1", "txt->img R@5");
     print_row("teacher", &teacher, 1);
     print_row("baseline", base, seeds);
     print_row("distilled", dist, seeds);
+    /* The students' evaluation data decides the chance level (the quickstart
+     * recipes evaluate the teacher on the same). */
+    printf("%-10s %10s  %14s", "chance", "", "");
+    for (int f = 1; f < N_FIGS; f++)
+        printf("  %14.2f", base[0].chance[f]);
+    if (!strcmp(base[0].match, "text"))
+        printf("\n(retrieval: text match, an image counts as found when one of its captions is identical to the "
+               "query, over %lld distinct texts; chance: a random ranking)\n",
+               base[0].texts);
+    else
+        printf("\n(retrieval: pair match, the image a caption was written for, over %lld captions; chance: a "
+               "random ranking)\n",
+               base[0].texts);
     if (seeds > 1)
         printf("(percent, on the evaluation data of the recipes; students: mean ± std over seeds 0-%d; "
                "runs in %s/)\n",
