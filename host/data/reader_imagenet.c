@@ -144,12 +144,14 @@ static int load_names(inet_ctx *c, const json_t *spec, const ckdd_env *env, ckd_
     if (spec_or_shipped(spec, "classnames", "classnames.txt", env, p, sizeof p, err) < 0 ||
         ckdd_read_lines(p, &lines, &n, err) < 0)
         return -1;
-    if (n == c->n_cls) {
+    /* The shipped names are in sorted-wnid order whatever the list's order. */
+    int pick = n == CKDD_INET_CLASSES && (!json_object_get(spec, "classnames") || n != c->n_cls);
+    if (!pick && n == c->n_cls) {
         c->names = lines;
         c->n_names = n;
         return 0;
     }
-    if (n != CKDD_INET_CLASSES) {
+    if (!pick) {
         ckd_strings_free(lines, n);
         return ckd_errorf(err, "%s: %zu class names; expected one per class of %s (%zu) or %d "
                           "in the order of %s", p, n, c->cls_path, c->n_cls, CKDD_INET_CLASSES,
