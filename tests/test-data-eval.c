@@ -570,3 +570,65 @@ Test(data_cc, img2dataset_shards)
     expect_sample(ds, 3, 16, 8, -1, 1, "caption of sample 10001");
     ckd_dataset_close(ds);
 }
+
+/* CLIP-KD trains on CC3M and CC12M together: two tables, each with its own
+ * image root, under a datasets folder named by an environment variable. */
+static void write_cc_table(const char *name, int n, int w)
+{
+    char table[1024] = "title\tfilepath\n", rel[96];
+    for (int k = 0; k < n; k++) {
+        snprintf(rel, sizeof rel, "datasets/%s/img/%d.png", name, k);
+        tdu_write_png(tdu_path(dir, rel), w, 2, (unsigned)k);
+        size_t len = strlen(table);
+        snprintf(table + len, sizeof table - len, "%s caption %d\timg/%d.png\n", name, k, k);
+    }
+    snprintf(rel, sizeof rel, "datasets/%s/train.csv", name);
+    tdu_write_str(tdu_path(dir, rel), table);
+}
+
+#define CC_CONCAT                                                                                             \
+    "{\"reader\": \"concat\", \"parts\": ["                                                                   \
+    " {\"reader\": \"csv\", \"path\": \"$CKD_TEST_DATASETS/cc3m/train.csv\", \"root\": \"$CKD_TEST_DATASETS/cc3m\"}," \
+    " {\"reader\": \"csv\", \"path\": \"$CKD_TEST_DATASETS/cc12m/train.csv\", \"root\": \"$CKD_TEST_DATASETS/cc12m\"}]}"
+
+Test(data_cc, two_tables_concatenated_under_a_datasets_variable)
+{
+    write_cc_table("cc3m", 2, 3);
+    write_cc_table("cc12m", 3, 5);
+    setenv("CKD_TEST_DATASETS", tdu_path(dir, "datasets"), 1);
+    ckd_dataset *ds = open_ok(CC_CONCAT);
+    cr_assert_eq(ckd_dataset_size(ds), 5);
+    cr_expect_str_eq(ckd_dataset_reader(ds), "concat");
+    cr_expect(strstr(ckd_dataset_source(ds), " + ") != NULL, "%s", ckd_dataset_source(ds));
+    expect_sample(ds, 0, 3, 2, -1, 1, "cc3m caption 0");
+    expect_sample(ds, 1, 3, 2, -1, 1, "cc3m caption 1");
+    expect_sample(ds, 2, 5, 2, -1, 1, "cc12m caption 0");
+    expect_sample(ds, 4, 5, 2, -1, 1, "cc12m caption 2");
+    ckd_sample s;
+    ckd_error err;
+    cr_expect_eq(ckd_dataset_get(ds, 5, &s, &err), -1, "past the end");
+    ckd_dataset_close(ds);
+    /* "limit" applies to the whole, and to each part. */
+    ds = open_ok("{\"reader\": \"concat\", \"limit\": 3, \"parts\": ["
+                 " {\"reader\": \"csv\", \"path\": \"$CKD_TEST_DATASETS/cc3m/train.csv\", \"limit\": 1},"
+                 " {\"reader\": \"csv\", \"path\": \"$CKD_TEST_DATASETS/cc12m/train.csv\"}]}");
+    cr_assert_eq(ckd_dataset_size(ds), 3);
+    ckd_dataset_close(ds);
+    unsetenv("CKD_TEST_DATASETS");
+}
+
+Test(data_cc, concat_bad_input)
+{
+    unsetenv("CKD_TEST_DATASETS");
+    tdu_open_fails(CC_CONCAT, dir, "CKD_TEST_DATASETS", "not set");
+    tdu_open_fails("{\"reader\": \"concat\", \"parts\": []}", dir, "parts", "at least one");
+    tdu_open_fails("{\"reader\": \"concat\", \"parts\": [{\"reader\": \"csv\", \"pth\": \"x.csv\"}]}", dir,
+                   "parts[0]", "did you mean \"path\"");
+    tdu_open_fails("{\"reader\": \"concat\", \"parts\": [{\"reader\": \"csv\", \"path\": \"missing.csv\"}]}", dir,
+                   "parts[0]", "missing.csv");
+    /* A "$" that is not a variable at the start is an ordinary file name. */
+    tdu_write_str(tdu_path(dir, "$5.csv"), "title\tfilepath\n");
+    ckd_dataset *ds = open_ok("{\"reader\": \"csv\", \"path\": \"$5.csv\"}");
+    cr_expect_eq(ckd_dataset_size(ds), 0);
+    ckd_dataset_close(ds);
+}

@@ -454,7 +454,7 @@ Test(data_spec, readers_and_schemas)
 {
     size_t n;
     const char *const *names = ckd_dataset_readers(&n);
-    cr_assert_eq(n, 7);
+    cr_assert_eq(n, 8);
     for (size_t i = 0; i < n; i++) {
         const char *text = ckd_dataset_schema_text(names[i]);
         cr_assert_not_null(text, "%s", names[i]);

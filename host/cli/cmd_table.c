@@ -117,10 +117,11 @@ typedef enum seed_state { SEED_NEW, SEED_RESUME, SEED_DONE } seed_state;
 typedef struct row_plan {
     int bad;                 /* the recipe did not validate: why says why */
     char why[CKD_ERROR_MAX];
-    char blocked[256];       /* e.g. "needs model plugin resnet" */
+    char blocked[1024];      /* e.g. "needs model plugin resnet" */
     seed_state state[CKD_TABLE_MAX_SEEDS];
     char (*dir)[PATH_CAP];   /* per seed */
     long long images;        /* training images per run; -1 unknown */
+    char teacher[PATH_CAP];  /* the teacher.recipe file, or "" */
     char artifacts[256];     /* "2 artifacts, 1 not cached (3.1 GiB)" */
 } row_plan;
 
@@ -156,7 +157,7 @@ static ckd_recipe *row_recipe(table_run *tr, size_t row, int seed, ckd_error *er
     tr->missing_model[0] = '\0';
     ckd_recipe *r = ckd_table_row_recipe(tr->t, tr->prof.name, row, seed, tr->a.sets, tr->a.n_sets, row_schema, tr,
                                          err);
-    if (r && ckd_table_check_metrics(tr->t, row, r, err)) {
+    if (r && ckd_table_check_metrics(tr->t, tr->prof.name, row, r, err)) {
         ckd_recipe_free(r);
         return NULL;
     }
@@ -254,14 +255,20 @@ static int make_plan(table_run *tr)
                 p->bad = 1, bad++;
                 break;
             }
-            if (tr->missing_model[0])
-                snprintf(p->blocked, sizeof p->blocked, "%s", tr->missing_model);
+            const char *why = ckd_table_row_at(tr->t, row)->blocked;
+            if (tr->missing_model[0] || why)
+                snprintf(p->blocked, sizeof p->blocked, "%.256s%s%.700s", tr->missing_model,
+                         tr->missing_model[0] && why ? "; " : "", why ? why : "");
             ckd_train_run_dir(r, tr->a.runs, p->dir[s], PATH_CAP);
             p->state[s] = file_in(p->dir[s], "results.json") && file_in(p->dir[s], "final/model.safetensors")
                               ? SEED_DONE
                           : file_in(p->dir[s], "checkpoint.safetensors") ? SEED_RESUME
                                                                           : SEED_NEW;
             if (s == 0) {
+                ckd_error e;
+                if (json_object_get(json_object_get(ckd_recipe_json(r), "teacher"), "recipe") &&
+                    ckd_recipe_resolve_path(r, "teacher.recipe", p->teacher, sizeof p->teacher, &e))
+                    p->teacher[0] = '\0';
                 p->images = p->blocked[0] ? -1 : train_images(tr, r);
                 art_count c = {0};
                 cli_for_each_artifact(ckd_recipe_json(r), "", count_artifact, &c);
@@ -278,7 +285,38 @@ static int make_plan(table_run *tr)
     return bad;
 }
 
-static void print_plan(const table_run *tr)
+/* The teachers the rows name by recipe, each once: its run directory and
+ * whether it is trained already (a row's run trains it first otherwise). */
+static void print_teachers(table_run *tr)
+{
+    for (size_t row = 0; row < ckd_table_n_rows(tr->t); row++) {
+        const char *tp = tr->plan[row].teacher;
+        if (!tr->sel[row] || !tp[0] || tr->plan[row].bad)
+            continue;
+        int seen = 0;
+        for (size_t k = 0; k < row && !seen; k++)
+            seen = tr->sel[k] && !strcmp(tr->plan[k].teacher, tp);
+        if (seen)
+            continue;
+        ckd_error err;
+        ckd_recipe *r = ckd_recipe_load(tp, NULL, 0, row_schema, tr, &err);
+        if (!r) {
+            printf("teacher   %s: invalid: %s\n", tp, err.msg);
+            continue;
+        }
+        char dir[PATH_CAP];
+        ckd_train_run_dir(r, tr->a.runs, dir, sizeof dir);
+        long long n = train_images(tr, r);
+        printf("teacher   %s\n          %s  %s", tp, dir,
+               file_in(dir, "results.json") && file_in(dir, "final/model.safetensors") ? "trained" : "to train first");
+        if (n > 0)
+            printf("; %lld training images", n);
+        printf("\n");
+        ckd_recipe_free(r);
+    }
+}
+
+static void print_plan(table_run *tr)
 {
     printf("table:    %s (%s)\nprofile:  %s%s%s\nseeds:    %d\nruns in:  %s/\n\n", ckd_table_path(tr->t),
            ckd_table_title(tr->t), tr->prof.name, tr->prof.description ? " — " : "",
@@ -318,6 +356,8 @@ static void print_plan(const table_run *tr)
             printf("    seed %d  %s  %s\n", s, p->dir[s],
                    p->state[s] == SEED_DONE ? "done" : p->state[s] == SEED_RESUME ? "resumes" : "new");
     }
+    printf("\n");
+    print_teachers(tr);
     printf("\ncost: %d run%s to train (%d already done), %lld training images", to_train, to_train == 1 ? "" : "s",
            done, total_images);
     if (unknown)
@@ -357,15 +397,15 @@ typedef struct progress {
     int trained, left, index, rows;
 } progress;
 
-static void progress_line(const table_run *tr, const progress *pg, size_t row, int s)
+static void progress_line(const table_run *tr, const progress *pg, size_t row, int s, int resumes)
 {
     char el[32], eta[32] = "—";
     cli_fmt_time(now_s() - pg->t0, el, sizeof el);
     if (pg->trained)
         cli_fmt_time(pg->trained_s / pg->trained * pg->left, eta, sizeof eta);
-    fprintf(stderr, "[table %s] row %d/%d %s, seed %d/%d — elapsed %s, ETA %s (%d run%s to train)\n",
-            ckd_table_name(tr->t), pg->index, pg->rows, ckd_table_row_at(tr->t, row)->label, s + 1, tr->seeds, el, eta,
-            pg->left, pg->left == 1 ? "" : "s");
+    fprintf(stderr, "[table %s] row %d/%d %s, seed %d/%d%s — elapsed %s, ETA %s (%d run%s to train)\n",
+            ckd_table_name(tr->t), pg->index, pg->rows, ckd_table_row_at(tr->t, row)->label, s + 1, tr->seeds,
+            resumes ? " (resuming from its checkpoint)" : "", el, eta, pg->left, pg->left == 1 ? "" : "s");
 }
 
 /* Trains, resumes or reads back seed s of a row. */
@@ -375,7 +415,7 @@ static int run_seed(table_run *tr, size_t row, int s, progress *pg, const ckd_tr
     ckd_table_outcome *o = &tr->out[row];
     ckd_error err;
     if (p->state[s] != SEED_DONE) {
-        progress_line(tr, pg, row, s);
+        progress_line(tr, pg, row, s, p->state[s] == SEED_RESUME);
         ckd_recipe *r = row_recipe(tr, row, s, &err);
         double t0 = now_s();
         int rc = -1;
@@ -478,8 +518,14 @@ static int mkdirs(const char *path)
             return -1;
         }
         if (!(*p = c))
-            return 0;
+            break;
     }
+    struct stat sb;
+    if (stat(buf, &sb) || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "clipkd table: %s exists and is not a folder\n", buf);
+        return -1;
+    }
+    return 0;
 }
 
 /* Writes the four files and prints the chosen format. */
@@ -513,7 +559,8 @@ static int emit(table_run *tr)
         rc |= write_text(dir, outs[i].file, text);
         free(text);
     }
-    fprintf(stderr, "clipkd table: wrote %s/table.{md,csv,json,svg}\n", dir);
+    if (!rc)
+        fprintf(stderr, "clipkd table: wrote %s/table.{md,csv,json,svg}\n", dir);
     return rc;
 }
 

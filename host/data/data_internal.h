@@ -52,6 +52,7 @@ extern const ckdd_reader ckdd_reader_imagefolder;
 extern const ckdd_reader ckdd_reader_retrieval;
 extern const ckdd_reader ckdd_reader_tensors;
 extern const ckdd_reader ckdd_reader_imagenet;
+extern const ckdd_reader ckdd_reader_concat;
 
 /* The key every reader's schema starts with, and the one every reader takes. */
 #define CKDD_SCHEMA_COMMON                                                                  \

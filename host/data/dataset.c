@@ -24,7 +24,7 @@ struct ckd_dataset {
 static const ckdd_reader *const readers[] = {
     &ckdd_reader_fashion_mnist, &ckdd_reader_csv,       &ckdd_reader_webdataset,
     &ckdd_reader_imagefolder,   &ckdd_reader_imagenet,  &ckdd_reader_retrieval,
-    &ckdd_reader_tensors,
+    &ckdd_reader_tensors,       &ckdd_reader_concat,
 };
 #define N_READERS (sizeof readers / sizeof readers[0])
 
@@ -113,6 +113,41 @@ int ckd_dataset_check_spec(json_t *spec, const char *file, const char *json_path
     return rc;
 }
 
+/* A string of a spec that starts with "$NAME" (then "/" or the end) starts
+ * with that environment variable's value instead, so that recipes can name
+ * datasets kept outside the recipe's folder ("$CLIPKD_DATASETS/cc3m/train.csv")
+ * and still be shared. An unset variable is an error naming it. */
+static int expand_env(json_t *v, const char *where, ckd_error *err)
+{
+    const char *k;
+    size_t i;
+    json_t *e;
+    json_object_foreach(v, k, e) if (expand_env(e, k, err)) return -1;
+    json_array_foreach(v, i, e) if (expand_env(e, where, err)) return -1;
+    const char *s = json_string_value(v);
+    if (!s || s[0] != '$')
+        return 0;
+    size_t n = 1;
+    while ((s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= 'a' && s[n] <= 'z') || s[n] == '_' ||
+           (n > 1 && s[n] >= '0' && s[n] <= '9'))
+        n++;
+    if (n == 1 || (s[n] && s[n] != '/'))
+        return 0;
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(n - 1), s + 1);
+    const char *val = getenv(name);
+    if (!val || !*val)
+        return ckd_errorf(err, "data spec: %s: \"%s\" names the environment variable %s, which is not set "
+                          "(export %s=the folder it stands for)", where, s, name, name);
+    char *full = malloc(strlen(val) + strlen(s + n) + 1);
+    if (!full)
+        return ckd_errorf(err, "data spec: out of memory");
+    sprintf(full, "%s%s", val, s + n);
+    int rc = json_string_set(v, full) ? ckd_errorf(err, "data spec: out of memory") : 0;
+    free(full);
+    return rc;
+}
+
 ckd_dataset *ckd_dataset_open_fetch(const json_t *spec, const char *base_dir,
                                     const ckd_fetch_opts *fetch, ckd_error *err)
 {
@@ -121,7 +156,7 @@ ckd_dataset *ckd_dataset_open_fetch(const json_t *spec, const char *base_dir,
         ckd_errorf(err, "data spec: out of memory");
         return NULL;
     }
-    if (ckd_dataset_check_spec(copy, NULL, "", NULL, NULL, err) < 0) {
+    if (ckd_dataset_check_spec(copy, NULL, "", NULL, NULL, err) < 0 || expand_env(copy, "", err)) {
         json_decref(copy);
         return NULL;
     }

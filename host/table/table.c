@@ -42,12 +42,14 @@ static const char table_schema[] =
     "    \"required\": [\"recipe\"], \"properties\": {"
     "      \"recipe\": {\"type\": \"string\"}, \"description\": {\"type\": \"string\"},"
     "      \"eval\": {\"type\": \"string\"},"
+    "      \"metrics\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"
     "      \"seeds\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 32, \"default\": 1},"
     "      \"train_samples\": {\"type\": \"integer\", \"minimum\": 1}}}},"
     "  \"rows\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"required\": [\"id\"],"
     "    \"properties\": {"
     "      \"id\": {\"type\": \"string\"}, \"label\": {\"type\": \"string\"},"
     "      \"note\": {\"type\": \"string\"}, \"recipe\": {\"type\": \"string\"},"
+    "      \"baseline\": {\"type\": \"string\"}, \"blocked\": {\"type\": \"string\"},"
     "      \"set\": {\"type\": \"object\", \"additionalProperties\": true},"
     "      \"profiles\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"object\","
     "                     \"additionalProperties\": true}},"
@@ -147,6 +149,7 @@ static int load_row(ckd_table *t, size_t i, const json_t *r, ckd_error *err)
     x->id = str(r, "id");
     x->label = str(r, "label") ? str(r, "label") : x->id;
     x->note = str(r, "note");
+    x->blocked = str(r, "blocked");
     t->row_json[i] = r;
     for (size_t j = 0; j < i; j++)
         if (!strcmp(t->rows[j].id, x->id)) {
@@ -196,6 +199,16 @@ static int load_profiles(ckd_table *t, ckd_error *err)
             return errorf_at(t, at, err, what);
         }
         t->profiles[t->n_profiles++] = name;
+        const json_t *ms = json_object_get(p, "metrics"), *m;
+        size_t i;
+        json_array_foreach(ms, i, m) if (metric_index(t, json_string_value(m)) < 0)
+        {
+            const char *ids[CKD_TABLE_MAX_METRICS];
+            for (size_t j = 0; j < t->n_metrics; j++)
+                ids[j] = t->metrics[j].id;
+            snprintf(at, sizeof at, "profiles.%s.metrics[%zu]", name, i);
+            return unknown_name(t, at, "metric", json_string_value(m), ids, t->n_metrics, err);
+        }
         char file[PATH_MAX];
         table_relative(t, str(p, "recipe"), file, sizeof file);
         if (access(file, R_OK)) {
@@ -207,6 +220,23 @@ static int load_profiles(ckd_table *t, ckd_error *err)
     if (!t->n_profiles)
         return errorf_at(t, "profiles", err, "expected at least one profile, got none");
     return 0;
+}
+
+/* The index of the row with id `id` into *out (id NULL: *out is left as
+ * it is); an unknown id is an error at json path `at`. */
+static int find_row(const ckd_table *t, const char *id, const char *at, int *out, ckd_error *err)
+{
+    if (!id)
+        return 0;
+    const char *ids[CKD_TABLE_MAX_ROWS];
+    for (size_t i = 0; i < t->n_rows; i++) {
+        ids[i] = t->rows[i].id;
+        if (!strcmp(ids[i], id)) {
+            *out = (int)i;
+            return 0;
+        }
+    }
+    return unknown_name(t, at, "row", id, ids, t->n_rows, err);
 }
 
 static int load_rows(ckd_table *t, ckd_error *err)
@@ -221,16 +251,17 @@ static int load_rows(ckd_table *t, ckd_error *err)
     json_array_foreach(rows, i, r) if (load_row(t, i, r, err)) return -1;
     t->n_rows = json_array_size(rows);
     t->baseline = -1;
-    const char *b = str(t->root, "baseline");
-    if (!b)
-        return 0;
-    const char *ids[CKD_TABLE_MAX_ROWS];
-    for (i = 0; i < t->n_rows; i++) {
-        ids[i] = t->rows[i].id;
-        if (!strcmp(ids[i], b))
-            t->baseline = (int)i;
+    if (find_row(t, str(t->root, "baseline"), "baseline", &t->baseline, err))
+        return -1;
+    json_array_foreach(rows, i, r)
+    {
+        char at[64];
+        snprintf(at, sizeof at, "rows[%zu].baseline", i);
+        t->rows[i].baseline = t->baseline;
+        if (find_row(t, str(r, "baseline"), at, &t->rows[i].baseline, err))
+            return -1;
     }
-    return t->baseline < 0 ? unknown_name(t, "baseline", "row", b, ids, t->n_rows, err) : 0;
+    return 0;
 }
 
 ckd_table *ckd_table_load(const char *path, ckd_error *err)
@@ -342,6 +373,11 @@ int ckd_table_profile_get(const ckd_table *t, const char *name, ckd_table_profil
     out->eval_name = str(p, "eval");
     out->seeds = (int)json_integer_value(json_object_get(p, "seeds"));
     out->train_samples = (long long)json_integer_value(json_object_get(p, "train_samples"));
+    const json_t *ms = json_object_get(p, "metrics"), *m;
+    size_t i;
+    for (size_t k = 0; k < t->n_metrics; k++)
+        out->metric_on[k] = ms == NULL;
+    json_array_foreach(ms, i, m) out->metric_on[metric_index(t, json_string_value(m))] = 1;
     return 0;
 }
 
@@ -417,12 +453,18 @@ ckd_recipe *ckd_table_row_recipe(const ckd_table *t, const char *profile, size_t
     return rc;
 }
 
-int ckd_table_check_metrics(const ckd_table *t, size_t row, const ckd_recipe *r, ckd_error *err)
+int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row, const ckd_recipe *r,
+                            ckd_error *err)
 {
+    ckd_table_profile p;
+    if (ckd_table_profile_get(t, profile, &p, err))
+        return -1;
     const json_t *rj = ckd_recipe_json(r);
     const json_t *ev = json_object_get(rj, "eval");
     int has_data = json_object_get(json_object_get(rj, "data"), "eval") != NULL;
     for (size_t m = 0; m < t->n_metrics; m++) {
+        if (!p.metric_on[m])
+            continue;
         const char *v = t->metrics[m].value;
         size_t part = strcspn(v, ".");
         char section[32];

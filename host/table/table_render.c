@@ -98,6 +98,40 @@ static void md_orderings(tbuf *b, const ckd_table *t, const ckd_table_outcome *o
     tbuf_printf(b, ".\n");
 }
 
+/* Which row each Δ is against: "Δ: against Baseline." or, when rows have
+ * baselines of their own, "Δ against A: X, Y; against B: Z." */
+static void md_baselines(tbuf *b, const ckd_table *t, const int *sel)
+{
+    size_t nr = ckd_table_n_rows(t);
+    int seen[CKD_TABLE_MAX_ROWS] = {0}, groups = 0;
+    for (size_t r = 0; r < nr; r++)
+        if (sel[r] && ckd_table_row_at(t, r)->baseline >= 0 && !seen[ckd_table_row_at(t, r)->baseline]++)
+            groups++;
+    if (groups == 0)
+        return;
+    if (groups == 1) {
+        for (size_t r = 0; r < nr; r++)
+            if (sel[r] && ckd_table_row_at(t, r)->baseline >= 0) {
+                tbuf_printf(b, "\nΔ: against %s.\n", ckd_table_row_at(t, (size_t)ckd_table_row_at(t, r)->baseline)->label);
+                break;
+            }
+        return;
+    }
+    tbuf_printf(b, "\nΔ");
+    int first = 1;
+    for (size_t g = 0; g < nr; g++) {
+        if (!seen[g])
+            continue;
+        tbuf_printf(b, "%s against %s:", first ? "" : ";", ckd_table_row_at(t, g)->label);
+        first = 0;
+        int k = 0;
+        for (size_t r = 0; r < nr; r++)
+            if (sel[r] && ckd_table_row_at(t, r)->baseline == (int)g && r != g)
+                tbuf_printf(b, "%s %s", k++ ? "," : "", ckd_table_row_at(t, r)->label);
+    }
+    tbuf_printf(b, ".\n");
+}
+
 static char *render_md(const ckd_table *t, const ckd_table_profile *p, const ckd_table_outcome *o, const int *sel,
                        ckd_error *err)
 {
@@ -106,33 +140,37 @@ static char *render_md(const ckd_table *t, const ckd_table_profile *p, const ckd
     md_source(&b, t, p, p->seeds);
     tbuf_printf(&b, "| row |");
     for (size_t m = 0; m < nm; m++) {
+        if (!p->metric_on[m])
+            continue;
         char title[160];
         table_metric_title(ckd_table_metric_at(t, m), title, sizeof title);
         tbuf_printf(&b, " %s, ours | n | paper | Δ ours | Δ paper |", title);
     }
     tbuf_printf(&b, "\n|---|");
     for (size_t m = 0; m < nm; m++)
-        tbuf_printf(&b, "---:|---:|---:|---:|---:|");
+        if (p->metric_on[m])
+            tbuf_printf(&b, "---:|---:|---:|---:|---:|");
     tbuf_printf(&b, "\n");
     for (size_t r = 0; r < nr; r++) {
         if (!sel[r])
             continue;
         tbuf_printf(&b, "| %s |", ckd_table_row_at(t, r)->label);
         for (size_t m = 0; m < nm; m++) {
+            if (!p->metric_on[m])
+                continue;
             ckd_table_cell c;
             ckd_table_cell_of(t, o, sel, r, m, &c);
             md_cell(&b, &c, &o[r]);
         }
         tbuf_printf(&b, "\n");
     }
-    int b0 = ckd_table_baseline(t);
-    tbuf_printf(&b, "\nΔ: against the baseline row%s%s%s.\n", b0 >= 0 ? " (" : "",
-                b0 >= 0 ? ckd_table_row_at(t, (size_t)b0)->label : "", b0 >= 0 ? ")" : "");
+    md_baselines(&b, t, sel);
     for (size_t r = 0; r < nr; r++)
         if (sel[r] && (o[r].status == CKD_TABLE_FAILED || o[r].status == CKD_TABLE_BLOCKED))
             tbuf_printf(&b, "%s %s: %s.\n", ckd_table_row_at(t, r)->label, status_word(o[r].status), o[r].reason);
     for (size_t m = 0; m < nm; m++)
-        md_orderings(&b, t, o, sel, m);
+        if (p->metric_on[m])
+            md_orderings(&b, t, o, sel, m);
     return tbuf_finish(&b, err);
 }
 
@@ -166,6 +204,8 @@ static char *render_csv(const ckd_table *t, const ckd_table_profile *p, const ck
         if (!sel[r])
             continue;
         for (size_t m = 0; m < ckd_table_n_metrics(t); m++) {
+            if (!p->metric_on[m])
+                continue;
             ckd_table_cell c;
             ckd_table_cell_of(t, o, sel, r, m, &c);
             csv_field(&b, ckd_table_name(t));
@@ -196,11 +236,14 @@ static json_t *num_or_null(int has, double v)
     return has ? json_real(v) : json_null();
 }
 
-static json_t *json_row(const ckd_table *t, const ckd_table_outcome *o, const int *sel, size_t r)
+static json_t *json_row(const ckd_table *t, const ckd_table_profile *p, const ckd_table_outcome *o, const int *sel,
+                        size_t r)
 {
     const ckd_table_row *row = ckd_table_row_at(t, r);
     json_t *metrics = json_object();
     for (size_t m = 0; m < ckd_table_n_metrics(t); m++) {
+        if (!p->metric_on[m])
+            continue;
         const ckd_table_metric *mt = ckd_table_metric_at(t, m);
         ckd_table_cell c;
         ckd_table_cell_of(t, o, sel, r, m, &c);
@@ -236,8 +279,10 @@ static char *render_json(const ckd_table *t, const ckd_table_profile *p, const c
     json_t *rows = json_array(), *metrics = json_array(), *orderings = json_object();
     for (size_t r = 0; r < ckd_table_n_rows(t); r++)
         if (sel[r])
-            json_array_append_new(rows, json_row(t, o, sel, r));
+            json_array_append_new(rows, json_row(t, p, o, sel, r));
     for (size_t m = 0; m < ckd_table_n_metrics(t); m++) {
+        if (!p->metric_on[m])
+            continue;
         const ckd_table_metric *mt = ckd_table_metric_at(t, m);
         json_array_append_new(metrics, json_pack("{s:s, s:s, s:s, s:f}", "id", mt->id, "label", mt->label, "value",
                                                  mt->value, "scale", mt->scale));

@@ -93,7 +93,7 @@ void ckd_table_cell_of(const ckd_table *t, const ckd_table_outcome *outcomes, co
     out->n = row_stats(m, &outcomes[row], metric, &out->mean, &out->std);
     out->has_paper = r->has_paper[metric];
     out->paper = r->paper[metric];
-    int b = ckd_table_baseline(t);
+    int b = r->baseline;
     if (b < 0 || (size_t)b == row || !sel[b])
         return;
     const ckd_table_row *br = ckd_table_row_at(t, (size_t)b);

@@ -132,7 +132,8 @@ static int metric_charts(tbuf *b, const ckd_table *t, const ckd_table_outcome *o
     range_finish(&pd, dlo, dhi);
     axis(b, &pv, width, title);
     int bl = ckd_table_baseline(t);
-    snprintf(full, sizeof full, "%s: Δ against %s", title, bl >= 0 ? ckd_table_row_at(t, (size_t)bl)->label : "—");
+    snprintf(full, sizeof full, "%s: Δ against %s", title,
+             bl >= 0 ? ckd_table_row_at(t, (size_t)bl)->label : "each row's baseline");
     axis(b, &pd, width, full);
     int g = 0;
     for (size_t r = 0; r < nr; r++) {
@@ -168,7 +169,12 @@ static int metric_charts(tbuf *b, const ckd_table *t, const ckd_table_outcome *o
 char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_outcome *o, const int *sel,
                        ckd_error *err)
 {
-    int groups = 0;
+    ckd_table_profile p;
+    if (ckd_table_profile_get(t, profile, &p, err))
+        return NULL;
+    int groups = 0, charts = 0;
+    for (size_t m = 0; m < ckd_table_n_metrics(t); m++)
+        charts += p.metric_on[m] != 0;
     for (size_t r = 0; r < ckd_table_n_rows(t); r++)
         groups += sel[r] != 0;
     int width = LEFT + 20 + (groups > 4 ? groups : 4) * GROUP;
@@ -176,7 +182,7 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
     int title_w = LEFT + 20 + 9 * (int)(strlen(ckd_table_title(t)) + strlen(profile) + 12);
     if (width < title_w)
         width = title_w;
-    int height = 60 + (int)ckd_table_n_metrics(t) * 2 * (TOP + PANEL_H + BOTTOM) + 30;
+    int height = 60 + charts * 2 * (TOP + PANEL_H + BOTTOM) + 30;
     tbuf b = {0};
     tbuf_printf(&b,
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -197,7 +203,8 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
                 LEFT, LEFT + 16, LEFT + 230, LEFT + 246);
     int y = 50;
     for (size_t m = 0; m < ckd_table_n_metrics(t); m++)
-        y += metric_charts(&b, t, o, sel, m, y, width);
+        if (p.metric_on[m])
+            y += metric_charts(&b, t, o, sel, m, y, width);
     tbuf_printf(&b, "</svg>\n");
     return tbuf_finish(&b, err);
 }

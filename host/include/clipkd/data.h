@@ -8,7 +8,11 @@
  * any number of threads at once; the loader (clipkd/loader.h) does so.
  *
  * Readers and their keys (every reader also takes "limit": use only the first
- * N samples, 0 = all). A "path"-like key is a file name, relative to the
+ * N samples, 0 = all). A string of a spec that starts with "$NAME/" (or is
+ * "$NAME") starts with the value of the environment variable NAME instead,
+ * so that shared recipes can name data kept elsewhere
+ * ("$CLIPKD_DATASETS/cc3m/train.csv"); opening fails, naming it, when NAME
+ * is not set. A "path"-like key is a file name, relative to the
  * base_dir given to ckd_dataset_open (the recipe's directory) unless
  * absolute; where marked [artifact] it may instead be an artifact object
  * {"urls", "sha256", "size"} (clipkd/fetch.h), fetched into the cache.
@@ -87,6 +91,10 @@
  *                    protocol, 5 captions per image: "max_captions": 5,
  *                    "min_captions": 5, "expect_images": 5000 (COCO) or
  *                    1000 (Flickr30k).
+ *   concat         "parts": an array of data specs read one after the other
+ *                    as one dataset (CLIP-KD's CC3M + CC12M: two csv specs);
+ *                    class names and templates come from the first part
+ *                    that has them.
  *   tensors        "path" [artifact]: a safetensors file with pixel_values
  *                    [N,3,H,W] F32 (already preprocessed), input_ids [N,T]
  *                    I32/I64 and optionally labels [N] (integer types).

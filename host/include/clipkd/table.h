@@ -52,6 +52,11 @@ typedef struct ckd_table_row {
     int has_paper[CKD_TABLE_MAX_METRICS];
     double paper[CKD_TABLE_MAX_METRICS];
     const char *note;     /* or NULL */
+    /* The row its Δ is taken against (the row's own "baseline", else the
+     * table's), or -1 for none; itself for a baseline row. */
+    int baseline;
+    /* Why the row cannot run yet (the row's "blocked"), or NULL. */
+    const char *blocked;
 } ckd_table_row;
 
 typedef struct ckd_table_profile {
@@ -60,6 +65,9 @@ typedef struct ckd_table_profile {
     const char *description, *eval_name; /* or NULL */
     int seeds;
     long long train_samples; /* 0: open the training data to count */
+    /* The metrics this profile reports (its "metrics" list; default all):
+     * the paper's ImageNet table has no retrieval, the mini profile does. */
+    int metric_on[CKD_TABLE_MAX_METRICS];
 } ckd_table_profile;
 
 /* Loads and checks a table file: its schema (unknown keys with did-you-mean),
@@ -79,7 +87,8 @@ size_t ckd_table_n_metrics(const ckd_table *t);
 const ckd_table_metric *ckd_table_metric_at(const ckd_table *t, size_t i);
 size_t ckd_table_n_rows(const ckd_table *t);
 const ckd_table_row *ckd_table_row_at(const ckd_table *t, size_t i);
-/* The row others are compared with (its index), or -1 if none. */
+/* The table's baseline row (its index), or -1 if none; rows may name their
+ * own (ckd_table_row.baseline), e.g. one per student architecture. */
 int ckd_table_baseline(const ckd_table *t);
 
 /* The names of the profiles, in the file's order; *n receives their count. */
@@ -100,10 +109,11 @@ ckd_recipe *ckd_table_row_recipe(const ckd_table *t, const char *profile, size_t
                                  const char *const *sets, size_t n_sets,
                                  ckd_recipe_plugin_schema_fn plugin_schema, void *user, ckd_error *err);
 
-/* Whether a composed recipe's evaluation provides every metric (data.eval
+/* Whether a composed recipe's evaluation provides every metric of the profile (data.eval
  * present, and the part of eval a metric reads switched on); an error names
  * the table's metric and the row. */
-int ckd_table_check_metrics(const ckd_table *t, size_t row, const ckd_recipe *r, ckd_error *err);
+int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row, const ckd_recipe *r,
+                            ckd_error *err);
 
 /* ---- outcomes and summaries --------------------------------------------------- */
 
