@@ -33,6 +33,8 @@ for p in mini paper paper-wds; do
     check "clip-kd-ablation --profile $p --dry-run" "^cost: " \
         clipkd table "$srcdir/recipes/tables/clip-kd-ablation.json" --profile "$p" --dry-run --runs "$tmp/runs"
 done
+check "a shipped table by its name" "^table: .*recipes/tables/clip-kd-ablation.json" \
+    clipkd table clip-kd-ablation --profile paper --dry-run --runs "$tmp/runs"
 check "clip-kd-laion --dry-run marks what cannot run yet" "blocked: needs model plugin resnet" \
     clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
 
@@ -49,23 +51,29 @@ check "--format csv prints CSV" "^table,profile,row,label,status" \
 
 # -- killed mid-row: finished runs are kept, the interrupted one resumes
 long="--set train.steps=300 --set train.checkpoint_every=10"
-# The program itself in the background (not the shell function), so that
-# the kill reaches it; the libtool wrapper execs the real binary.
-"$builddir/clipkd" table "$tiny" --runs "$tmp/kill" --out "$tmp/kout" $long > "$tmp/kill.log" 2>&1 &
-pid=$!
-killed=0
-for i in $(seq 1 1200); do
-    done_runs=$(ls "$tmp"/kill/tiny-*/results.json 2>/dev/null | wc -l)
-    ckpt=$(for d in "$tmp"/kill/tiny-*; do [ -f "$d/checkpoint.safetensors" ] && [ ! -f "$d/results.json" ] && echo "$d"; done | head -n 1)
-    if [ "$done_runs" -ge 1 ] && [ -n "$ckpt" ]; then
-        kill -9 "$pid" && killed=1
-        break
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-done
-wait "$pid" 2>/dev/null
-echo "killed: $killed (finished runs: $done_runs, interrupted: $ckpt)"
+# kill_mid_row ROOT: starts the tiny table under ROOT and kills it (SIGKILL)
+# once a run has finished and another holds a checkpoint; sets $killed,
+# $done_runs and $ckpt (the interrupted run's directory). The program runs
+# itself in the background (not the shell function), so that the kill
+# reaches it; the libtool wrapper execs the real binary.
+kill_mid_row() {
+    "$builddir/clipkd" table "$tiny" --runs "$1" --out "$tmp/kout" $long > "$tmp/kill.log" 2>&1 &
+    pid=$!
+    killed=0 done_runs=0 ckpt=
+    for i in $(seq 1 1200); do
+        done_runs=$(ls "$1"/tiny-*/results.json 2>/dev/null | wc -l)
+        ckpt=$(for d in "$1"/tiny-*; do [ -f "$d/checkpoint.safetensors" ] && [ ! -f "$d/results.json" ] && echo "$d"; done | head -n 1)
+        if [ "$done_runs" -ge 1 ] && [ -n "$ckpt" ]; then
+            kill -9 "$pid" && killed=1
+            break
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    wait "$pid" 2>/dev/null
+    echo "killed: $killed (finished runs: $done_runs, interrupted: $ckpt)"
+}
+kill_mid_row "$tmp/kill"
 if [ "$killed" -eq 1 ]; then
     ls -l --time-style=full-iso "$tmp"/kill/tiny-*/results.json > "$tmp/before.txt"
     check "the killed table resumes the interrupted run" "(resuming from its checkpoint)" \
@@ -74,6 +82,17 @@ if [ "$killed" -eq 1 ]; then
     after=$(grep -c -F -x -f "$tmp/before.txt" "$tmp/after.txt")
     check "finished runs were not retrained" "" test "$after" -eq "$done_runs"
     check "the resumed table is complete" "^| +FD | .* | 2 |" cat "$tmp/kout/table.md"
+else
+    echo "FAIL: could not stop the table mid-row"
+    failed=$((failed + 1))
+fi
+# A table's run is an ordinary run: clipkd run --resume continues it too
+# (run.json records the table row it belongs to).
+kill_mid_row "$tmp/kill2"
+if [ "$killed" -eq 1 ]; then
+    check "clipkd run --resume continues a table's run" "^run dir:" clipkd run --resume "$ckpt"
+    check "the table then reuses it" "" test -f "$ckpt/results.json"
+    check "run.json names the table row" '"row":' cat "$ckpt/run.json"
 else
     echo "FAIL: could not stop the table mid-row"
     failed=$((failed + 1))

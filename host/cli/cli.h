@@ -6,6 +6,8 @@
 
 #include <jansson.h>
 
+#include "clipkd/error.h"
+
 /* Exit statuses: 0 success, 1 the work ran and failed (e.g. a gradient check
  * mismatch), 2 bad usage or bad input (recipes, files, plugins). */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -66,6 +68,10 @@ typedef struct cli_progress {
 } cli_progress;
 struct ckd_train_event;
 void cli_on_progress(void *user, const struct ckd_train_event *ev);
+
+/* The recipe of a table's run from what its run.json records under
+ * "table" (see cmd_table.c); NULL with err set. */
+struct ckd_recipe *cli_table_recipe(const json_t *origin, struct ckd_registry *reg, ckd_error *err);
 
 /* A duration as "4m05s" (or "1h02m" from an hour on). */
 void cli_fmt_time(double seconds, char *buf, size_t cap);

@@ -120,6 +120,21 @@ void cli_on_progress(void *user, const ckd_train_event *ev)
     fflush(stderr);
 }
 
+/* A run that `clipkd table` made records its table row in run.json: its
+ * recipe is composed from the table again. NULL with err.msg empty for an
+ * ordinary run (its recipe file and sets are in run.json). */
+static ckd_recipe *table_run_recipe(const char *dir, ckd_registry *reg, ckd_error *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/run.json", dir);
+    json_t *run = json_load_file(path, 0, NULL);
+    const json_t *origin = json_object_get(run, "table");
+    err->msg[0] = '\0';
+    ckd_recipe *r = origin ? cli_table_recipe(origin, reg, err) : NULL;
+    json_decref(run);
+    return r;
+}
+
 int cmd_run(int argc, char **argv)
 {
     run_args a;
@@ -151,7 +166,10 @@ int cmd_run(int argc, char **argv)
                    ckd_recipe_hash(r), a.out ? a.out : a.resume ? a.resume : dir);
         }
     } else if (a.resume) {
-        if (ckd_train_resume(reg, r, a.resume, &o, &err)) {
+        if (!r && !(r = table_run_recipe(a.resume, reg, &err)) && err.msg[0]) {
+            fprintf(stderr, "clipkd run: cannot resume %s: %s\n", a.resume, err.msg);
+            rc = CLI_USAGE;
+        } else if (ckd_train_resume(reg, r, a.resume, &o, &err)) {
             fprintf(stderr, "clipkd run: %s\n", err.msg);
             rc = CLI_FAIL;
         } else {

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,19 +394,77 @@ static double now_s(void)
 }
 
 typedef struct progress {
-    double t0, trained_s;
+    double t0;
+    double run_s[CKD_TABLE_MAX_ROWS * CKD_TABLE_MAX_SEEDS]; /* each trained run's time */
     int trained, left, index, rows;
 } progress;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median time of the runs trained so far: a run that first trained its
+ * teacher takes several times longer than the others and should not set
+ * the pace of the rest. */
+static double median_run_s(const progress *pg)
+{
+    double v[CKD_TABLE_MAX_ROWS * CKD_TABLE_MAX_SEEDS];
+    memcpy(v, pg->run_s, (size_t)pg->trained * sizeof *v);
+    qsort(v, (size_t)pg->trained, sizeof *v, cmp_double);
+    return pg->trained % 2 ? v[pg->trained / 2] : (v[pg->trained / 2 - 1] + v[pg->trained / 2]) / 2;
+}
 
 static void progress_line(const table_run *tr, const progress *pg, size_t row, int s, int resumes)
 {
     char el[32], eta[32] = "—";
     cli_fmt_time(now_s() - pg->t0, el, sizeof el);
     if (pg->trained)
-        cli_fmt_time(pg->trained_s / pg->trained * pg->left, eta, sizeof eta);
+        cli_fmt_time(median_run_s(pg) * pg->left, eta, sizeof eta);
     fprintf(stderr, "[table %s] row %d/%d %s, seed %d/%d%s — elapsed %s, ETA %s (%d run%s to train)\n",
             ckd_table_name(tr->t), pg->index, pg->rows, ckd_table_row_at(tr->t, row)->label, s + 1, tr->seeds,
             resumes ? " (resuming from its checkpoint)" : "", el, eta, pg->left, pg->left == 1 ? "" : "s");
+}
+
+/* What run.json records of a table run: {"table": {"path", "profile",
+ * "row", "seed", "sets"}}, from which `clipkd run --resume` composes the
+ * recipe again (cli_table_recipe). */
+static json_t *table_origin(const table_run *tr, size_t row, int s)
+{
+    char abs[PATH_CAP];
+    const char *path = realpath(ckd_table_path(tr->t), abs) ? abs : ckd_table_path(tr->t);
+    json_t *sets = json_array();
+    for (size_t i = 0; i < tr->a.n_sets; i++)
+        json_array_append_new(sets, json_string(tr->a.sets[i]));
+    return json_pack("{s:{s:s, s:s, s:s, s:i, s:o}}", "table", "path", path, "profile", tr->prof.name, "row",
+                     ckd_table_row_at(tr->t, row)->id, "seed", s, "sets", sets);
+}
+
+ckd_recipe *cli_table_recipe(const json_t *origin, struct ckd_registry *reg, ckd_error *err)
+{
+    const char *path = json_string_value(json_object_get(origin, "path"));
+    const char *profile = json_string_value(json_object_get(origin, "profile"));
+    const char *id = json_string_value(json_object_get(origin, "row"));
+    const json_t *js = json_object_get(origin, "sets");
+    if (!path || !profile || !id || !json_is_integer(json_object_get(origin, "seed")))
+        return ckd_errorf(err, "run.json: \"table\": expected path, profile, row and seed"), NULL;
+    ckd_table *t = ckd_table_load(path, err);
+    if (!t)
+        return NULL;
+    int sel[CKD_TABLE_MAX_ROWS];
+    ckd_recipe *r = NULL;
+    const char *sets[MAX_SETS];
+    size_t n = 0;
+    for (; n < json_array_size(js) && n < MAX_SETS; n++)
+        sets[n] = json_string_value(json_array_get(js, n));
+    if (!ckd_table_select(t, id, sel, err))
+        for (size_t row = 0; row < ckd_table_n_rows(t); row++)
+            if (sel[row])
+                r = ckd_table_row_recipe(t, profile, row, (int)json_integer_value(json_object_get(origin, "seed")), sets,
+                                         n, ckd_train_plugin_schema, reg, err);
+    ckd_table_free(t);
+    return r;
 }
 
 /* Trains, resumes or reads back seed s of a row. */
@@ -421,9 +480,12 @@ static int run_seed(table_run *tr, size_t row, int s, progress *pg, const ckd_tr
         int rc = -1;
         if (r) {
             ckd_train_opts op = *base;
+            json_t *origin = table_origin(tr, row, s);
+            op.origin = origin;
             char dir[PATH_CAP];
             rc = p->state[s] == SEED_RESUME ? ckd_train_resume(tr->reg, r, p->dir[s], &op, &err)
                                             : ckd_train_run(tr->reg, r, &op, dir, sizeof dir, &err);
+            json_decref(origin);
         }
         ckd_recipe_free(r);
         double dt = now_s() - t0;
@@ -434,7 +496,8 @@ static int run_seed(table_run *tr, size_t row, int s, progress *pg, const ckd_tr
             fprintf(stderr, "clipkd table: row \"%s\" failed: %s\n", ckd_table_row_at(tr->t, row)->id, o->reason);
             return -1;
         }
-        pg->trained++, pg->trained_s += dt;
+        if (pg->trained < CKD_TABLE_MAX_ROWS * CKD_TABLE_MAX_SEEDS)
+            pg->run_s[pg->trained++] = dt;
     }
     return read_outcome(tr, row, s, p->dir[s]);
 }
@@ -573,6 +636,16 @@ int cmd_table(int argc, char **argv)
     ckd_error err;
     if (parse_args(argc, argv, &tr->a))
         goto out;
+    /* A bare name ("clip-kd-ablation") is a shipped table. */
+    char shipped[PATH_CAP];
+    if (access(tr->a.path, F_OK) && !strchr(tr->a.path, '/')) {
+        char rel[512];
+        size_t len = strlen(tr->a.path);
+        snprintf(rel, sizeof rel, "recipes/tables/%s%s", tr->a.path,
+                 len > 5 && !strcmp(tr->a.path + len - 5, ".json") ? "" : ".json");
+        if (!ckd_shipped_path(rel, shipped, sizeof shipped, &err) && !access(shipped, F_OK))
+            tr->a.path = shipped;
+    }
     if (!(tr->t = ckd_table_load(tr->a.path, &err))) {
         fprintf(stderr, "clipkd table: %s\n", err.msg);
         goto out;

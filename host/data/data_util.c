@@ -29,6 +29,26 @@ int ckdd_join(const char *dir, const char *rel, char *out, size_t cap, ckd_error
     return 0;
 }
 
+#ifndef CKD_DATA_DIR
+#define CKD_DATA_DIR "."
+#endif
+
+int ckd_shipped_path(const char *rel, char *out, size_t cap, ckd_error *err)
+{
+    const char *dir = getenv("CLIPKD_DATA_DIR"), *up = "";
+    if (!dir || !*dir)
+        dir = CKD_DATA_DIR;
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (n >= 11 && !strncmp(dir + n - 11, "models/clip", 11) && (n == 11 || dir[n - 12] == '/'))
+        up = "/../..";
+    int k = snprintf(out, cap, "%.*s%s/%s", (int)n, dir, up, rel);
+    if (k < 0 || (size_t)k >= cap)
+        return ckd_errorf(err, "%s: the path of the shipped %s is too long", dir, rel);
+    return 0;
+}
+
 char *ckdd_dirname(const char *path)
 {
     const char *slash = strrchr(path, '/');

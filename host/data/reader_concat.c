@@ -43,39 +43,34 @@ static void concat_close(void *state)
     free(c);
 }
 
-/* The first part that knows class names or templates lends them to the
- * whole. */
-static int lend_names(ckd_dataset *ds, const concat *c, ckd_error *err)
+/* The first part that has a list (class names, templates) lends it to the
+ * whole: count and item are the list's accessors, set stores it. */
+static int lend(ckd_dataset *ds, const concat *c, size_t (*count)(const ckd_dataset *),
+                const char *(*item)(const ckd_dataset *, size_t),
+                int (*set)(ckd_dataset *, const char *const *, size_t, ckd_error *), ckd_error *err)
 {
     for (size_t i = 0; i < c->n; i++) {
-        size_t k = ckd_dataset_n_classes(c->parts[i]);
+        size_t k = count(c->parts[i]);
         if (!k)
             continue;
-        const char **names = malloc(k * sizeof *names);
-        if (!names)
+        const char **v = malloc(k * sizeof *v);
+        if (!v)
             return ckd_errorf(err, "out of memory");
         for (size_t j = 0; j < k; j++)
-            names[j] = ckd_dataset_class_name(c->parts[i], j);
-        int rc = ckdd_set_classes(ds, names, k, err);
-        free(names);
-        if (rc)
-            return -1;
-        break;
-    }
-    for (size_t i = 0; i < c->n; i++) {
-        size_t k = ckd_dataset_n_templates(c->parts[i]);
-        if (!k)
-            continue;
-        const char **t = malloc(k * sizeof *t);
-        if (!t)
-            return ckd_errorf(err, "out of memory");
-        for (size_t j = 0; j < k; j++)
-            t[j] = ckd_dataset_template(c->parts[i], j);
-        int rc = ckdd_set_templates(ds, t, k, err);
-        free(t);
+            v[j] = item(c->parts[i], j);
+        int rc = set(ds, v, k, err);
+        free(v);
         return rc;
     }
     return 0;
+}
+
+static int lend_names(ckd_dataset *ds, const concat *c, ckd_error *err)
+{
+    return lend(ds, c, ckd_dataset_n_classes, ckd_dataset_class_name, ckdd_set_classes, err) ||
+                   lend(ds, c, ckd_dataset_n_templates, ckd_dataset_template, ckdd_set_templates, err)
+               ? -1
+               : 0;
 }
 
 static void *concat_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, ckd_error *err)

@@ -21,29 +21,12 @@
 
 #include "imagenet_internal.h"
 
-#ifndef CKD_DATA_DIR
-#define CKD_DATA_DIR "."
-#endif
-
-/* The folder of the shipped ImageNet files: under $CLIPKD_DATA_DIR when it
- * is set, else under the installed data directory. In the sources
- * CLIPKD_DATA_DIR names models/clip (the vocabulary), two levels below the
- * top, where recipes/ is. */
+/* A shipped ImageNet file (recipes/eval/imagenet/, see ckd_shipped_path). */
 static int shipped(const char *file, char *out, size_t cap, ckd_error *err)
 {
-    const char *dir = getenv("CLIPKD_DATA_DIR"), *up = "";
-    if (!dir || !*dir)
-        dir = CKD_DATA_DIR;
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/')
-        n--;
-    if (n >= 11 && !strncmp(dir + n - 11, "models/clip", 11) &&
-        (n == 11 || dir[n - 12] == '/'))
-        up = "/../..";
-    int k = snprintf(out, cap, "%.*s%s/recipes/eval/imagenet/%s", (int)n, dir, up, file);
-    if (k < 0 || (size_t)k >= cap)
-        return ckd_errorf(err, "%s: the path of the shipped %s is too long", dir, file);
-    return 0;
+    char rel[256];
+    snprintf(rel, sizeof rel, "recipes/eval/imagenet/%s", file);
+    return ckd_shipped_path(rel, out, cap, err);
 }
 
 /* A file key of the spec (relative to the recipe), else the shipped file. */

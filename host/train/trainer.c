@@ -435,6 +435,8 @@ static int write_run_files(train_run *t, ckd_error *err)
         json_array_append_new(sets, json_string(t->opts->sets[i]));
     json_t *run = json_pack("{s:s, s:o, s:s}", "recipe", realpath(rp, abs) ? abs : rp, "sets", sets, "recipe_hash",
                             ckd_recipe_hash(t->recipe));
+    if (run && t->opts->origin)
+        json_object_update(run, (json_t *)t->opts->origin);
     int rc = train_write_json(t->dir, "run.json", run, err) || train_write_json(t->dir, "recipe.json", t->rj, err) ? -1 : 0;
     json_decref(run);
     return rc;

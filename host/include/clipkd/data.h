@@ -193,6 +193,15 @@ const char *ckd_dataset_schema_text(const char *reader);
 int ckd_dataset_check_spec(json_t *spec, const char *file, const char *json_path,
                            ckd_json_locate_fn locate, void *locate_user, ckd_error *err);
 
+/* ---- shipped data ------------------------------------------------------------ */
+
+/* The path of a file the package ships in its data directory, e.g.
+ * "recipes/eval/imagenet/wnids.txt" or "recipes/tables/clip-kd-ablation.json":
+ * under $CLIPKD_DATA_DIR when it is set — in the sources it names models/clip
+ * (the vocabulary), two folders below the top, and the path is taken from
+ * the top — else under the installed data directory. */
+int ckd_shipped_path(const char *rel, char *out, size_t cap, ckd_error *err);
+
 /* ---- brace expansion (shard lists) ------------------------------------------- */
 
 /* Expands every {a..b} (integers; zero-padded to the width of a when a is

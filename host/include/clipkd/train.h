@@ -107,6 +107,10 @@ typedef struct ckd_train_opts {
      * Hugging Face names ("loss.<i>.<name>" for a loss's own parameters). */
     int64_t dump_steps;
     const char *dump_dir;
+    /* Members added to run.json (e.g. "table": the table, profile, row and
+     * seed a run belongs to), so that a later --resume can compose the
+     * recipe again; NULL: none. */
+    const json_t *origin;
     ckd_train_progress_fn progress;  /* may be NULL */
     void *user;
 } ckd_train_opts;
