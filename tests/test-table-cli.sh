@@ -91,7 +91,7 @@ fi
 kill_mid_row "$tmp/kill2"
 if [ "$killed" -eq 1 ]; then
     check "clipkd run --resume continues a table's run" "^run dir:" clipkd run --resume "$ckpt"
-    check "the table then reuses it" "" test -f "$ckpt/results.json"
+    check "the resumed run finished" "" test -f "$ckpt/results.json"
     check "run.json names the table row" '"row":' cat "$ckpt/run.json"
 else
     echo "FAIL: could not stop the table mid-row"

@@ -377,7 +377,22 @@ Test(table_render, svg)
     cr_expect(strstr(svg, "</svg>\n") != NULL);
     cr_expect(strstr(svg, "<title>20.00</title>") != NULL, "a bar for crd's mean");
     cr_expect(strstr(svg, "<title>32.00</title>") != NULL, "a bar for the paper's crd");
-    cr_expect(strstr(svg, "&") == NULL || strstr(svg, "&amp;") || strstr(svg, "&lt;"), "escaped text");
+    free(svg);
+    ckd_table_free(t);
+}
+
+Test(table_render, svg_escapes_text)
+{
+    ckd_table *t = load("xml.json");
+    ckd_table_outcome o[1];
+    memset(o, 0, sizeof o);
+    int sel[1] = {1};
+    ckd_error err;
+    char *svg = ckd_table_render(t, "mini", o, sel, CKD_TABLE_SVG, &err);
+    cr_assert(svg, "%s", err.msg);
+    cr_expect(strstr(svg, "Tables &amp; &lt;charts&gt;") != NULL, "the title, escaped");
+    cr_expect(strstr(svg, ">A &amp; B &lt;c&gt;</text>") != NULL, "the row label, escaped");
+    cr_expect(strstr(svg, "A & B") == NULL && strstr(svg, "<c>") == NULL, "no raw markup from the table");
     free(svg);
     ckd_table_free(t);
 }

@@ -113,13 +113,11 @@ static int parse_args(int argc, char **argv, table_args *a)
 
 /* ---- the plan ------------------------------------------------------------------ */
 
-typedef enum seed_state { SEED_NEW, SEED_RESUME, SEED_DONE } seed_state;
-
 typedef struct row_plan {
     int bad;                 /* the recipe did not validate: why says why */
     char why[CKD_ERROR_MAX];
     char blocked[1024];      /* e.g. "needs model plugin resnet" */
-    seed_state state[CKD_TABLE_MAX_SEEDS];
+    ckd_run_state state[CKD_TABLE_MAX_SEEDS];
     char (*dir)[PATH_CAP];   /* per seed */
     long long images;        /* training images per run; -1 unknown */
     char teacher[PATH_CAP];  /* the teacher.recipe file, or "" */
@@ -136,6 +134,9 @@ typedef struct table_run {
     ckd_table_outcome out[CKD_TABLE_MAX_ROWS];
     int seeds;
     char missing_model[256]; /* set by the schema callback */
+    /* The training set's size by data spec, once opened (rows share it). */
+    char *sized_spec;
+    long long sized_n;
 } table_run;
 
 /* Plugin schemas from the registry; a model plugin that is not installed
@@ -165,14 +166,6 @@ static ckd_recipe *row_recipe(table_run *tr, size_t row, int seed, ckd_error *er
     return r;
 }
 
-static int file_in(const char *dir, const char *name)
-{
-    char p[PATH_CAP + 64];
-    struct stat sb;
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    return stat(p, &sb) == 0;
-}
-
 typedef struct art_count {
     int n, missing, bad;
     long long missing_bytes;
@@ -199,8 +192,6 @@ static void count_artifact(void *user, const json_t *obj, const char *where)
  * cached by data spec, since every row usually shares it). */
 static long long train_images(table_run *tr, const ckd_recipe *r)
 {
-    static char last_spec[4096];
-    static long long last_n = -2;
     const json_t *rj = ckd_recipe_json(r), *train = json_object_get(rj, "train");
     long long steps = json_integer_value(json_object_get(train, "steps"));
     long long batch = json_integer_value(json_object_get(train, "batch_size"));
@@ -211,8 +202,8 @@ static long long train_images(table_run *tr, const ckd_recipe *r)
     if (!n) {
         const json_t *spec = json_object_get(json_object_get(rj, "data"), "train");
         char *s = json_dumps(spec, JSON_SORT_KEYS | JSON_COMPACT);
-        if (s && last_n != -2 && !strcmp(s, last_spec)) {
-            n = last_n;
+        if (s && tr->sized_spec && !strcmp(s, tr->sized_spec)) {
+            n = tr->sized_n;
         } else {
             char dir[PATH_CAP];
             snprintf(dir, sizeof dir, "%s", ckd_recipe_path(r));
@@ -225,8 +216,10 @@ static long long train_images(table_run *tr, const ckd_recipe *r)
             ckd_dataset *ds = ckd_dataset_open_fetch(spec, dir, &fo, &e);
             n = ds ? (long long)ckd_dataset_size(ds) : -1;
             ckd_dataset_close(ds);
-            snprintf(last_spec, sizeof last_spec, "%s", s ? s : "");
-            last_n = n;
+            free(tr->sized_spec);
+            tr->sized_spec = s;
+            tr->sized_n = n;
+            s = NULL;
         }
         free(s);
     }
@@ -261,10 +254,7 @@ static int make_plan(table_run *tr)
                 snprintf(p->blocked, sizeof p->blocked, "%.256s%s%.700s", tr->missing_model,
                          tr->missing_model[0] && why ? "; " : "", why ? why : "");
             ckd_train_run_dir(r, tr->a.runs, p->dir[s], PATH_CAP);
-            p->state[s] = file_in(p->dir[s], "results.json") && file_in(p->dir[s], "final/model.safetensors")
-                              ? SEED_DONE
-                          : file_in(p->dir[s], "checkpoint.safetensors") ? SEED_RESUME
-                                                                          : SEED_NEW;
+            p->state[s] = ckd_train_dir_state(p->dir[s]);
             if (s == 0) {
                 ckd_error e;
                 if (json_object_get(json_object_get(ckd_recipe_json(r), "teacher"), "recipe") &&
@@ -309,7 +299,7 @@ static void print_teachers(table_run *tr)
         ckd_train_run_dir(r, tr->a.runs, dir, sizeof dir);
         long long n = train_images(tr, r);
         printf("teacher   %s\n          %s  %s", tp, dir,
-               file_in(dir, "results.json") && file_in(dir, "final/model.safetensors") ? "trained" : "to train first");
+               ckd_train_dir_state(dir) == CKD_RUN_FINISHED ? "trained" : "to train first");
         if (n > 0)
             printf("; %lld training images", n);
         printf("\n");
@@ -340,7 +330,7 @@ static void print_plan(table_run *tr)
         }
         int n_done = 0, n_resume = 0;
         for (int s = 0; s < tr->seeds; s++)
-            n_done += p->state[s] == SEED_DONE, n_resume += p->state[s] == SEED_RESUME;
+            n_done += p->state[s] == CKD_RUN_FINISHED, n_resume += p->state[s] == CKD_RUN_INTERRUPTED;
         int left = tr->seeds - n_done;
         to_train += left, done += n_done;
         if (p->images < 0)
@@ -355,7 +345,7 @@ static void print_plan(table_run *tr)
         printf("\n");
         for (int s = 0; s < tr->seeds; s++)
             printf("    seed %d  %s  %s\n", s, p->dir[s],
-                   p->state[s] == SEED_DONE ? "done" : p->state[s] == SEED_RESUME ? "resumes" : "new");
+                   p->state[s] == CKD_RUN_FINISHED ? "done" : p->state[s] == CKD_RUN_INTERRUPTED ? "resumes" : "new");
     }
     printf("\n");
     print_teachers(tr);
@@ -473,8 +463,8 @@ static int run_seed(table_run *tr, size_t row, int s, progress *pg, const ckd_tr
     row_plan *p = &tr->plan[row];
     ckd_table_outcome *o = &tr->out[row];
     ckd_error err;
-    if (p->state[s] != SEED_DONE) {
-        progress_line(tr, pg, row, s, p->state[s] == SEED_RESUME);
+    if (p->state[s] != CKD_RUN_FINISHED) {
+        progress_line(tr, pg, row, s, p->state[s] == CKD_RUN_INTERRUPTED);
         ckd_recipe *r = row_recipe(tr, row, s, &err);
         double t0 = now_s();
         int rc = -1;
@@ -483,13 +473,12 @@ static int run_seed(table_run *tr, size_t row, int s, progress *pg, const ckd_tr
             json_t *origin = table_origin(tr, row, s);
             op.origin = origin;
             char dir[PATH_CAP];
-            rc = p->state[s] == SEED_RESUME ? ckd_train_resume(tr->reg, r, p->dir[s], &op, &err)
+            rc = p->state[s] == CKD_RUN_INTERRUPTED ? ckd_train_resume(tr->reg, r, p->dir[s], &op, &err)
                                             : ckd_train_run(tr->reg, r, &op, dir, sizeof dir, &err);
             json_decref(origin);
         }
         ckd_recipe_free(r);
         double dt = now_s() - t0;
-        o->seconds += dt;
         pg->left--;
         if (rc) {
             snprintf(o->reason, sizeof o->reason, "seed %d: %s", s, err.msg);
@@ -515,7 +504,7 @@ static int run_rows(table_run *tr)
         if (tr->sel[row] && !tr->plan[row].bad && !tr->plan[row].blocked[0]) {
             pg.rows++;
             for (int s = 0; s < tr->seeds; s++)
-                pg.left += tr->plan[row].state[s] != SEED_DONE;
+                pg.left += tr->plan[row].state[s] != CKD_RUN_FINISHED;
         }
     int failed = 0;
     for (size_t row = 0; row < ckd_table_n_rows(tr->t); row++) {
@@ -533,11 +522,8 @@ static int run_rows(table_run *tr)
         out->status = CKD_TABLE_DONE;
         for (int s = 0; s < tr->seeds; s++) {
             out->n = s + 1;
-            if (run_seed(tr, row, s, &pg, &o)) {
-                out->status = CKD_TABLE_FAILED;
-                for (size_t m = 0; m < CKD_TABLE_MAX_METRICS; m++)
-                    out->has[m][s] = 0;
-            }
+            if (run_seed(tr, row, s, &pg, &o))
+                out->status = CKD_TABLE_FAILED; /* its seed has no figures */
         }
         if (out->status == CKD_TABLE_FAILED && (failed++, !tr->a.keep_going))
             break;
@@ -670,6 +656,7 @@ int cmd_table(int argc, char **argv)
 out:
     for (size_t i = 0; i < CKD_TABLE_MAX_ROWS; i++)
         free(tr->plan[i].dir);
+    free(tr->sized_spec);
     ckd_registry_free(tr->reg);
     ckd_table_free(tr->t);
     free(tr);

@@ -450,6 +450,13 @@ static int file_exists(const char *dir, const char *file)
     return stat(p, &sb) == 0;
 }
 
+ckd_run_state ckd_train_dir_state(const char *run_dir)
+{
+    if (file_exists(run_dir, "results.json") && file_exists(run_dir, "final/model.safetensors"))
+        return CKD_RUN_FINISHED;
+    return train_checkpoint_exists(run_dir) ? CKD_RUN_INTERRUPTED : CKD_RUN_NEW;
+}
+
 int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_opts *opts, char *run_dir,
                   size_t cap, ckd_error *err)
 {
@@ -459,14 +466,15 @@ int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_
     init_run(&t, reg, r, opts ? opts : &dflt);
     if (run_dir)
         snprintf(run_dir, cap, "%s", t.dir);
-    if (file_exists(t.dir, "results.json") && file_exists(t.dir, "final/model.safetensors")) {
+    ckd_run_state state = ckd_train_dir_state(t.dir);
+    if (state == CKD_RUN_FINISHED) {
         char msg[TRAIN_PATH_MAX + 64];
         snprintf(msg, sizeof msg, "%s: already trained; reusing it", t.dir);
         ckd_train_event ev = {.kind = CKD_TRAIN_MESSAGE, .text = msg};
         emit(&t, &ev);
         return 0;
     }
-    if (train_checkpoint_exists(t.dir))
+    if (state == CKD_RUN_INTERRUPTED)
         return ckd_errorf(err, "%s holds a checkpoint of an unfinished run: continue it with clipkd run --resume %s",
                           t.dir, t.dir);
     int rc = -1, lock = -1;

@@ -132,7 +132,6 @@ typedef struct ckd_table_outcome {
     int n;                                             /* finished seeds */
     double value[CKD_TABLE_MAX_METRICS][CKD_TABLE_MAX_SEEDS];
     int has[CKD_TABLE_MAX_METRICS][CKD_TABLE_MAX_SEEDS];
-    double seconds;                                    /* training time spent in this process */
 } ckd_table_outcome;
 
 /* Reads a metric's value from a run's results.json object: 1 and *out set,

@@ -139,6 +139,13 @@ int ckd_train_resume(const ckd_registry *reg, const ckd_recipe *r, const char *r
 int ckd_train_plugin_schema(void *registry, const char *kind, const char *name, const char **schema_json,
                             ckd_error *err);
 
+/* What a run directory holds: FINISHED (results.json and the final weights:
+ * ckd_train_run reuses it as it is), INTERRUPTED (a checkpoint without them:
+ * ckd_train_resume continues it), else NEW (nothing, or a run killed before
+ * its first checkpoint: ckd_train_run starts it over). */
+typedef enum ckd_run_state { CKD_RUN_NEW, CKD_RUN_INTERRUPTED, CKD_RUN_FINISHED } ckd_run_state;
+ckd_run_state ckd_train_dir_state(const char *run_dir);
+
 /* The default run directory of a recipe under root (NULL: "runs"). */
 void ckd_train_run_dir(const ckd_recipe *r, const char *root, char *out, size_t cap);
 
