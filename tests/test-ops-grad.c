@@ -368,3 +368,83 @@ Test(grad, bias_gradient_over_many_rows)
         ckd_param_free(ps[i]);
     ckd_ctx_free(c);
 }
+
+/* ---- convolution, pooling, batch norm ---- */
+#define CONV(...) (&(ckd_conv2d_params){__VA_ARGS__})
+#define POOL(...) (&(ckd_pool2d_params){__VA_ARGS__})
+GC_FN(f_conv_grouped, ckd_conv2d_ex(c, in[0], in[1], in[2], CONV(2, 1, 1, 2, 2)))
+GC_TEST(conv2d_grouped_strided_padded, f_conv_grouped, P(101, 1, 2, 4, 6, 5), P(102, 1, 6, 2, 3, 3), P(103, 1, 6))
+GC_FN(f_conv_dw, ckd_conv2d_ex(c, in[0], in[1], NULL, CONV(2, 2, 1, 1, 4)))
+GC_TEST(conv2d_depthwise, f_conv_dw, P(104, 1, 2, 4, 5, 5), P(105, 1, 4, 1, 3, 3))
+GC_FN(f_conv_dw_mult, ckd_conv2d_ex(c, in[0], in[1], in[2], CONV(1, 2, 1, 0, 3)))
+GC_TEST(conv2d_depthwise_multiplier, f_conv_dw_mult, P(106, 1, 1, 3, 6, 6), P(107, 1, 6, 1, 3, 2), P(108, 1, 6))
+GC_FN(f_conv_1x1, ckd_conv2d_ex(c, in[0], in[1], in[2], NULL))
+GC_TEST(conv2d_1x1_direct, f_conv_1x1, P(109, 1, 2, 3, 4, 4), P(110, 1, 5, 3, 1, 1), P(111, 1, 5))
+GC_FN(f_conv_1x1_groups, ckd_conv2d_ex(c, in[0], in[1], NULL, CONV(.groups = 2)))
+GC_TEST(conv2d_1x1_grouped_direct, f_conv_1x1_groups, P(112, 1, 2, 4, 3, 3), P(113, 1, 6, 2, 1, 1))
+
+/* Values spaced 0.05 apart in a scrambled order: the finite-difference step
+ * (0.01) never changes which element is a window's maximum. */
+static ckd_tensor *distinct(ckd_tensor *p)
+{
+    int64_t n = p->n, k = 7;
+    while (n % k == 0 || (n % 2 == 0 && k % 2 == 0))
+        k += 2;
+    for (int64_t i = 0; i < n; i++)
+        p->data[i] = (float)((double)((i * k) % n) - (double)n / 2) * 0.05f;
+    return p;
+}
+GC_FN(f_maxpool_stem, ckd_maxpool2d(c, in[0], POOL(3, 3, 2, 2, 1, 1)))
+Test(grad, maxpool2d_strided_padded)
+{
+    gcase g = {{distinct(P(114, 1, 2, 2, 5, 6))}, 1, {0}};
+    run_check(f_maxpool_stem, &g, 1e-3, 1e-2);
+}
+GC_FN(f_maxpool_rect, ckd_maxpool2d(c, h15(c, in[0]), POOL(2, 3, 1, 2, 1, 1)))
+Test(grad, maxpool2d_rect_overlapping)
+{
+    gcase g = {{distinct(P(115, 1, 1, 3, 4, 7))}, 1, {0}};
+    run_check(f_maxpool_rect, &g, 1e-3, 1e-2);
+}
+GC_FN(f_avgpool_pad, ckd_avgpool2d(c, in[0], POOL(3, 3, 2, 2, 1, 1)))
+GC_TEST(avgpool2d_strided_padded, f_avgpool_pad, P(116, 1, 2, 2, 5, 6))
+GC_FN(f_avgpool_k2, ckd_avgpool2d(c, h15(c, in[0]), POOL(.kernel_h = 2, .kernel_w = 2)))
+GC_TEST(avgpool2d_kernel2_default_stride, f_avgpool_k2, P(117, 1, 2, 3, 4, 6))
+GC_FN(f_gap, ckd_global_avgpool2d(c, in[0]))
+GC_TEST(global_avgpool2d, f_gap, P(118, 1, 2, 3, 4, 5))
+/* The first gradient to reach h (a fresh buffer) comes from the pooling. */
+GC_FN(f_gap_fresh, ckd_add(c, ckd_global_avgpool2d(c, h15(c, in[0])), ckd_sum(c, ckd_sum(c, h15(c, in[0]), 3), 2)))
+GC_TEST(global_avgpool2d_fresh, f_gap_fresh, P(119, 1, 2, 3, 2, 3))
+
+/* Running statistics as arena tensors built per call: the gradient check
+ * calls the function many times, and train mode updates them each time. */
+static const float bn_rm[4] = {0.1f, -0.2f, 0.3f, 0.0f}, bn_rv[4] = {0.8f, 1.2f, 0.5f, 1.0f};
+static ckd_tensor *bn_case(ckd_ctx *c, gcase *g, int training, int affine)
+{
+    ckd_tensor *rm = ckd_tensor_from(c, 1, SH(4), bn_rm), *rv = ckd_tensor_from(c, 1, SH(4), bn_rv);
+    ckd_tensor *x = h15(c, g->in[0]);
+    ckd_tensor *y = ckd_batchnorm2d(c, x, affine ? g->in[1] : NULL, affine ? g->in[2] : NULL, rm, rv, training,
+                                    0.1f, 1e-5f);
+    /* a later use of x: backward reaches it after batch norm wrote x's fresh gradient */
+    return ckd_add(c, weighted_sum(c, y), ckd_scale(c, ckd_sum_all(c, ckd_mul(c, x, x)), 0.1f));
+}
+static ckd_tensor *f_bn_train(ckd_ctx *c, void *u) { return bn_case(c, u, 1, 1); }
+static ckd_tensor *f_bn_train_plain(ckd_ctx *c, void *u) { return bn_case(c, u, 1, 0); }
+static ckd_tensor *f_bn_eval(ckd_ctx *c, void *u) { return bn_case(c, u, 0, 1); }
+GC_TEST(batchnorm2d_train, f_bn_train, P(120, 1, 3, 4, 3, 3), positive(P(121, 0.5f, 4), 0.5f), P(122, 1, 4))
+GC_TEST(batchnorm2d_train_no_affine, f_bn_train_plain, P(123, 1, 2, 4, 2, 3))
+GC_TEST(batchnorm2d_eval, f_bn_eval, P(124, 1, 3, 4, 3, 3), positive(P(125, 0.5f, 4), 0.5f), P(126, 1, 4))
+GC_FN(f_bn_no_stats, ckd_batchnorm2d(c, in[0], in[1], in[2], NULL, NULL, 1, 0.1f, 1e-5f))
+GC_TEST(batchnorm2d_train_no_running_stats, f_bn_no_stats, P(127, 1, 4, 3), P(128, 1, 3), P(129, 1, 3))
+
+/* conv → batch norm → relu → max pool → global average: a ResNet stem. */
+static ckd_tensor *f_stem(ckd_ctx *c, void *u)
+{
+    ckd_tensor **in = ((gcase *)u)->in;
+    ckd_tensor *y = ckd_conv2d_ex(c, in[0], in[1], NULL, CONV(2, 2, 1, 1, 1));
+    y = ckd_batchnorm2d(c, y, in[2], in[3], NULL, NULL, 1, 0.1f, 1e-5f);
+    y = ckd_maxpool2d(c, ckd_relu(c, y), POOL(3, 3, 2, 2, 1, 1));
+    return weighted_sum(c, ckd_global_avgpool2d(c, y));
+}
+GC_TEST(resnet_stem_chain, f_stem, P(130, 1, 2, 2, 7, 7), P(131, 1, 3, 2, 3, 3), positive(P(132, 0.5f, 3), 0.5f),
+        P(133, 1, 3))

@@ -29,10 +29,43 @@ ckd_tensor *ckd_matmul(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
 ckd_tensor *ckd_matmul_ex(ckd_ctx *c, ckd_tensor *a, int trans_a, ckd_tensor *b, int trans_b);
 /* x [..., K], w [N, K] (PyTorch's Linear layout), bias [N] or NULL -> [..., N] */
 ckd_tensor *ckd_linear(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias);
-/* x [B, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout] or NULL -> [B, Cout, Ho, Wo]
- * with Ho = (H + 2·pad − kh) / stride + 1; im2col + GEMM. Patch embedding is
- * stride = kernel, pad = 0. */
+
+/* ---- convolution (host/core/ops_conv.c) ------------------------------------- */
+/* Geometry of a 2-D convolution, as torch.nn.Conv2d's arguments (no dilation).
+ * A zero stride or groups means 1, so designated initialisers name only what
+ * differs: (ckd_conv2d_params){.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}.
+ * A NULL params pointer is stride 1, no padding, one group. */
+typedef struct ckd_conv2d_params {
+    int stride_h, stride_w; /* >= 1 (0: 1) */
+    int pad_h, pad_w;       /* zero padding on each side, >= 0 */
+    int groups;             /* >= 1 (0: 1); depthwise is groups = Cin */
+} ckd_conv2d_params;
+/* x [B, Cin, H, W], w [Cout, Cin/groups, kh, kw], bias [Cout] or NULL
+ * -> [B, Cout, Ho, Wo] with Ho = (H + 2·pad_h − kh) / stride_h + 1 (likewise Wo);
+ * Cin and Cout must be divisible by groups. im2col + GEMM per group. */
+ckd_tensor *ckd_conv2d_ex(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias, const ckd_conv2d_params *p);
+/* The square form: one stride and padding for both axes, one group (stride >= 1).
+ * Patch embedding is stride = kernel, pad = 0. */
 ckd_tensor *ckd_conv2d(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias, int stride, int pad);
+
+/* ---- pooling (host/core/ops_pool.c) ------------------------------------------ */
+/* As torch.nn.MaxPool2d / AvgPool2d (ceil_mode False, no dilation). A zero
+ * stride means stride = kernel (PyTorch's default); padding may be at most
+ * half the kernel (PyTorch's limit), so every window holds an input pixel. */
+typedef struct ckd_pool2d_params {
+    int kernel_h, kernel_w; /* >= 1 */
+    int stride_h, stride_w; /* >= 1 (0: the kernel size) */
+    int pad_h, pad_w;       /* 0 <= pad <= kernel / 2 */
+} ckd_pool2d_params;
+/* x [B, C, H, W] -> [B, C, Ho, Wo], Ho = (H + 2·pad_h − kernel_h) / stride_h + 1.
+ * Max pooling pads with −inf (padding never wins); the gradient goes to the
+ * first maximum of each window in row-major order (as PyTorch's CPU kernel). */
+ckd_tensor *ckd_maxpool2d(ckd_ctx *c, ckd_tensor *x, const ckd_pool2d_params *p);
+/* Average pooling with count_include_pad (PyTorch's default): each window's
+ * sum is divided by kernel_h · kernel_w, padded zeros included. */
+ckd_tensor *ckd_avgpool2d(ckd_ctx *c, ckd_tensor *x, const ckd_pool2d_params *p);
+/* x [B, C, H, W] -> [B, C]: the mean over H·W (adaptive_avg_pool2d(x, 1) flattened). */
+ckd_tensor *ckd_global_avgpool2d(ckd_ctx *c, ckd_tensor *x);
 
 /* ---- elementwise (host/core/ops_elementwise.c) ------------------------------- */
 /* Broadcasting: the smaller operand's shape, leading 1s aside, must equal the
@@ -85,6 +118,21 @@ ckd_tensor *ckd_log_softmax(ckd_ctx *c, ckd_tensor *x);
 ckd_tensor *ckd_layernorm(ckd_ctx *c, ckd_tensor *x, ckd_tensor *gamma, ckd_tensor *beta, float eps);
 /* Rows divided by max(‖row‖₂, eps), like torch.nn.functional.normalize (eps 1e-12). */
 ckd_tensor *ckd_l2_normalize(ckd_ctx *c, ckd_tensor *x, float eps);
+
+/* ---- batch normalisation (host/core/ops_batchnorm.c) ------------------------------ */
+/* torch.nn.functional.batch_norm over channel axis 1: x [N, C, H, W] (also
+ * [N, C, L] and [N, C]); gamma, beta [C] or NULL (affine = False);
+ * running_mean, running_var [C], both or neither. They are buffers: never
+ * given a gradient, updated in place (whatever the grad mode).
+ *   training: normalise with the batch's mean and biased variance over N·H·W,
+ *     then, when running stats are given, running = (1 − momentum)·running +
+ *     momentum·batch, with the UNBIASED variance for running_var (PyTorch;
+ *     momentum 0.1 is its default). Needs more than one value per channel.
+ *   eval: normalise with the running statistics (required).
+ * Gradients reach x, gamma and beta; in eval mode the statistics are constants. */
+ckd_tensor *ckd_batchnorm2d(ckd_ctx *c, ckd_tensor *x, ckd_tensor *gamma, ckd_tensor *beta,
+                            ckd_tensor *running_mean, ckd_tensor *running_var, int training, float momentum,
+                            float eps);
 
 /* ---- losses (host/core/ops_loss.c) ---------------------------------------------- */
 /* logits [N, K], targets [N] in [0, K) -> mean cross-entropy (scalar). */

@@ -1,0 +1,239 @@
+/* 2-D convolution with stride, zero padding and groups: im2col + GEMM, every
+ * product through ckd_gemm (BLIS). */
+#include "config.h"
+
+#include <string.h>
+
+#include "clipkd/blas.h"
+#include "clipkd/ops.h"
+#include "tape.h"
+
+#define SHAPE(t, buf) ckd_shape_str((t), (buf), sizeof(buf))
+
+/* ---- conv2d ------------------------------------------------------------------------
+ * g groups; Cig = Cin/g, Cog = Cout/g, Kg = Cig·kh·kw, P = Ho·Wo.
+ *
+ * Forward (per image b)                         Backward (G_b = dy_b [Cout, P])
+ *   x_b   [Cin, H, W]                             dx_b    [Cin, H, W]  += col2im(dcols)
+ *   cols  [Cin·kh·kw, P] = im2col(x_b)            dcols_g [Kg, P]       = W_gᵀ · G_bg
+ *   W_g   [Cog, Kg]   (w [Cout, Cig, kh, kw])     dW_g    [Cog, Kg]    += G_bg · cols_gᵀ
+ *   y_bg  [Cog, P] = W_g · cols_g (+ bias)        dbias   [Cout]       += Σ_{b,p} G
+ *
+ * Group g reads input channels [g·Cig, (g+1)·Cig), which are the rows
+ * [g·Kg, (g+1)·Kg) of cols, and writes output channels [g·Cog, (g+1)·Cog): so
+ * one cols buffer serves every group and each group is one GEMM (Cog × P × Kg).
+ *
+ * cols are not kept for backward: backward rebuilds one image's cols at a
+ * time. Keeping them would cost B·Cin·kh·kw·P floats per conv for the whole
+ * step (a ResNet-50 at 224 px: GBs); rebuilding is a memory-bound copy, small
+ * next to the GEMMs. A 1×1 conv with stride 1 and no padding needs no cols at
+ * all: x_b [Cin, H·W] already is them ("direct", most of a Bottleneck).
+ *
+ * Many small groups (depthwise) run in parallel, one single-threaded GEMM
+ * each (ckd_gemm drops to one thread inside a parallel region); otherwise
+ * groups run in turn and each GEMM gets the threads. Each group's dW sums the
+ * images in order either way, so results do not depend on the thread count.
+ */
+typedef struct conv_geom {
+    int64_t B, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, ph, pw, groups;
+    int direct;
+} conv_geom;
+
+/* cols rows for input channels [c0, c1) of one image; row ((ci − c0)·kh + i)·kw + j. */
+static void im2col_range(const conv_geom *g, const float *x, float *cols, int64_t c0, int64_t c1)
+{
+    int64_t P = g->Ho * g->Wo;
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) \
+    if ((c1 - c0) * g->kh * g->kw * P > 2 * CKDI_BLOCK)
+    for (int64_t ci = c0; ci < c1; ci++)
+        for (int64_t i = 0; i < g->kh; i++)
+            for (int64_t j = 0; j < g->kw; j++) {
+                float *row = cols + (((ci - c0) * g->kh + i) * g->kw + j) * P;
+                const float *xc = x + ci * g->H * g->W;
+                for (int64_t oy = 0; oy < g->Ho; oy++) {
+                    int64_t y = oy * g->sh - g->ph + i;
+                    float *r = row + oy * g->Wo;
+                    if (y < 0 || y >= g->H) {
+                        memset(r, 0, (size_t)g->Wo * sizeof(float));
+                        continue;
+                    }
+                    for (int64_t ox = 0; ox < g->Wo; ox++) {
+                        int64_t xx = ox * g->sw - g->pw + j;
+                        r[ox] = (xx >= 0 && xx < g->W) ? xc[y * g->W + xx] : 0.0f;
+                    }
+                }
+            }
+}
+
+/* dx[ci] += the cols rows of channel ci, for ci in [c0, c1) (the adjoint of im2col_range). */
+static void col2im_add_range(const conv_geom *g, const float *cols, float *dx, int64_t c0, int64_t c1)
+{
+    int64_t P = g->Ho * g->Wo;
+    /* Parallel over channels: each writes only its own plane of dx. */
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) \
+    if ((c1 - c0) * g->kh * g->kw * P > 2 * CKDI_BLOCK)
+    for (int64_t ci = c0; ci < c1; ci++)
+        for (int64_t i = 0; i < g->kh; i++)
+            for (int64_t j = 0; j < g->kw; j++) {
+                const float *row = cols + (((ci - c0) * g->kh + i) * g->kw + j) * P;
+                float *dc = dx + ci * g->H * g->W;
+                for (int64_t oy = 0; oy < g->Ho; oy++) {
+                    int64_t y = oy * g->sh - g->ph + i;
+                    if (y < 0 || y >= g->H)
+                        continue;
+                    for (int64_t ox = 0; ox < g->Wo; ox++) {
+                        int64_t xx = ox * g->sw - g->pw + j;
+                        if (xx >= 0 && xx < g->W)
+                            dc[y * g->W + xx] += row[oy * g->Wo + ox];
+                    }
+                }
+            }
+}
+
+/* Threads for the loop over groups: all of them when there are enough groups
+ * to share (depthwise), else 1 (the GEMMs take the threads). */
+static int group_threads(const conv_geom *g)
+{
+    int nt = ckdi_op_threads();
+    return g->groups > 1 && g->groups >= nt ? nt : 1;
+}
+
+static void conv2d_backward(ckd_ctx *c, ckd_node *n)
+{
+    ckd_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2];
+    const conv_geom *g = n->saved;
+    int64_t Cig = g->Cin / g->groups, Cog = g->Cout / g->groups, Kg = Cig * g->kh * g->kw;
+    int64_t P = g->Ho * g->Wo, HW = g->H * g->W, K = g->Cin * g->kh * g->kw;
+    /* dx accumulates (col2im adds), so it starts zeroed. */
+    float *dx = ckdi_grad_buf(c, x), *dw = ckdi_grad_buf(c, w), *db = ckdi_grad_buf(c, bias);
+    const float *Gall = n->out->grad;
+    float *cols = NULL, *dcols = NULL;
+    if (!g->direct && (dw || dx)) {
+        cols = dw ? ckd_scratch(c, (size_t)(K * P) * sizeof(float), "conv2d backward") : NULL;
+        dcols = dx ? ckd_scratch(c, (size_t)(K * P) * sizeof(float), "conv2d backward") : NULL;
+        if ((dw && !cols) || (dx && !dcols))
+            return;
+    }
+    int gt = group_threads(g);
+    if (dw || dx)
+        for (int64_t b = 0; b < g->B; b++) {
+            const float *xb = x->data + b * g->Cin * HW, *Gb = Gall + b * g->Cout * P;
+            float *dxb = dx ? dx + b * g->Cin * HW : NULL;
+#pragma omp parallel for schedule(static) num_threads(gt) if (gt > 1)
+            for (int64_t gi = 0; gi < g->groups; gi++) {
+                const float *Gg = Gb + gi * Cog * P, *wg = w->data + gi * Cog * Kg;
+                if (dw) {
+                    const float *cg = g->direct ? xb + gi * Cig * HW : cols + gi * Kg * P;
+                    if (!g->direct)
+                        im2col_range(g, xb, cols + gi * Kg * P, gi * Cig, (gi + 1) * Cig);
+                    ckd_gemm(0, 1, Cog, Kg, P, 1.0f, Gg, P, cg, P, 1.0f, dw + gi * Cog * Kg, Kg);
+                }
+                if (dxb) {
+                    if (g->direct) /* dx_bg [Cig, HW] += W_gᵀ · G_bg */
+                        ckd_gemm(1, 0, Kg, P, Cog, 1.0f, wg, Kg, Gg, P, 1.0f, dxb + gi * Cig * HW, P);
+                    else {
+                        float *dcg = dcols + gi * Kg * P;
+                        ckd_gemm(1, 0, Kg, P, Cog, 1.0f, wg, Kg, Gg, P, 0.0f, dcg, P);
+                        col2im_add_range(g, dcg, dxb, gi * Cig, (gi + 1) * Cig);
+                    }
+                }
+            }
+        }
+    if (db) {
+        /* Per output channel, images in order, in double: thread-count independent. */
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (g->B * g->Cout * P > 2 * CKDI_BLOCK)
+        for (int64_t co = 0; co < g->Cout; co++) {
+            double s = 0;
+            for (int64_t b = 0; b < g->B; b++) {
+                const float *Gc = Gall + (b * g->Cout + co) * P;
+                for (int64_t p = 0; p < P; p++)
+                    s += Gc[p];
+            }
+            db[co] += (float)s;
+        }
+    }
+}
+
+ckd_tensor *ckd_conv2d_ex(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias, const ckd_conv2d_params *p)
+{
+    if (!x || !w || ckd_ctx_failed(c))
+        return NULL;
+    char s0[64], s1[64];
+    ckd_conv2d_params q = p ? *p : (ckd_conv2d_params){0};
+    if (q.stride_h < 0 || q.stride_w < 0 || q.pad_h < 0 || q.pad_w < 0 || q.groups < 0)
+        return ckd_ctx_fail(c, "conv2d: stride %dx%d, padding %dx%d or groups %d invalid (want stride, groups >= 1, "
+                               "padding >= 0)",
+                            q.stride_h, q.stride_w, q.pad_h, q.pad_w, q.groups);
+    q.stride_h = q.stride_h ? q.stride_h : 1;
+    q.stride_w = q.stride_w ? q.stride_w : 1;
+    q.groups = q.groups ? q.groups : 1;
+    if (x->ndim != 4 || w->ndim != 4 || w->n == 0)
+        return ckd_ctx_fail(c, "conv2d: want x [B, Cin, H, W] and w [Cout, Cin/groups, kh, kw], got x %s, w %s",
+                            SHAPE(x, s0), SHAPE(w, s1));
+    conv_geom g = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2], w->shape[3], 0, 0,
+                   q.stride_h, q.stride_w, q.pad_h, q.pad_w, q.groups, 0};
+    if (g.Cin % g.groups)
+        return ckd_ctx_fail(c, "conv2d: %lld input channels (input %s) are not divisible by groups %d",
+                            (long long)g.Cin, SHAPE(x, s0), q.groups);
+    if (g.Cout % g.groups)
+        return ckd_ctx_fail(c, "conv2d: %lld output channels (weight %s) are not divisible by groups %d",
+                            (long long)g.Cout, SHAPE(w, s1), q.groups);
+    if (w->shape[1] != g.Cin / g.groups)
+        return ckd_ctx_fail(c, "conv2d: weight %s has %lld input channels per group; input %s with groups %d "
+                               "needs %lld",
+                            SHAPE(w, s1), (long long)w->shape[1], SHAPE(x, s0), q.groups,
+                            (long long)(g.Cin / g.groups));
+    if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw)
+        return ckd_ctx_fail(c, "conv2d: kernel %lldx%lld leaves no output pixels on input %s padded by %dx%d",
+                            (long long)g.kh, (long long)g.kw, SHAPE(x, s0), q.pad_h, q.pad_w);
+    if (bias && bias->n != g.Cout)
+        return ckd_ctx_fail(c, "conv2d: bias %s does not match %lld output channels", SHAPE(bias, s0),
+                            (long long)g.Cout);
+    g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
+    g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
+    g.direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+    int64_t Cig = g.Cin / g.groups, Cog = g.Cout / g.groups, Kg = Cig * g.kh * g.kw, P = g.Ho * g.Wo;
+    int64_t HW = g.H * g.W;
+    ckd_tensor *out = ckd_tensor_new(c, 4, (int64_t[]){g.B, g.Cout, g.Ho, g.Wo});
+    float *cols = out && !g.direct ? ckd_scratch(c, (size_t)(g.Cin * g.kh * g.kw * P) * sizeof(float), "conv2d")
+                                   : NULL;
+    if (!out || (!g.direct && !cols))
+        return NULL;
+    int gt = group_threads(&g);
+    for (int64_t b = 0; b < g.B; b++) {
+        const float *xb = x->data + b * g.Cin * HW;
+        float *yb = out->data + b * g.Cout * P;
+#pragma omp parallel for schedule(static) num_threads(gt) if (gt > 1)
+        for (int64_t gi = 0; gi < g.groups; gi++) {
+            const float *cg = g.direct ? xb + gi * Cig * HW : cols + gi * Kg * P;
+            if (!g.direct)
+                im2col_range(&g, xb, cols + gi * Kg * P, gi * Cig, (gi + 1) * Cig);
+            float *yg = yb + gi * Cog * P;
+            if (bias) /* y starts as the bias; the GEMM adds W_g · cols_g (beta 1) */
+                for (int64_t co = 0; co < Cog; co++)
+                    for (int64_t q2 = 0; q2 < P; q2++)
+                        yg[co * P + q2] = bias->data[gi * Cog + co];
+            ckd_gemm(0, 0, Cog, P, Kg, 1.0f, w->data + gi * Cog * Kg, Kg, cg, P, bias ? 1.0f : 0.0f, yg, P);
+        }
+    }
+    ckd_tensor *in[3] = {x, w, bias};
+    if (ckdi_needs_grad(c, in, 3)) {
+        conv_geom *saved = ckd_scratch(c, sizeof g, "conv2d");
+        ckd_node *n = saved ? ckdi_record(c, "conv2d", conv2d_backward, out, in, 3) : NULL;
+        if (!n)
+            return NULL;
+        *saved = g;
+        n->saved = saved;
+    }
+    return out;
+}
+
+ckd_tensor *ckd_conv2d(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bias, int stride, int pad)
+{
+    if (!x || !w || ckd_ctx_failed(c))
+        return NULL;
+    if (stride < 1 || pad < 0) /* 0 is "1" only in the params struct */
+        return ckd_ctx_fail(c, "conv2d: stride %d / padding %d invalid", stride, pad);
+    ckd_conv2d_params p = {stride, stride, pad, pad, 1};
+    return ckd_conv2d_ex(c, x, w, bias, &p);
+}
