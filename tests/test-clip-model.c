@@ -51,10 +51,10 @@ static void run_reference_inputs(ckd_model *m, ckd_ctx *c, const ckd_safetensors
     free(ids);
 }
 
-static void conformance(const char *name)
+/* The model m (the fixture `name`'s architecture, weights from `from`)
+ * against transformers' outputs for that fixture. */
+static void conformance_of(const char *name, ckd_model *m, const char *from)
 {
-    open_registry();
-    ckd_model *m = load_fixture_model(name);
     char rel[256];
     snprintf(rel, sizeof rel, "hf-clip/%s/reference.safetensors", name);
     ckd_safetensors *ref = open_st(fixture(rel));
@@ -89,9 +89,9 @@ static void conformance(const char *name)
         {"image_embeds", o.img_emb},                     {"text_embeds", o.txt_emb},
         {"logits_per_image", o.logits_per_image},
     };
-    char report[1024];
-    int k = snprintf(report, sizeof report, "%s worst abs error: vision_hidden_state_* %.2e, text_hidden_state_* %.2e",
-                     name, worst_vh, worst_th);
+    char report[1200];
+    int k = snprintf(report, sizeof report, "%s (%s) worst abs error: vision_hidden_state_* %.2e, "
+                     "text_hidden_state_* %.2e", name, from, worst_vh, worst_th);
     for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) {
         double e = max_abs_vs_ref(ref, rest[i].key, rest[i].t);
         cr_expect_leq(e, TOL, "%s %s: max abs error %g", name, rest[i].key, e);
@@ -102,15 +102,22 @@ static void conformance(const char *name)
         fprintf(stderr, "%s\n", report);
     ckd_ctx_free(c);
     ckd_st_close(ref);
+}
+
+static void conformance(const char *name)
+{
+    open_registry();
+    ckd_model *m = load_fixture_model(name);
+    conformance_of(name, m, "model.safetensors");
     ckd_model_free(m);
     close_registry();
 }
 
 Test(conformance, quickgelu_matches_transformers) { conformance("tiny-clip-quickgelu"); }
-Test(conformance, gelu_matches_transformers) { conformance("tiny-clip-gelu"); }
 
-/* ---- weight formats ------------------------------------------------------------ */
-
+/* The same model from PyTorch checkpoints of its OpenCLIP state dict
+ * (torch.save's ZIP and legacy formats, and open_clip's training format
+ * with the optimizer and a module. prefix): read without running them. */
 static ckd_model *empty_like(ckd_model *m)
 {
     ckd_error err = {{0}};
@@ -120,6 +127,27 @@ static ckd_model *empty_like(ckd_model *m)
     cr_assert_not_null(e, "%s", err.msg);
     return e;
 }
+
+Test(conformance, quickgelu_from_pytorch_checkpoints)
+{
+    open_registry();
+    ckd_model *hf = load_fixture_model("tiny-clip-quickgelu");
+    const char *files[] = {"state_dict.pt", "state_dict_legacy.pt", "training_checkpoint.pt"};
+    for (int i = 0; i < 3; i++) {
+        ckd_model *m = empty_like(hf);
+        char rel[256];
+        snprintf(rel, sizeof rel, "pytorch-checkpoints/%s", files[i]);
+        ckd_error err = {{0}};
+        cr_assert_eq(ckd_model_load(m, fixture(rel), &err), 0, "%s", err.msg);
+        conformance_of("tiny-clip-quickgelu", m, files[i]);
+        ckd_model_free(m);
+    }
+    ckd_model_free(hf);
+    close_registry();
+}
+Test(conformance, gelu_matches_transformers) { conformance("tiny-clip-gelu"); }
+
+/* ---- weight formats ------------------------------------------------------------ */
 
 /* Largest |a − b| over all parameters; with f16 set, in units of binary16's
  * rounding bound for a (half an ulp: |a|·2^-11, or 2^-25 among subnormals). */

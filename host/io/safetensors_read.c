@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "clipkd/safetensors.h"
+#include "st_internal.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian and the views expose it raw"
@@ -42,6 +43,8 @@ struct ckd_safetensors {
     ckd_st_tensor *tensors;       /* file order */
     size_t count;
     const ckd_st_tensor **by_name; /* sorted by name, for bsearch */
+    void **owned;                 /* buffers views point into (a .pt's copies) */
+    size_t n_owned;
     st_meta *meta;                /* sorted by key once loaded */
     size_t nmeta;
 };
@@ -169,6 +172,9 @@ void ckd_st_close(ckd_safetensors *st)
         free(st->meta[i].value);
     }
     free(st->meta);
+    for (size_t i = 0; i < st->n_owned; i++)
+        free(st->owned[i]);
+    free(st->owned);
     free(st->shards);
     free(st->tensors);
     free(st->by_name);
@@ -477,24 +483,37 @@ static int open_regular(const char *path, uint64_t *size, ckd_error *err)
     return fd;
 }
 
-static ckd_safetensors *open_file(const char *path, ckd_error *err)
+int st_map_file(const char *path, void **map_out, size_t *size_out, ckd_error *err)
 {
     uint64_t fsize;
     int fd = open_regular(path, &fsize, err);
     if (fd < 0)
-        return NULL;
+        return -1;
     if (fsize > SIZE_MAX) {
         ckd_errorf(err, "%s: file of %" PRIu64 " bytes does not fit in memory", path, fsize);
         close(fd);
-        return NULL;
+        return -1;
     }
     size_t size = (size_t)fsize;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
     close(fd); /* the mapping keeps the file alive */
-    if (map == MAP_FAILED) {
-        ckd_errorf(err, "%s: cannot map %zu bytes: %s", path, size, strerror(map_errno));
+    if (map == MAP_FAILED)
+        return ckd_errorf(err, "%s: cannot map %zu bytes: %s", path, size, strerror(map_errno));
+    *map_out = map;
+    *size_out = size;
+    return 0;
+}
+
+static ckd_safetensors *open_file(const char *path, ckd_error *err)
+{
+    void *map;
+    size_t size;
+    if (st_map_file(path, &map, &size, err))
         return NULL;
+    if (pt_sniff(map, size)) {
+        munmap(map, size);
+        return ckd_pt_open(path, NULL, err);
     }
     ckd_safetensors *st = calloc(1, sizeof *st);
     if (!st || !(st->path = strdup(path))) {
@@ -509,6 +528,46 @@ static ckd_safetensors *open_file(const char *path, ckd_error *err)
         ckd_st_close(st);
         return NULL;
     }
+    return st;
+}
+
+ckd_safetensors *st_adopt(const char *path, void *map, size_t map_size, ckd_st_tensor *tensors, size_t count,
+                          void **owned, size_t n_owned, const char *const *meta, size_t n_meta, ckd_error *err)
+{
+    ckd_safetensors *st = calloc(1, sizeof *st);
+    if (!st || !(st->path = strdup(path))) {
+        for (size_t i = 0; i < count; i++)
+            free((char *)tensors[i].name);
+        for (size_t i = 0; i < n_owned; i++)
+            free(owned[i]);
+        free(tensors);
+        free(owned);
+        munmap(map, map_size);
+        free(st);
+        ckd_errorf(err, "%s: out of memory", path);
+        return NULL;
+    }
+    st->map = map;
+    st->map_size = map_size;
+    st->tensors = tensors;
+    st->count = count;
+    st->owned = owned;
+    st->n_owned = n_owned;
+    for (size_t i = 0; i < n_meta; i++)
+        if (add_meta(st, meta[2 * i], meta[2 * i + 1], err)) {
+            ckd_st_close(st);
+            return NULL;
+        }
+    if (build_index(st, err)) {
+        ckd_st_close(st);
+        return NULL;
+    }
+    for (size_t i = 1; i < count; i++)
+        if (!strcmp(st->by_name[i - 1]->name, st->by_name[i]->name)) {
+            ckd_errorf(err, "%s: two tensors are called '%s'", path, st->by_name[i]->name);
+            ckd_st_close(st);
+            return NULL;
+        }
     return st;
 }
 

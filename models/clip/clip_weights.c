@@ -2,9 +2,9 @@
  *
  * Accepted inputs (all through the library's safetensors reader, so F32, F16,
  * BF16 and F64 convert to float and the file's structure is checked first):
- *   - a .safetensors file or a sharded checkpoint's index .json;
- *   - a directory: model.safetensors.index.json, else model.safetensors, else
- *     open_clip_model.safetensors.
+ *   - a .safetensors file, a sharded checkpoint's index .json, or a PyTorch
+ *     checkpoint (.pt/.bin, read without running its pickle: ckd_pt_open);
+ *   - a directory holding one of these (see open_weights).
  * Two naming schemes, told apart by the tensors present:
  *   - Hugging Face CLIPModel names (our parameter names);
  *   - OpenAI / OpenCLIP names (visual.conv1.weight, transformer.resblocks.N...),
@@ -193,25 +193,32 @@ static int exists(const char *p)
     return stat(p, &sb) == 0;
 }
 
-/* Opens what `path` names; a directory without HF weights may hold OpenCLIP's. */
+/* Opens what `path` names. A directory holds, in this order of preference,
+ * HF's sharded or single safetensors, OpenCLIP's safetensors, or a PyTorch
+ * checkpoint under the names the Hugging Face hub gives them (OpenCLIP's
+ * open_clip_pytorch_model.bin, transformers' pytorch_model.bin); a file may
+ * be any of these, told apart by its first bytes (ckd_st_open). */
 static ckd_safetensors *open_weights(const char *path, char *shown, size_t cap, ckd_error *err)
 {
+    static const char *const names[] = {"model.safetensors.index.json", "model.safetensors",
+                                        "open_clip_model.safetensors", "open_clip_pytorch_model.bin",
+                                        "pytorch_model.bin"};
     snprintf(shown, cap, "%s", path);
     if (is_dir(path)) {
-        char a[4096], b[4096], o[4096];
-        snprintf(a, sizeof a, "%s/model.safetensors.index.json", path);
-        snprintf(b, sizeof b, "%s/model.safetensors", path);
-        snprintf(o, sizeof o, "%s/open_clip_model.safetensors", path);
-        if (!exists(a) && !exists(b)) {
-            if (!exists(o)) {
-                ckd_errorf(err, "%s: no weights: expected model.safetensors.index.json, model.safetensors or "
-                           "open_clip_model.safetensors", path);
-                return NULL;
-            }
-            snprintf(shown, cap, "%s", o);
-            return ckd_st_open(o, err);
+        char p[4096];
+        size_t i = 0;
+        for (; i < sizeof names / sizeof *names; i++) {
+            snprintf(p, sizeof p, "%s/%s", path, names[i]);
+            if (exists(p))
+                break;
         }
-        snprintf(shown, cap, "%s", exists(a) ? a : b);
+        if (i == sizeof names / sizeof *names) {
+            ckd_errorf(err, "%s: no weights: expected model.safetensors.index.json, model.safetensors, "
+                       "open_clip_model.safetensors, open_clip_pytorch_model.bin or pytorch_model.bin", path);
+            return NULL;
+        }
+        snprintf(shown, cap, "%s", p);
+        return ckd_st_open(p, err);
     }
     return ckd_st_open(path, err);
 }

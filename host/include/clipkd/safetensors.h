@@ -122,6 +122,35 @@ int ckd_st_to_f32(const ckd_st_tensor *t, float *out, size_t n, ckd_error *err);
 int ckd_st_to_i32(const ckd_st_tensor *t, int32_t *out, size_t n, ckd_error *err);
 int ckd_st_to_i64(const ckd_st_tensor *t, int64_t *out, size_t n, ckd_error *err);
 
+/* ---- PyTorch checkpoints -------------------------------------------------- */
+
+/* A .pt / .bin file written by torch.save: the ZIP format (PyTorch >= 1.6:
+ * <dir>/data.pkl and a member <dir>/data/<key> per storage, found whatever
+ * <dir> is called; members stored or deflated; ZIP64) or the legacy format
+ * (a row of pickles, then the storages). The pickle is read by an
+ * interpreter that never calls anything: it knows PyTorch's tensor and
+ * storage constructors and collections.OrderedDict, and refuses any other
+ * global, naming it. The state dict found becomes a ckd_safetensors whose
+ * views keep the checkpoint's dtypes: contiguous tensors point into the
+ * mapped file (stored members), others (strided views, deflated members)
+ * into copies made here. Several tensors may share one storage.
+ *
+ * ckd_st_open() opens these files too, with the default options: it tells
+ * them from safetensors by their first bytes. Metadata (ckd_st_metadata):
+ * "format" ("pytorch-zip" or "pytorch-legacy"), "pytorch.state_dict" (the
+ * key the tensors came from, "" for the top level), "pytorch.skipped" (the
+ * other top-level entries, "optimizer (dict), epoch (int)"), and
+ * "pytorch.stripped_prefix" when names lost a prefix. */
+typedef struct ckd_pt_opts {
+    const char *key;           /* the state dict: NULL finds it ("state_dict", then
+                                  "model", else the top level); "" the top level;
+                                  else that top-level key */
+    const char *strip_prefix;  /* NULL: "module." when every name has it (DDP);
+                                  "": keep names; else removed where present */
+} ckd_pt_opts;
+
+ckd_safetensors *ckd_pt_open(const char *path, const ckd_pt_opts *opts, ckd_error *err);
+
 /* ---- writing ------------------------------------------------------------ */
 
 typedef struct ckd_st_writer ckd_st_writer;
