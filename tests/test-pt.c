@@ -230,6 +230,7 @@ Test(refuse, hostile_and_damaged_files)
         {"no_stop.pt", "ends without STOP", NULL},
         {"big_endian.pt", "big-endian", NULL},
         {"stack_global.pt", "refusing global 'builtins.eval'", NULL},
+        {"inflate_claim.pt", "claims 4294967294 bytes from 9 deflated ones", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char rel[128];
@@ -244,6 +245,15 @@ Test(refuse, hostile_and_damaged_files)
     cr_expect_eq(w->ndim, 2);
     cr_expect_eq(((const float *)w->data)[5], 5.0f);
     ckd_st_close(st);
+}
+
+Test(fixtures, zip64_records_are_read)
+{
+    /* good.pt rewritten with ZIP64 sizes, offsets and end records. */
+    ckd_safetensors *a = open_ok(ckpt("bad/good.pt"), NULL), *b = open_ok(ckpt("bad/zip64.pt"), NULL);
+    expect_same_tensors(b, a, "zip64.pt");
+    ckd_st_close(b);
+    ckd_st_close(a);
 }
 
 /* ---- damage everywhere ----------------------------------------------------------------- */
