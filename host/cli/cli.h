@@ -48,6 +48,8 @@ void cmd_quickstart_help(FILE *out);
 void cmd_cache_help(FILE *out);
 int cmd_table(int argc, char **argv);
 void cmd_table_help(FILE *out);
+int cmd_models(int argc, char **argv);
+void cmd_models_help(FILE *out);
 int cmd_convert(int argc, char **argv);
 void cmd_convert_help(FILE *out);
 

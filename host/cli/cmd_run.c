@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clipkd/fetch.h"
 #include "clipkd/train.h"
 
 void cmd_run_help(FILE *out)
@@ -135,6 +136,28 @@ static ckd_recipe *table_run_recipe(const char *dir, ckd_registry *reg, ckd_erro
     return r;
 }
 
+typedef struct dry_artifacts {
+    int n, missing, bad;
+} dry_artifacts;
+
+/* --dry-run: every artifact must be fetchable as written (an unpinned one
+ * says how to pin it); whether it is cached already is only reported. */
+static void dry_artifact(void *user, const json_t *obj, const char *where)
+{
+    dry_artifacts *d = user;
+    ckd_artifact art;
+    ckd_error e;
+    char path[4096];
+    d->n++;
+    if (ckd_artifact_from_json(obj, &art, where, &e)) {
+        fprintf(stderr, "clipkd run: %s\n", e.msg);
+        d->bad++;
+    } else if (ckd_fetch_cached(NULL, &art, path, sizeof path, &e) != 1) {
+        d->missing++;
+    }
+    ckd_artifact_free(&art);
+}
+
 int cmd_run(int argc, char **argv)
 {
     run_args a;
@@ -164,6 +187,12 @@ int cmd_run(int argc, char **argv)
             ckd_train_run_dir(r, a.runs, dir, sizeof dir);
             printf("recipe:   %s\nhash:     %s\nrun dir:  %s (not created: --dry-run)\n", a.path,
                    ckd_recipe_hash(r), a.out ? a.out : a.resume ? a.resume : dir);
+            dry_artifacts da = {0};
+            cli_for_each_artifact(ckd_recipe_json(r), "", dry_artifact, &da);
+            if (da.n)
+                printf("artifacts: %d, %d not cached (`clipkd fetch RECIPE` fetches them)%s\n", da.n, da.missing,
+                       da.bad ? ", some not fetchable as written" : "");
+            rc = da.bad ? CLI_USAGE : CLI_OK;
         }
     } else if (a.resume) {
         if (!r && !(r = table_run_recipe(a.resume, reg, &err)) && err.msg[0]) {

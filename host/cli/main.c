@@ -26,6 +26,7 @@ static const cli_command commands[] = {
      cmd_table_help},
     {"fetch", "download and verify every file a recipe needs into the cache", cmd_fetch, cmd_fetch_help},
     {"cache", "list, verify or clean the artifact cache", cmd_cache, cmd_cache_help},
+    {"models", "published weights recipes can name: ls, show NAME, fetch NAME", cmd_models, cmd_models_help},
     {"convert", "rewrite a PyTorch checkpoint (.pt) as safetensors, never running its pickle", cmd_convert,
      cmd_convert_help},
 };

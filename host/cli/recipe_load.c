@@ -46,8 +46,9 @@ void cli_for_each_artifact(const json_t *v, const char *path,
 {
     char sub[512];
     if (json_is_object(v)) {
-        /* Every object with "urls" and "sha256" is an artifact. */
-        if (json_object_get(v, "urls") && json_object_get(v, "sha256")) {
+        /* Every object with a "urls" array is an artifact (one without
+         * "sha256" waits to be pinned: ckd_artifact_from_json says how). */
+        if (json_is_array(json_object_get(v, "urls"))) {
             fn(user, v, path);
             return;
         }

@@ -12,6 +12,7 @@
 #define _DEFAULT_SOURCE 1
 #endif
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -105,8 +106,16 @@ int ckd_artifact_from_json(const json_t *obj, ckd_artifact *out, const char *whe
             return ckd_errorf(err, "%s.urls[%zu]: \"%.200s\" is not an http://, https:// or "
                                    "file:// URL", where, i, json_string_value(u));
     }
-    if (!sha)
-        return ckd_errorf(err, "%s: \"sha256\" is missing (expected 64 hex digits)", where);
+    if (!sha) {
+        const char *pre = json_string_value(json_object_get(obj, "sha256_prefix"));
+        char part[120] = "";
+        if (pre)
+            snprintf(part, sizeof part, " (only its first digits, %.64s, are published)", pre);
+        return ckd_errorf(err, "%s: no SHA-256 is known for %.300s%s: download it once with `clipkd fetch --pin "
+                          "RECIPE`, which records its hash and size in RECIPE.lock.json for every later fetch to "
+                          "verify", where, json_is_string(json_array_get(urls, 0)) ?
+                          json_string_value(json_array_get(urls, 0)) : "this artifact", part);
+    }
     if (!json_is_string(sha))
         return ckd_errorf(err, "%s.sha256: expected a string of 64 hex digits, got %s", where,
                           ckd_json_type_name(sha));
@@ -420,7 +429,7 @@ static enum outcome attempt(CURL *c, const ckd_fetch_opts *o, const ckd_artifact
     x.c = c;
     x.expected = a->size;
     x.o = o;
-    x.name = a->name ? a->name : sha;
+    x.name = a->name ? a->name : sha ? sha : url;
     x.fd = open(part, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
     if (x.fd < 0) {
         ckd_errorf(err, "%s: cannot create: %s", part, strerror(errno));
@@ -541,10 +550,21 @@ static enum outcome attempt(CURL *c, const ckd_fetch_opts *o, const ckd_artifact
         goto werror;
     }
     x.fd = -1;
+    if (!sha)
+        return O_OK; /* pinning without a published prefix: the caller hashes what came */
     char got[65];
     if (ckd_sha256_file(part, got, NULL, err) < 0) {
         unlink(part);
         return O_FATAL;
+    }
+    size_t sl = strlen(sha);
+    if (sl < 64) { /* pinning: the published prefix of the hash */
+        if (!strncmp(got, sha, sl))
+            return O_OK;
+        unlink(part);
+        snprintf(why, wcap, "its SHA-256 is %s, the published one starts %s (the file changed or is damaged)", got,
+                 sha);
+        return O_NEXT;
     }
     if (strcmp(got, sha) != 0) {
         unlink(part);
@@ -650,15 +670,12 @@ static void appendf(char *buf, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Downloads into <entry>.part from the mirrors and renames it into place.
- * Called with the entry locked. */
-static int download(CURL *c, const ckd_fetch_opts *o, const ckd_artifact *a, const char *sha,
-                    const char *entry, ckd_error *err)
+/* Fills part from the first mirror that gives the artifact (its hash
+ * checked against sha, or nothing checked when sha is NULL). */
+static int try_mirrors(CURL *c, const ckd_fetch_opts *o, const ckd_artifact *a, const char *sha,
+                       const char *part, const char *label, const char **src, ckd_error *err)
 {
-    const char *label = a->name ? a->name : sha;
-    char part[PATH_MAX], why[512], fails[CKD_ERROR_MAX] = "";
-    if (snprintf(part, sizeof part, "%s.part", entry) >= (int)sizeof part)
-        return ckd_errorf(err, "fetch %s: path %s.part is too long", label, entry);
+    char why[512], fails[CKD_ERROR_MAX] = "";
     size_t tried = 0;
     for (size_t m = 0; m < a->n_urls; m++) {
         const char *url = a->urls[m];
@@ -684,29 +701,52 @@ static int download(CURL *c, const ckd_fetch_opts *o, const ckd_artifact *a, con
         if (out == O_FATAL)
             return ckd_error_prefix(err, "fetch %s from %s", label, url);
         if (out == O_OK) {
-            if (write_sidecar(entry, a, sha, url, err) < 0) {
-                unlink(part);
-                return ckd_error_prefix(err, "fetch %s", label);
-            }
-            if (rename(part, entry) < 0) {
-                int e = errno;
-                unlink(part);
-                return ckd_errorf(err, "fetch %s: cannot rename %s to %s: %s", label, part,
-                                  entry, strerror(e));
-            }
-            sync_parent(entry);
-            if (o->progress)
-                o->progress(o->progress_user, label, a->size, a->size, 0.0);
+            *src = url;
             return 0;
         }
         appendf(fails, sizeof fails, "%s%s: %s", fails[0] ? "; " : "", url, why);
     }
     if (tried == 0)
-        return ckd_errorf(err, "fetch %s: no mirrors given for sha256 %s", label, sha);
+        return ckd_errorf(err, "fetch %s: no mirrors given%s%s", label, sha ? " for sha256 " : "", sha ? sha : "");
     return ckd_errorf(err, "fetch %s: %s%s", label,
                       o->offline ? "offline, not in the cache, and the file:// mirrors "
                                    "failed: " : "",
                       fails);
+}
+
+/* Moves a complete, verified part to its entry with its sidecar; the
+ * entry's lock is held. */
+static int place(const ckd_fetch_opts *o, const ckd_artifact *a, const char *sha, const char *part,
+                 const char *entry, const char *label, const char *src, ckd_error *err)
+{
+    if (write_sidecar(entry, a, sha, src, err) < 0) {
+        unlink(part);
+        return ckd_error_prefix(err, "fetch %s", label);
+    }
+    if (rename(part, entry) < 0) {
+        int e = errno;
+        unlink(part);
+        return ckd_errorf(err, "fetch %s: cannot rename %s to %s: %s", label, part, entry, strerror(e));
+    }
+    sync_parent(entry);
+    if (o->progress)
+        o->progress(o->progress_user, label, a->size, a->size, 0.0);
+    return 0;
+}
+
+/* Downloads into <entry>.part from the mirrors and renames it into place.
+ * Called with the entry locked. */
+static int download(CURL *c, const ckd_fetch_opts *o, const ckd_artifact *a, const char *sha,
+                    const char *entry, ckd_error *err)
+{
+    const char *label = a->name ? a->name : sha;
+    char part[PATH_MAX];
+    if (snprintf(part, sizeof part, "%s.part", entry) >= (int)sizeof part)
+        return ckd_errorf(err, "fetch %s: path %s.part is too long", label, entry);
+    const char *src = NULL;
+    if (try_mirrors(c, o, a, sha, part, label, &src, err))
+        return -1;
+    return place(o, a, sha, part, entry, label, src, err);
 }
 
 int ckd_fetch(const ckd_fetch_opts *opts, const ckd_artifact *a, char *path_out, size_t cap,
@@ -779,5 +819,83 @@ int ckd_fetch(const ckd_fetch_opts *opts, const ckd_artifact *a, char *path_out,
     ckd_cache_unlock(entry, fd);
     if (rc == 0)
         snprintf(path_out, cap, "%s", entry);
+    return rc;
+}
+
+/* ---- pinning ---------------------------------------------------------------------- */
+
+/* The download goes to <cache>/pin/<SHA-256 of the first URL>.part (locked,
+ * so two pins of one file serialise), is hashed, checked against the
+ * published prefix, and enters the cache under its hash like any download. */
+int ckd_fetch_pin(const ckd_fetch_opts *opts, const ckd_artifact *a, const char *sha256_prefix,
+                  char sha256_out[65], int64_t *size_out, char *path_out, size_t cap, ckd_error *err)
+{
+    ckd_fetch_opts def;
+    if (!opts) {
+        ckd_fetch_opts_init(&def);
+        opts = &def;
+    }
+    if (!a || !a->n_urls || !a->urls)
+        return ckd_errorf(err, "fetch --pin: no mirrors given");
+    const char *label = a->name ? a->name : a->urls[0];
+    size_t plen = sha256_prefix ? strlen(sha256_prefix) : 0;
+    for (size_t i = 0; i < plen; i++)
+        if (!strchr("0123456789abcdefABCDEF", sha256_prefix[i]) || plen > 64)
+            return ckd_errorf(err, "fetch %s: sha256_prefix \"%.70s\" is not hex digits", label, sha256_prefix);
+    for (size_t i = 0; i < a->n_urls; i++)
+        if (!a->urls[i] || !is_url(a->urls[i]))
+            return ckd_errorf(err, "fetch %s: mirror %zu is not an http://, https:// or file:// URL", label, i);
+    char dir[PATH_MAX], base[PATH_MAX], part[PATH_MAX + 8], uh[65], entry[PATH_MAX];
+    if (opts->cache_dir)
+        snprintf(dir, sizeof dir, "%s", opts->cache_dir);
+    else if (ckd_cache_dir(dir, sizeof dir, err) < 0)
+        return ckd_error_prefix(err, "fetch %s", label);
+    if (ckd_sha256_buffer(a->urls[0], strlen(a->urls[0]), uh, err) < 0)
+        return -1;
+    if (snprintf(base, sizeof base, "%s/pin/%s", dir, uh) >= (int)sizeof base)
+        return ckd_errorf(err, "fetch %s: cache path too long", label);
+    snprintf(part, sizeof part, "%s.part", base);
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK)
+        return ckd_errorf(err, "fetch %s: libcurl failed to initialise: %s", label, curl_easy_strerror(curl_init_rc));
+    int pfd, efd;
+    if (mkdir_parents(base, err) < 0 || ckd_cache_lock(base, 1, &pfd, err) < 0)
+        return ckd_error_prefix(err, "fetch %s", label);
+    ckd_artifact any = *a;
+    any.size = -1; /* whatever the mirror has: its hash is what gets pinned */
+    any.name = label;
+    char prefix[65];
+    for (size_t i = 0; i < plen; i++)
+        prefix[i] = (char)tolower((unsigned char)sha256_prefix[i]);
+    prefix[plen] = '\0';
+    CURL *c = curl_easy_init();
+    const char *src = NULL;
+    int rc = c ? try_mirrors(c, opts, &any, plen ? prefix : NULL, part, label, &src, err)
+               : ckd_errorf(err, "fetch %s: libcurl could not create a handle", label);
+    curl_easy_cleanup(c);
+    if (rc == 0)
+        rc = ckd_sha256_file(part, sha256_out, &any.size, err);
+    if (rc == 0 && (ckd_cache_entry_path(opts->cache_dir, sha256_out, entry, sizeof entry, err) < 0 ||
+                    mkdir_parents(entry, err) < 0 || ckd_cache_lock(entry, 1, &efd, err) < 0))
+        rc = ckd_error_prefix(err, "fetch %s", label);
+    if (rc == 0) {
+        char why[512];
+        int r = check_entry(entry, &any, sha256_out, 0, why, sizeof why, err);
+        if (r == 1)
+            unlink(part); /* already cached under that hash */
+        else if (r == 2 && unlink(entry) < 0)
+            rc = ckd_errorf(err, "fetch %s: damaged cache entry (%s) cannot be removed: %s", label, why,
+                            strerror(errno));
+        if (rc == 0 && r != 1)
+            rc = place(opts, &any, sha256_out, part, entry, label, src, err);
+        ckd_cache_unlock(entry, efd);
+    }
+    if (rc)
+        unlink(part);
+    ckd_cache_unlock(base, pfd);
+    if (rc == 0) {
+        *size_out = any.size;
+        snprintf(path_out, cap, "%s", entry);
+    }
     return rc;
 }

@@ -667,6 +667,24 @@ ckd_recipe *ckd_recipe_compose(const char *name, const ckd_recipe_part *parts, s
             goto fail;
         }
     }
+    /* Published weights by name, then the pins of each file's lock for the
+     * artifacts they bring (the lock is keyed by their URLs). */
+    if (ckdi_recipe_expand_pretrained(r->root, r->path, ckd_recipe_locate, r, err))
+        goto fail;
+    for (size_t i = 0; i < n_parts; i++) {
+        char lp[4200];
+        json_t *lock = NULL;
+        if (!parts[i].path)
+            continue;
+        if (ckd_recipe_lock_path(parts[i].path, lp, sizeof lp, err) || !(lock = ckd_lock_load(lp, err)))
+            goto fail;
+        int oom = ckd_lock_apply(r->root, lock);
+        json_decref(lock);
+        if (oom) {
+            ckd_errorf(err, "%s: out of memory", name);
+            goto fail;
+        }
+    }
     if (ckd_recipe_validate(r->root, r->path, ckd_recipe_locate, r, plugin_schema, user, err))
         goto fail;
     r->precision = normalise_numbers(r->root, 1);

@@ -10,4 +10,10 @@
  * dst. -1 when out of memory. */
 int ckdi_recipe_merge(json_t *dst, json_t *src);
 
+/* Replaces {"pretrained": NAME, ...} in the student and the teacher by the
+ * registry's entry with the object's own keys merged over it (idempotent). */
+#include "clipkd/schema.h"
+int ckdi_recipe_expand_pretrained(json_t *recipe, const char *file, ckd_json_locate_fn locate, void *user,
+                                  ckd_error *err);
+
 #endif

@@ -142,6 +142,17 @@ void ckd_fetch_opts_init(ckd_fetch_opts *o);
 int ckd_fetch(const ckd_fetch_opts *opts, const ckd_artifact *a, char *path_out,
               size_t cap, ckd_error *err);
 
+/* Pinning, for files whose full SHA-256 is not published: downloads the
+ * artifact's mirrors (a->sha256 and a->size are ignored), hashes what came,
+ * checks it against sha256_prefix when one is published (open_clip's release
+ * file names carry 8 hex digits of it; NULL or "" checks nothing), and puts it
+ * in the cache under its hash like any download. sha256_out and *size_out
+ * get what was pinned, path_out the cache entry. The caller records them
+ * (clipkd fetch --pin writes RECIPE.lock.json) so that later fetches verify
+ * against them. A prefix mismatch caches nothing. */
+int ckd_fetch_pin(const ckd_fetch_opts *opts, const ckd_artifact *a, const char *sha256_prefix,
+                  char sha256_out[65], int64_t *size_out, char *path_out, size_t cap, ckd_error *err);
+
 /* Looks the artifact up in the cache without downloading: 1 and path_out set
  * when a complete entry is there (size checked; hash too if verify_cached),
  * 0 when it is not, -1 on error. Lets a caller list every missing artifact of

@@ -171,6 +171,42 @@ int ckd_recipe_validate(json_t *recipe, const char *file, ckd_json_locate_fn loc
                         void *locate_user, ckd_recipe_plugin_schema_fn plugin_schema, void *user,
                         ckd_error *err);
 
+/* ---- published weights and lock files (host/run/pretrained.c) ---------------- */
+
+/* The registry of published weights: recipes/pretrained.json as installed
+ * (found like every shipped file, CLIPKD_DATA_DIR), then each file named in
+ * $CLIPKD_PRETRAINED (colon-separated), whose entries add to it or replace
+ * same-named ones (a site's mirrors, a lab's own models). Each file is
+ * {"models": {NAME: entry}}; an entry is a model object as recipes write
+ * one ("model", "config", "weights") plus "description", "format",
+ * "preprocess", "source" and, for weights that cannot be used yet,
+ * "unavailable" (the reason). Weights whose publisher gives only part of
+ * the SHA-256 carry "sha256_prefix" instead of "sha256" and "size". Returns
+ * a new object NAME -> entry, or NULL with err naming the file and entry. */
+json_t *ckd_pretrained_load(ckd_error *err);
+/* The entry called name (borrowed from reg), or NULL with err listing the
+ * names and the nearest one. */
+const json_t *ckd_pretrained_find(const json_t *reg, const char *name, ckd_error *err);
+
+/* A lock file records what `clipkd fetch --pin RECIPE` downloaded for the
+ * artifacts whose full hash is not published, next to the recipe:
+ * RECIPE.lock.json = {"clipkd_lock": 1, "artifacts": {FIRST_URL: {"sha256",
+ * "size", "name", "at", "pinned"}}}. A recipe loaded from a file (each file
+ * of ckd_recipe_compose) takes the hashes and sizes of its lock for the
+ * artifacts that have none, so later fetches verify against them and refuse
+ * a changed file. */
+int ckd_recipe_lock_path(const char *recipe_path, char *out, size_t cap, ckd_error *err);
+/* The lock at path; an empty lock when the file does not exist. */
+json_t *ckd_lock_load(const char *path, ckd_error *err);
+/* Gives every artifact object below recipe without a "sha256" the hash and
+ * size the lock has for its first URL. -1 when out of memory. */
+int ckd_lock_apply(json_t *recipe, const json_t *lock);
+/* Records (or replaces) url's pin; -1 when out of memory. */
+int ckd_lock_record(json_t *lock, const char *url, const char *sha256, int64_t size, const char *name,
+                    const char *where);
+/* Writes the lock atomically. */
+int ckd_lock_save(const json_t *lock, const char *path, ckd_error *err);
+
 #ifdef __cplusplus
 }
 #endif
