@@ -141,7 +141,8 @@ Test(fetch_basics, artifact_json_bad)
     static const struct {
         const char *json, *want;
     } cases[] = {
-        {"{" U ", \"size\": 1}", "\"sha256\" is missing"},
+        {"{" U ", \"size\": 1}", "no SHA-256 is known for http://h/x: download it once with `clipkd fetch --pin"},
+        {"{" U ", \"sha256_prefix\": \"55e67d44\"}", "(only its first digits, 55e67d44, are published)"},
         {"{" U ", \"sha256\": \"xyz\", \"size\": 1}", "is not a SHA-256"},
         {"{" U ", \"sha256\": \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85g\","
          " \"size\": 1}", "is not a SHA-256"},

@@ -37,6 +37,8 @@ check "a shipped table by its name" "^table: .*recipes/tables/clip-kd-ablation.j
     clipkd table clip-kd-ablation --profile paper --dry-run --runs "$tmp/runs"
 check "clip-kd-laion --dry-run marks what cannot run yet" "blocked: needs model plugin resnet" \
     clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
+check "... and which teachers are published unpinned" "^vit-l14-to-vit-t16 .*not pinned yet: clipkd fetch --pin" \
+    clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
 
 # -- a run, and a rerun that trains nothing
 check "the tiny table runs" "^| +CRD |" clipkd table "$tiny" --runs "$tmp/runs" --out "$tmp/tout"

@@ -167,7 +167,7 @@ static ckd_recipe *row_recipe(table_run *tr, size_t row, int seed, ckd_error *er
 }
 
 typedef struct art_count {
-    int n, missing, bad;
+    int n, missing, bad, unpinned;
     long long missing_bytes;
 } art_count;
 
@@ -178,7 +178,11 @@ static void count_artifact(void *user, const json_t *obj, const char *where)
     ckd_error e;
     char path[PATH_CAP];
     c->n++;
-    if (ckd_artifact_from_json(obj, &a, where, &e)) {
+    if (!json_object_get(obj, "sha256") && json_is_array(json_object_get(obj, "urls"))) {
+        c->unpinned++; /* published without a full hash: clipkd fetch --pin */
+        c->missing++;
+        memset(&a, 0, sizeof a);
+    } else if (ckd_artifact_from_json(obj, &a, where, &e)) {
         c->bad++;
     } else if (ckd_fetch_cached(NULL, &a, path, sizeof path, &e) != 1) {
         c->missing++;
@@ -264,9 +268,10 @@ static int make_plan(table_run *tr)
                 art_count c = {0};
                 cli_for_each_artifact(ckd_recipe_json(r), "", count_artifact, &c);
                 if (c.n)
-                    snprintf(p->artifacts, sizeof p->artifacts, "%d artifact%s, %d not cached (%.1f GiB)%s", c.n,
-                             c.n == 1 ? "" : "s", c.missing, (double)c.missing_bytes / (1 << 30),
-                             c.bad ? ", some malformed" : "");
+                    snprintf(p->artifacts, sizeof p->artifacts, "%d artifact%s, %d not cached (%.1f GiB%s)%s%s",
+                             c.n, c.n == 1 ? "" : "s", c.missing, (double)c.missing_bytes / (1 << 30),
+                             c.unpinned ? " and unpinned sizes" : "", c.bad ? ", some malformed" : "",
+                             c.unpinned ? ", not pinned yet: clipkd fetch --pin the row's recipe" : "");
             }
             ckd_recipe_free(r);
         }
