@@ -30,6 +30,7 @@
 
 #include "clipkd/fetch.h"
 #include "clipkd/schema.h"
+#include "fetch_internal.h"
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -185,108 +186,6 @@ static void sleep_s(double s)
     }
 }
 
-/* mkdir -p of the directory part of path. */
-static int mkdir_parents(const char *path, ckd_error *err)
-{
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s", path);
-    char *slash = strrchr(p, '/');
-    if (!slash || slash == p)
-        return 0;
-    *slash = '\0';
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char c = *s;
-            *s = '\0';
-            if (mkdir(p, 0777) < 0 && errno != EEXIST)
-                return ckd_errorf(err, "%s: cannot create cache directory: %s", p,
-                                  strerror(errno));
-            *s = c;
-            if (!c)
-                break;
-        }
-    }
-    return 0;
-}
-
-/* fsync the directory holding path so that a rename into it is durable. */
-static void sync_parent(const char *path)
-{
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s", path);
-    char *slash = strrchr(p, '/');
-    if (!slash)
-        return;
-    *slash = '\0';
-    int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
-static int write_all(int fd, const char *p, size_t n, int64_t off)
-{
-    while (n) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += w;
-    }
-    return 0;
-}
-
-/* Writes the sidecar <entry>.json (name, size, urls, source, fetched) via a
- * temporary file, so a crash never leaves a torn sidecar. */
-static int write_sidecar(const char *entry, const ckd_artifact *a, const char *sha,
-                         const char *source, ckd_error *err)
-{
-    char tmp[PATH_MAX], fin[PATH_MAX], when[32];
-    if (snprintf(fin, sizeof fin, "%s.json", entry) >= (int)sizeof fin ||
-        snprintf(tmp, sizeof tmp, "%s.json.tmp", entry) >= (int)sizeof tmp)
-        return ckd_errorf(err, "%s: path too long for the sidecar", entry);
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    json_t *urls = json_array();
-    for (size_t i = 0; urls && i < a->n_urls; i++)
-        json_array_append_new(urls, json_string(a->urls[i]));
-    json_t *o = json_pack("{s:s?, s:s, s:I, s:o, s:s, s:s, s:I}", "name", a->name, "sha256",
-                          sha, "size", (json_int_t)a->size, "urls",
-                          urls ? urls : json_array(), "source", source, "fetched", when,
-                          "fetched_unix", (json_int_t)now);
-    char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    json_decref(o);
-    if (!text)
-        return ckd_errorf(err, "%s: out of memory composing the sidecar", fin);
-    int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        rc = ckd_errorf(err, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        size_t len = strlen(text);
-        text[len] = '\n'; /* json_dumps leaves room for the NUL we replace */
-        if (write_all(fd, text, len + 1, 0) < 0 || fsync(fd) < 0)
-            rc = ckd_errorf(err, "%s: write error: %s", tmp, strerror(errno));
-        if (close(fd) < 0 && rc == 0)
-            rc = ckd_errorf(err, "%s: write error: %s", tmp, strerror(errno));
-        if (rc == 0 && rename(tmp, fin) < 0)
-            rc = ckd_errorf(err, "%s: cannot rename to %s: %s", tmp, fin, strerror(errno));
-        if (rc < 0)
-            unlink(tmp);
-    }
-    free(text);
-    return rc;
-}
-
 /* ---- one transfer ---------------------------------------------------------- */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -383,7 +282,7 @@ static size_t on_write(char *p, size_t sz, size_t n, void *u)
         x->too_big = 1;
         return 0;
     }
-    if (write_all(x->fd, p, len, x->have) < 0) {
+    if (ckdi_write_all(x->fd, p, len, x->have) < 0) {
         x->werr = errno;
         return 0;
     }
@@ -719,7 +618,7 @@ static int try_mirrors(CURL *c, const ckd_fetch_opts *o, const ckd_artifact *a, 
 static int place(const ckd_fetch_opts *o, const ckd_artifact *a, const char *sha, const char *part,
                  const char *entry, const char *label, const char *src, ckd_error *err)
 {
-    if (write_sidecar(entry, a, sha, src, err) < 0) {
+    if (ckdi_write_sidecar(entry, a, sha, src, err) < 0) {
         unlink(part);
         return ckd_error_prefix(err, "fetch %s", label);
     }
@@ -728,7 +627,7 @@ static int place(const ckd_fetch_opts *o, const ckd_artifact *a, const char *sha
         unlink(part);
         return ckd_errorf(err, "fetch %s: cannot rename %s to %s: %s", label, part, entry, strerror(e));
     }
-    sync_parent(entry);
+    ckdi_sync_parent(entry);
     if (o->progress)
         o->progress(o->progress_user, label, a->size, a->size, 0.0);
     return 0;
@@ -796,7 +695,7 @@ int ckd_fetch(const ckd_fetch_opts *opts, const ckd_artifact *a, char *path_out,
     if (curl_init_rc != CURLE_OK)
         return ckd_errorf(err, "fetch %s: libcurl failed to initialise: %s", label,
                           curl_easy_strerror(curl_init_rc));
-    if (mkdir_parents(entry, err) < 0)
+    if (ckdi_mkdir_parents(entry, err) < 0)
         return ckd_error_prefix(err, "fetch %s", label);
     int fd;
     if (ckd_cache_lock(entry, 1, &fd, err) < 0)
@@ -859,7 +758,7 @@ int ckd_fetch_pin(const ckd_fetch_opts *opts, const ckd_artifact *a, const char 
     if (curl_init_rc != CURLE_OK)
         return ckd_errorf(err, "fetch %s: libcurl failed to initialise: %s", label, curl_easy_strerror(curl_init_rc));
     int pfd, efd;
-    if (mkdir_parents(base, err) < 0 || ckd_cache_lock(base, 1, &pfd, err) < 0)
+    if (ckdi_mkdir_parents(base, err) < 0 || ckd_cache_lock(base, 1, &pfd, err) < 0)
         return ckd_error_prefix(err, "fetch %s", label);
     ckd_artifact any = *a;
     any.size = -1; /* whatever the mirror has: its hash is what gets pinned */
@@ -876,7 +775,7 @@ int ckd_fetch_pin(const ckd_fetch_opts *opts, const ckd_artifact *a, const char 
     if (rc == 0)
         rc = ckd_sha256_file(part, sha256_out, &any.size, err);
     if (rc == 0 && (ckd_cache_entry_path(opts->cache_dir, sha256_out, entry, sizeof entry, err) < 0 ||
-                    mkdir_parents(entry, err) < 0 || ckd_cache_lock(entry, 1, &efd, err) < 0))
+                    ckdi_mkdir_parents(entry, err) < 0 || ckd_cache_lock(entry, 1, &efd, err) < 0))
         rc = ckd_error_prefix(err, "fetch %s", label);
     if (rc == 0) {
         char why[512];
