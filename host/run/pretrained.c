@@ -157,13 +157,15 @@ static int expand_role(json_t *recipe, const char *role, const json_t **reg, jso
     if (why)
         return ckd_json_errorf(locate, user, file, at, err, "\"%s\" cannot be used yet: %s", json_string_value(p),
                                why);
-    json_t *base = json_pack("{s:O, s:O, s:O}", "model", json_object_get(entry, "model"), "config",
-                             json_object_get(entry, "config") ? json_object_get(entry, "config") : json_object(),
-                             "weights", json_object_get(entry, "weights"));
-    json_t *own = json_deep_copy(m), *copy = base ? json_deep_copy(base) : NULL;
+    /* A deep copy: the merge below must not reach into the registry. */
+    const json_t *cfg = json_object_get(entry, "config");
+    json_t *base = json_pack("{s:O, s:o, s:o}", "model", json_object_get(entry, "model"), "config",
+                             cfg ? json_deep_copy(cfg) : json_object(), "weights",
+                             json_deep_copy(json_object_get(entry, "weights")));
+    json_t *own = json_deep_copy(m);
+    int rc = !own || !base || ckdi_recipe_merge(base, own) || json_object_update(m, base);
+    json_decref(own);
     json_decref(base);
-    int rc = !own || !copy || ckdi_recipe_merge(copy, own) || json_object_update(m, copy);
-    json_decref(copy);
     return rc ? ckd_errorf(err, "%s: out of memory", file) : 0;
 }
 
