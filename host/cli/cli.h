@@ -32,6 +32,8 @@ int cmd_gradcheck(int argc, char **argv);
 void cmd_gradcheck_help(FILE *out);
 int cmd_loss_eval(int argc, char **argv);
 void cmd_loss_eval_help(FILE *out);
+int cmd_model_eval(int argc, char **argv);
+void cmd_model_eval_help(FILE *out);
 int cmd_embed(int argc, char **argv);
 void cmd_embed_help(FILE *out);
 int cmd_cache(int argc, char **argv);

@@ -15,6 +15,8 @@ static const cli_command commands[] = {
     {"gradcheck", "finite-difference check of a loss plugin on random inputs", cmd_gradcheck, cmd_gradcheck_help},
     {"loss-eval", "evaluate a loss plugin on recorded tensors, write loss and gradients", cmd_loss_eval,
      cmd_loss_eval_help},
+    {"model-eval", "run a model on recorded inputs, write outputs, gradients and BatchNorm statistics",
+     cmd_model_eval, cmd_model_eval_help},
     {"embed", "normalised CLIP embeddings of images and texts with a model directory", cmd_embed, cmd_embed_help},
     {"validate", "check a recipe and print it resolved, with its hash", cmd_validate, cmd_validate_help},
     {"run", "train a recipe in its run directory (--resume: continue; --dry-run: only check)", cmd_run,

@@ -1,12 +1,11 @@
-/* A model plugin instantiated: validated configuration, state, info; model
- * directories (config + weights). */
+/* A model plugin instantiated: validated configuration, state, info,
+ * parameters and buffers (model directories are in model_dir.c). */
 #include "config.h"
 
-#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "clipkd/model.h"
 
@@ -50,6 +49,10 @@ ckd_model *ckd_model_new(const ckd_plugin *p, const json_t *config, const char *
     }
     m->info.struct_size = sizeof m->info;
     vt(m)->info(m->state, &m->info);
+    if (!m->info.towers) /* a plugin from before the field: a two-tower CLIP */
+        m->info.towers = CKD_TOWER_IMAGE | CKD_TOWER_TEXT;
+    if (!vt(m)->encode_text || !vt(m)->logit_scale)
+        m->info.towers &= ~(uint32_t)CKD_TOWER_TEXT;
     return m;
 }
 
@@ -68,7 +71,23 @@ const ckd_model_info *ckd_model_get_info(const ckd_model *m) { return &m->info; 
 int64_t ckd_model_embed_dim(const ckd_model *m) { return m->info.embed_dim; }
 int ckd_model_n_params(const ckd_model *m) { return vt(m)->n_params(m->state); }
 ckd_tensor *ckd_model_param(const ckd_model *m, int i) { return vt(m)->param(m->state, i); }
-ckd_tensor *ckd_model_logit_scale(const ckd_model *m) { return vt(m)->logit_scale(m->state); }
+ckd_tensor *ckd_model_logit_scale(const ckd_model *m)
+{
+    return ckd_model_has_text(m) ? vt(m)->logit_scale(m->state) : NULL;
+}
+
+int ckd_model_has_text(const ckd_model *m) { return (m->info.towers & CKD_TOWER_TEXT) != 0; }
+int ckd_model_is_classifier(const ckd_model *m) { return (m->info.towers & CKD_TOWER_CLASSIFIER) != 0; }
+
+/* Buffers exist from ABI minor 1 on; an older vtable is shorter. */
+static int has_buffers(const ckd_model *m)
+{
+    const ckd_model_vtable *v = vt(m);
+    return v->struct_size >= offsetof(ckd_model_vtable, buffer) + sizeof v->buffer && v->n_buffers && v->buffer;
+}
+
+int ckd_model_n_buffers(const ckd_model *m) { return has_buffers(m) ? vt(m)->n_buffers(m->state) : 0; }
+ckd_tensor *ckd_model_buffer(const ckd_model *m, int i) { return has_buffers(m) ? vt(m)->buffer(m->state, i) : NULL; }
 
 ckd_tensor *ckd_model_find_param(const ckd_model *m, const char *name)
 {
@@ -106,6 +125,8 @@ ckd_tensor *ckd_model_encode_text(ckd_model *m, ckd_ctx *c, const int32_t *ids, 
 {
     if (ckd_ctx_failed(c))
         return NULL;
+    if (!ckd_model_has_text(m))
+        return ckd_ctx_fail(c, "model %s has no text tower (an image-only model)", ckd_model_plugin_name(m));
     ckd_tensor *y = vt(m)->encode_text(m->state, c, ids, B, T, out);
     if (!y && !ckd_ctx_failed(c))
         ckd_ctx_fail(c, "model %s: encode_text returned no result", ckd_model_plugin_name(m));
@@ -114,61 +135,3 @@ ckd_tensor *ckd_model_encode_text(ckd_model *m, ckd_ctx *c, const int32_t *ids, 
 
 int ckd_model_load(ckd_model *m, const char *path, ckd_error *err) { return vt(m)->load(m->state, path, err); }
 int ckd_model_save(ckd_model *m, const char *path, ckd_error *err) { return vt(m)->save(m->state, path, err); }
-
-/* ---- model directories ------------------------------------------------------ */
-
-static int file_exists(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-ckd_model *ckd_model_from_pretrained(const ckd_registry *r, const char *dir, ckd_error *err)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (!file_exists(path))
-        snprintf(path, sizeof path, "%s/clipkd.json", dir);
-    if (!file_exists(path)) {
-        ckd_errorf(err, "%s: not a model directory: expected config.json (Hugging Face) or clipkd.json", dir);
-        return NULL;
-    }
-    json_t *cfg = ckd_clip_config_load(path, err);
-    if (!cfg)
-        return NULL;
-    const ckd_plugin *p = ckd_registry_find(r, CKD_PLUGIN_MODEL, "clip", err);
-    ckd_model *m = p ? ckd_model_new(p, cfg, path, 0, 0, err) : NULL;
-    json_decref(cfg);
-    if (m && ckd_model_load(m, dir, err)) {
-        ckd_model_free(m);
-        return NULL;
-    }
-    return m;
-}
-
-int ckd_model_save_pretrained(ckd_model *m, const char *dir, ckd_error *err)
-{
-    if (strcmp(ckd_model_plugin_name(m), "clip"))
-        return ckd_errorf(err, "%s: only clip models have a Hugging Face layout (this is %s)", dir,
-                          ckd_model_plugin_name(m));
-    if (mkdir(dir, 0777) && errno != EEXIST)
-        return ckd_errorf(err, "%s: cannot create directory: %s", dir, strerror(errno));
-    json_t *hf = ckd_clip_config_to_hf(ckd_model_config(m), dir, err);
-    if (!hf)
-        return -1;
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (ckd_model_save(m, path, err)) {
-        json_decref(hf);
-        return -1;
-    }
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int rc = json_dump_file(hf, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
-    json_decref(hf);
-    if (rc || rename(tmp, path)) {
-        remove(tmp);
-        return ckd_errorf(err, "%s: cannot write: %s", path, strerror(errno));
-    }
-    return 0;
-}

@@ -45,7 +45,13 @@ static const json_t *lookup(const ckd_params *p, const char *key)
             return NULL;
         memcpy(part, key, n);
         part[n] = '\0';
-        cur = json_object_get(cur, part);
+        if (json_is_array(cur)) { /* "layers.0": an array's element by index */
+            char *end;
+            unsigned long i = strtoul(part, &end, 10);
+            cur = *part && !*end ? json_array_get(cur, i) : NULL;
+        } else {
+            cur = json_object_get(cur, part);
+        }
         key += n + (dot ? 1 : 0);
     }
     return cur;

@@ -81,8 +81,9 @@ static int check_descriptor(const char *path, const ckd_plugin_descriptor *d, ck
         if (v->struct_size < MIN_MODEL_VTABLE_SIZE)
             return ckd_errorf(err, "%s: model vtable of %s is %u bytes, at least %zu expected", path, d->name,
                               v->struct_size, (size_t)MIN_MODEL_VTABLE_SIZE);
-        if (!v->create || !v->destroy || !v->n_params || !v->param || !v->logit_scale || !v->info ||
-            !v->encode_image || !v->encode_text || !v->load || !v->save)
+        /* encode_text and logit_scale may be NULL: an image-only model */
+        if (!v->create || !v->destroy || !v->n_params || !v->param || !v->info || !v->encode_image || !v->load ||
+            !v->save)
             return ckd_errorf(err, "%s: model plugin %s leaves a vtable function NULL", path, d->name);
         break;
     }

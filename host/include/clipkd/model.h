@@ -40,7 +40,16 @@ int ckd_model_n_params(const ckd_model *m);
 ckd_tensor *ckd_model_param(const ckd_model *m, int i);
 /* The parameter of that (HF) name, or NULL. */
 ckd_tensor *ckd_model_find_param(const ckd_model *m, const char *name);
+/* θ of a two-tower model; NULL for an image-only one. */
 ckd_tensor *ckd_model_logit_scale(const ckd_model *m);
+/* Whether the model has a text tower (ckd_model_info.towers), and whether
+ * its image output is class logits rather than an embedding. */
+int ckd_model_has_text(const ckd_model *m);
+int ckd_model_is_classifier(const ckd_model *m);
+/* Buffers (BatchNorm running statistics): named, saved and restored with
+ * the parameters, never trained; 0 for a plugin that has none. */
+int ckd_model_n_buffers(const ckd_model *m);
+ckd_tensor *ckd_model_buffer(const ckd_model *m, int i);
 /* Number of scalars in all parameters. */
 int64_t ckd_model_param_count(const ckd_model *m);
 
@@ -105,14 +114,18 @@ void ckd_model_config_names_free(char **names, size_t n);
  * or NULL with err set ("no model configuration ..." when there is none). */
 json_t *ckd_model_config_shipped(const char *plugin, const char *name, ckd_error *err);
 
-/* A model directory: config.json (HF) or clipkd.json (clipkd's own), then
- * the weights (model.safetensors.index.json, model.safetensors or
- * open_clip_model.safetensors), with the registry's "clip" plugin. */
+/* A model directory: a configuration in one of the layouts people have, and
+ * the weights next to it (read by the plugin):
+ *   config.json (Hugging Face CLIPConfig) -> clip;
+ *   clipkd.json: a clip configuration, or {"model": PLUGIN, "config": {...}};
+ *   open_clip_config.json with a ResNet vision_cfg -> resnet (ModifiedResNet);
+ *   torchvision_config.json (ResNet's arguments: block, layers, num_classes,
+ *   groups, width_per_group, image_size) -> resnet (torchvision). */
 ckd_model *ckd_model_from_pretrained(const ckd_registry *r, const char *dir, ckd_error *err);
 
-/* Writes dir/model.safetensors (HF names) and dir/config.json (an HF
- * CLIPConfig that ckd_model_from_pretrained and transformers both read),
- * creating dir if needed. Only for clip-plugin models. */
+/* Writes dir/model.safetensors and a configuration ckd_model_from_pretrained
+ * reads back, creating dir if needed: for clip models an HF config.json
+ * (which transformers reads too), for others clipkd.json. */
 int ckd_model_save_pretrained(ckd_model *m, const char *dir, ckd_error *err);
 
 #ifdef __cplusplus

@@ -34,6 +34,9 @@ extern "C" {
 
 /* Bumped on any incompatible change to the structs below. */
 #define CKD_PLUGIN_ABI_MAJOR 1
+/* Bumped when fields are appended to them (compatible both ways: see above).
+ * 1: ckd_model_info.towers, ckd_model_vtable.n_buffers / buffer. */
+#define CKD_PLUGIN_ABI_MINOR 1
 /* The name of the one exported symbol. */
 #define CKD_PLUGIN_ENTRY "ckd_plugin_entry"
 
@@ -52,7 +55,8 @@ typedef enum ckd_plugin_kind {
  * A plugin's parameters, after the host has checked them against the
  * plugin's JSON schema and filled in defaults: every key the schema declares
  * with a default is present, types and ranges are already right. Keys may
- * be dotted paths into nested objects ("vision.width"). */
+ * be dotted paths into nested objects ("vision.width"); a number indexes an
+ * array ("layers.0"), and ckd_params_has tells an array's length. */
 typedef struct ckd_params ckd_params;
 
 int ckd_params_has(const ckd_params *p, const char *key);
@@ -138,7 +142,8 @@ typedef struct ckd_loss_vtable {
 /* ---- models ------------------------------------------------------------------
  * A model plugin holds a two-tower CLIP-style model: an image tower and a
  * text tower, each ending in a projection to a shared embedding width, and a
- * learnable logit scale. Its parameters are named as in Hugging Face
+ * learnable logit scale — or an image tower alone (an image encoder or a
+ * classifier; ckd_model_info.towers says which). Its parameters are named as in Hugging Face
  * checkpoints ("vision_model.encoder.layers.0.mlp.fc1.weight"), so that a
  * checkpoint the host writes is readable by transformers and names in
  * messages mean the same thing everywhere. The forward passes are built from
@@ -179,7 +184,18 @@ typedef struct ckd_model_info {
     int64_t vocab_size;
     int64_t text_width, text_layers, text_heads;
     int32_t eos_token_id;   /* the id text pooling looks for (see the plugin's docs) */
+    /* Appended in ABI minor 1 (a plugin built before it leaves this 0, read as
+     * "both towers"): CKD_TOWER_* bits. A model without CKD_TOWER_TEXT has no
+     * text tower (encode_text and logit_scale may be NULL); with
+     * CKD_TOWER_CLASSIFIER its image output is class logits, not an embedding. */
+    uint32_t towers;
 } ckd_model_info;
+
+enum {
+    CKD_TOWER_IMAGE = 1u << 0,
+    CKD_TOWER_TEXT = 1u << 1,
+    CKD_TOWER_CLASSIFIER = 1u << 2,
+};
 
 typedef struct ckd_model_vtable {
     uint32_t struct_size; /* sizeof(ckd_model_vtable) as the plugin was built */
@@ -213,8 +229,16 @@ typedef struct ckd_model_vtable {
      * parameter must be present with its shape; all are checked before any is
      * written, so on failure the model is unchanged. 0, or -1 with err set. */
     int (*load)(void *state, const char *path, ckd_error *err);
-    /* Writes every parameter (F32, HF names) to a safetensors file, atomically. */
+    /* Writes every parameter and buffer (HF or the reference's names) to a
+     * safetensors file, atomically. */
     int (*save)(void *state, const char *path, ckd_error *err);
+    /* ---- appended in ABI minor 1; hosts read them only when struct_size covers them ----
+     * Buffers: named state that is not trained (BatchNorm running_mean,
+     * running_var, num_batches_tracked as a float count), saved and loaded
+     * with the parameters, restored on resume, never decayed or given a
+     * gradient (requires_grad 0). Both NULL, or n_buffers returning 0, for none. */
+    int (*n_buffers)(void *state);
+    ckd_tensor *(*buffer)(void *state, int i);
 } ckd_model_vtable;
 
 typedef struct ckd_plugin_descriptor {
