@@ -288,3 +288,39 @@ Test(resnet, missing_batchnorm_statistics_are_named)
     rmdir(dir);
     ckd_model_free(m);
 }
+
+/* ---- shipped configurations ------------------------------------------------------------
+ * Each builds, with the parameter count of its reference (torchvision's
+ * resnet18/34/50(); open_clip's ModifiedResNet for RN50 / RN101 with
+ * open_clip's model_configs). */
+Test(resnet, shipped_configurations_have_the_reference_sizes, .timeout = 120)
+{
+    static const struct {
+        const char *name;
+        int64_t params;
+    } want[] = {{"resnet18", 11689512},          {"resnet34", 21797672}, {"resnet50", 25557032},
+                {"RN50", 38316896},              {"RN101", 56259936},    {"cifar-resnet-small", -1},
+                {"fmnist-resnet-student", -1}};
+    const char *src = getenv("CKD_TEST_SRCDIR");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/models/resnet", src ? src : ".");
+    setenv("CLIPKD_DATA_DIR", dir, 1);
+    size_t n = 0;
+    ckd_error err = {{0}};
+    char **names = ckd_model_config_names("resnet", &n, &err);
+    cr_assert_not_null(names, "%s", err.msg);
+    cr_expect_eq(n, sizeof want / sizeof *want, "configurations shipped: %zu", n);
+    ckd_model_config_names_free(names, n);
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        json_t *cfg = ckd_model_config_shipped("resnet", want[i].name, &err);
+        cr_assert_not_null(cfg, "%s", err.msg);
+        ckd_model *m = ckd_model_new(test_plugin(reg, CKD_PLUGIN_MODEL, "resnet"), cfg, want[i].name, 0, 0, &err);
+        json_decref(cfg);
+        cr_assert_not_null(m, "%s: %s", want[i].name, err.msg);
+        if (want[i].params > 0)
+            cr_expect_eq(ckd_model_param_count(m), want[i].params, "%s: %lld parameters, the reference has %lld",
+                         want[i].name, (long long)ckd_model_param_count(m), (long long)want[i].params);
+        ckd_model_free(m);
+    }
+    unsetenv("CLIPKD_DATA_DIR");
+}

@@ -2,7 +2,9 @@
  * that a single rename makes it appear whole (ckd_st_writer_save writes a
  * temporary file, fsyncs it and renames it). Tensors: model.<HF name>,
  * loss.<i>.<name>, adam.m.<k>, adam.v.<k> (k = the optimiser's parameter
- * order); the rest is JSON in the __metadata__ entry "state". */
+ * order), buffer.<name> (the student's BatchNorm running statistics, which
+ * the next step's forward reads and updates); the rest is JSON in the
+ * __metadata__ entry "state". */
 #include "config.h"
 
 #include <inttypes.h>
@@ -86,6 +88,12 @@ int train_checkpoint_save(train_run *t, int64_t metrics_len, ckd_error *err)
         if (ckd_st_writer_add(w, key, CKD_DT_F32, p->ndim, p->shape, ckd_adamw_exp_avg_sq(t->opt, k), err))
             goto out;
     }
+    for (int i = 0; i < ckd_model_n_buffers(t->student); i++) {
+        const ckd_tensor *b = ckd_model_buffer(t->student, i);
+        snprintf(key, sizeof key, "buffer.%s", b->name);
+        if (ckd_st_writer_add(w, key, CKD_DT_F32, b->ndim, b->shape, b->data, err))
+            goto out;
+    }
     if (ckd_st_writer_set_metadata(w, "state", text, err))
         goto out;
     snprintf(path, sizeof path, "%s/" CKPT_FILE, t->dir);
@@ -153,6 +161,12 @@ int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err)
         if (read_into(st, path, key, ckd_adamw_exp_avg_sq(t->opt, k), p, err))
             goto out;
         ckd_adamw_set_param_steps(t->opt, k, (int64_t)json_integer_value(json_array_get(steps, (size_t)k)));
+    }
+    for (int i = 0; i < ckd_model_n_buffers(t->student); i++) {
+        ckd_tensor *b = ckd_model_buffer(t->student, i);
+        snprintf(key, sizeof key, "buffer.%s", b->name);
+        if (read_into(st, path, key, b->data, b, err))
+            goto out;
     }
     ckd_rng *r = ckd_ctx_rng(t->ctx);
     for (int i = 0; i < 4; i++)

@@ -292,6 +292,10 @@ static int zero_shot(ckd_model *m, const ckd_eval_opts *o, const float *img, con
                      const float *cls, int64_t K, ckd_eval_result *r, ckd_error *err)
 {
     int64_t D = ckd_model_embed_dim(m);
+    if (!ckd_model_logit_scale(m)) { /* a classifier: cls is the identity, its (normalised) logits rank */
+        r->has_zero_shot = o->zero_shot && !ckd_zero_shot_eval(img, labels, n, cls, K, D, &r->zero_shot, err);
+        return o->zero_shot && !r->has_zero_shot ? -1 : 0;
+    }
     if (o->zero_shot) {
         if (ckd_zero_shot_eval(img, labels, n, cls, K, D, &r->zero_shot, err))
             return -1;
@@ -344,8 +348,21 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
     int64_t *index = NULL, n = 0, M = 0;
     int rc = -1;
     size_t N = ckd_dataset_size(ds);
-    int64_t D = ckd_model_embed_dim(m), T = ckd_model_get_info(m)->context_length;
+    /* tm: the text tower that classifies and retrieves m's images */
+    ckd_model *tm = ckd_model_has_text(m) ? m : o.text_model;
+    int classifier = ckd_model_is_classifier(m);
+    int64_t D = ckd_model_embed_dim(m), T = tm ? ckd_model_get_info(tm)->context_length : 0;
     int64_t K = (int64_t)ckd_dataset_n_classes(ds);
+    if (classifier && K > 0 && K != D) {
+        ckd_errorf(err, "the classifier has %lld outputs, the evaluation data %lld classes", (long long)D,
+                   (long long)K);
+        goto out;
+    }
+    if (!classifier && tm && tm != m && ckd_model_embed_dim(tm) != D) {
+        ckd_errorf(err, "the image-only model embeds in %lld dimensions, the text model in %lld", (long long)D,
+                   (long long)ckd_model_embed_dim(tm));
+        goto out;
+    }
     if (!c || !(tok = ckd_tokenizer_load_default(err)))
         goto out;
     ckd_ctx_set_grad(c, 0);
@@ -363,18 +380,28 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
     for (int64_t i = 0; i < n; i++)
         has_labels &= labels[i] >= 0 && labels[i] < K;
     int64_t NT = o.n_templates ? (int64_t)o.n_templates : (int64_t)ckd_dataset_n_templates(ds);
-    if ((o.zero_shot || o.calibration) && K > 0 && NT > 0 && has_labels) {
+    if (classifier && (o.zero_shot || o.calibration) && K > 0 && has_labels) {
+        if (!(cls = calloc((size_t)(K * K), sizeof *cls))) {
+            ckd_errorf(err, "out of memory");
+            goto out;
+        }
+        for (int64_t k = 0; k < K; k++)
+            cls[k * K + k] = 1.0f;
+        if (zero_shot(m, &o, img, labels, n, cls, K, r, err))
+            goto out;
+    } else if (tm && (o.zero_shot || o.calibration) && K > 0 && NT > 0 && has_labels) {
         if (!(cls = malloc((size_t)(K * D) * sizeof *cls))) {
             ckd_errorf(err, "out of memory");
             goto out;
         }
-        if (train_class_embeddings(m, c, tok, ds, &o, T, cls, err) || zero_shot(m, &o, img, labels, n, cls, K, r, err))
+        if (train_class_embeddings(tm, c, tok, ds, &o, T, cls, err) ||
+            zero_shot(tm, &o, img, labels, n, cls, K, r, err))
             goto out;
     }
-    if (o.retrieval) {
+    if (tm && !classifier && o.retrieval) {
         if (train_caption_ids(ds, tok, index, n, T, &ids, &owner, &M, err))
             goto out;
-        if (M > 0 && retrieval(m, c, &o, img, n, ids, owner, M, T, r, err))
+        if (M > 0 && retrieval(tm, c, &o, img, n, ids, owner, M, T, r, err))
             goto out;
     }
     r->seconds = now_s() - t0;

@@ -41,6 +41,12 @@ typedef struct train_run {
     char runs_root[TRAIN_PATH_MAX];
 
     ckd_model *student, *teacher;     /* teacher: NULL in cache mode */
+    /* An image-only student (no text tower): its zero-shot logits use the
+     * teacher's class prompts and scale; a classifier's are its outputs.
+     * text_teacher: the teacher model loaded for evaluating it in cache
+     * mode (its text tower classifies the student's images), or NULL. */
+    int s_image_only, s_classifier;
+    ckd_model *text_teacher;
     char teacher_dir[TRAIN_PATH_MAX]; /* teacher.recipe's final/, or "" */
     train_tcache tc;                  /* cache mode: the embeddings */
     ckd_tensor *t_scale;              /* cache mode: the teacher's logit scale */

@@ -213,12 +213,14 @@ static int make_teacher(train_run *t, const json_t *teacher, ckd_error *err)
 static uint32_t available(const train_run *t, int has_teacher, int has_classes)
 {
     int has_prompts = has_classes && ckd_dataset_n_templates(t->train_ds) > 0;
-    uint32_t a = CKD_NEED_S_IMG | CKD_NEED_S_TXT | CKD_NEED_S_IMG_MASKED;
+    uint32_t a = CKD_NEED_S_IMG | (t->s_image_only ? 0 : CKD_NEED_S_TXT) | CKD_NEED_S_IMG_MASKED;
     if (has_teacher)
         a |= CKD_NEED_T_IMG | CKD_NEED_T_TXT;
     if (has_classes)
         a |= CKD_NEED_LABELS;
-    if (has_prompts)
+    /* s_logits: a classifier's outputs; an image-only encoder's zero-shot
+     * logits against the teacher's class prompts; else the student's own */
+    if (t->s_classifier ? has_classes : has_prompts && (!t->s_image_only || has_teacher))
         a |= CKD_NEED_S_LOGITS;
     if (has_teacher && has_classes)
         a |= CKD_NEED_CENTROIDS;
@@ -236,7 +238,7 @@ static void missing_why(const train_run *t, uint32_t missing, int has_teacher, i
     const uint32_t from_classes =
         CKD_NEED_LABELS | CKD_NEED_CLASS_TXT | CKD_NEED_S_LOGITS | CKD_NEED_T_LOGITS | CKD_NEED_CENTROIDS;
     const uint32_t from_prompts = CKD_NEED_CLASS_TXT | CKD_NEED_S_LOGITS | CKD_NEED_T_LOGITS;
-    const char *why[3];
+    const char *why[4];
     int n = 0;
     if (!has_teacher && (missing & from_teacher))
         why[n++] = "the recipe has no teacher";
@@ -244,6 +246,9 @@ static void missing_why(const train_run *t, uint32_t missing, int has_teacher, i
         why[n++] = "the training data has no classes";
     if (has_classes && !ckd_dataset_n_templates(t->train_ds) && (missing & from_prompts))
         why[n++] = "the training data has no prompt templates for its class names";
+    if (t->s_image_only && (missing & (CKD_NEED_S_TXT | CKD_NEED_S_LOGITS)))
+        why[n++] = "the student has no text tower (an image-only model: use losses on its image embeddings,"
+                   " e.g. l2, vl, or kd/ce on zero-shot logits from the teacher's class prompts)";
     size_t len = 0;
     snprintf(out, cap, "this trainer does not provide it");
     for (int i = 0; i < n && len < cap; i++)
@@ -297,6 +302,9 @@ static int check_needs(train_run *t, int has_teacher, int has_classes, ckd_error
             return -1;
         t->needs |= needs;
     }
+    /* an image-only encoder's s_logits are built on the teacher's class prompts */
+    if (t->s_image_only && !t->s_classifier && (t->needs & CKD_NEED_S_LOGITS))
+        t->needs |= CKD_NEED_CLASS_TXT;
     if (t->centroid_images < 0)
         t->centroid_images = 100; /* CLIP-Embed-KD's n */
     return 0;
@@ -360,7 +368,11 @@ static int make_optimizer(train_run *t, ckd_error *err)
 static int make_loader(train_run *t, ckd_error *err)
 {
     const ckd_model_info *si = ckd_model_get_info(t->student);
-    int64_t T = si->context_length;
+    /* token rows for the towers that read captions: an image-only student's
+     * teacher's, or CLIP's 77 when nothing reads them */
+    int64_t T = t->s_image_only ? CKD_TOKENIZER_CONTEXT_LEN : si->context_length;
+    if (t->s_image_only && t->teacher)
+        T = ckd_model_get_info(t->teacher)->context_length;
     if (t->teacher) { /* live; the cache has the teacher's own preprocessing */
         const ckd_model_info *ti = ckd_model_get_info(t->teacher);
         if (ti->image_size != si->image_size)
@@ -427,6 +439,26 @@ static int make_class_txt(train_run *t, ckd_error *err)
     return rc ? ckd_error_prefix(err, "teacher class prompts") : 0;
 }
 
+/* An image-only student is classified with the teacher's text tower, so
+ * its embedding must have the teacher's width; in cache mode the teacher is
+ * loaded for evaluation (only when there is an evaluation set). */
+static int image_only_checks(train_run *t, ckd_error *err)
+{
+    int64_t ds = ckd_model_embed_dim(t->student), dt = t->teacher ? ckd_model_embed_dim(t->teacher) : t->tc.dim;
+    if (!t->s_classifier && ds != dt && (t->needs & CKD_NEED_S_LOGITS))
+        return ckd_recipe_errorf(t->recipe, "student", err,
+                                 "the image-only student embeds in %lld dimensions, the teacher in %lld: its"
+                                 " zero-shot logits use the teacher's class prompts, so the widths must agree",
+                                 (long long)ds, (long long)dt);
+    if (t->teacher || !json_object_get(json_object_get(t->rj, "data"), "eval"))
+        return 0;
+    char id[96];
+    if (!(t->text_teacher = train_teacher_shell(t, id, sizeof id, err)) ||
+        train_teacher_fill(t, t->text_teacher, err))
+        return ckd_error_prefix(err, "teacher (for the image-only student's evaluation)");
+    return 0;
+}
+
 int train_setup(train_run *t, ckd_error *err)
 {
     const json_t *rj = t->rj;
@@ -451,19 +483,25 @@ int train_setup(train_run *t, ckd_error *err)
         return ckd_error_prefix(err, "data.train");
     int has_classes = ckd_dataset_n_classes(t->train_ds) > 0;
     t->n_classes = (int64_t)ckd_dataset_n_classes(t->train_ds);
+    /* The student next (an allocation): which towers it has decides what the
+     * losses can read. */
+    if (!(t->student = model_from(t, json_object_get(rj, "student"), "student", 1, seed, err)))
+        return -1;
+    t->s_image_only = !ckd_model_has_text(t->student);
+    t->s_classifier = ckd_model_is_classifier(t->student);
     if (check_needs(t, teacher != NULL, has_classes, err))
         return -1;
     if (!(t->tok = ckd_tokenizer_load_default(err)) || !(t->ctx = ckd_ctx_new(0, seed ^ 0x9e3779b97f4a7c15ull, err)))
         return -1;
-    if (!(t->student = model_from(t, json_object_get(rj, "student"), "student", 1, seed, err)))
-        return -1;
     if (teacher && make_teacher(t, teacher, err))
+        return -1;
+    if (teacher && t->s_image_only && image_only_checks(t, err))
         return -1;
     if (make_loader(t, err) || make_losses(t, err) || make_optimizer(t, err))
         return -1;
     if (t->teacher && (t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) && make_class_txt(t, err))
         return -1;
-    if ((t->needs & CKD_NEED_S_LOGITS) && make_student_prompts(t, err))
+    if ((t->needs & CKD_NEED_S_LOGITS) && !t->s_image_only && make_student_prompts(t, err))
         return -1;
     if ((t->needs & CKD_NEED_CENTROIDS) && train_centroids(t, err))
         return -1;
@@ -485,6 +523,7 @@ void train_free(train_run *t)
     ckd_dataset_close(t->train_ds);
     ckd_model_free(t->student);
     ckd_model_free(t->teacher);
+    ckd_model_free(t->text_teacher);
     ckd_tokenizer_free(t->tok);
     ckd_ctx_free(t->ctx);
     memset(t, 0, sizeof *t);

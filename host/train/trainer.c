@@ -64,6 +64,10 @@ static ckd_tensor *zero_shot_logits(ckd_ctx *c, ckd_tensor *img_n, ckd_tensor *c
  * micro-batch, so that the loss trains both towers (and θ_s). */
 static ckd_tensor *student_logits(train_run *t, ckd_loss_batch *lb)
 {
+    if (t->s_classifier)
+        return lb->s_img;
+    if (t->s_image_only) /* the teacher's class prompts and scale, fixed */
+        return zero_shot_logits(t->ctx, lb->s_img_n, t->class_txt, lb->t_logit_scale);
     ckd_tensor *cls = train_prompt_ensemble(t->student, t->ctx, t->s_prompts, t->n_classes, t->s_prompt_nt,
                                             t->s_prompt_len);
     return zero_shot_logits(t->ctx, lb->s_img_n, cls, lb->s_logit_scale);
@@ -103,14 +107,14 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
     lb->struct_size = sizeof *lb;
     lb->n = n;
     lb->s_img = ckd_model_encode_image(t->student, c, px, 1.0f, NULL);
-    lb->s_txt = ckd_model_encode_text(t->student, c, b->input_ids, n, T, NULL);
     lb->s_img_n = normed(c, lb->s_img);
-    lb->s_txt_n = normed(c, lb->s_txt);
-    lb->s_logit_scale = ckd_model_logit_scale(t->student);
+    if (!t->s_image_only) {
+        lb->s_txt = ckd_model_encode_text(t->student, c, b->input_ids, n, T, NULL);
+        lb->s_txt_n = normed(c, lb->s_txt);
+        lb->s_logit_scale = ckd_model_logit_scale(t->student);
+    }
     if (t->needs & CKD_NEED_S_IMG_MASKED)
         lb->s_img_masked = ckd_model_encode_image(t->student, c, px, t->keep_ratio, NULL);
-    if (t->needs & CKD_NEED_S_LOGITS)
-        lb->s_logits = student_logits(t, lb);
     if (t->needs & CKD_NEED_CENTROIDS)
         lb->centroids = t->centroids;
     if (t->needs & CKD_NEED_LABELS) {
@@ -120,7 +124,8 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
         lb->labels = b->labels;
     }
     if (t->teacher || t->tc.st) {
-        int was = ckd_ctx_set_grad(c, 0);
+        /* a teacher is fixed and in eval mode (BatchNorm on its statistics) */
+        int was = ckd_ctx_set_grad(c, 0), was_training = ckd_ctx_set_training(c, 0);
         if (t->teacher) {
             lb->t_img = normed(c, ckd_model_encode_image(t->teacher, c, px, 1.0f, NULL));
             lb->t_txt = normed(c, ckd_model_encode_text(t->teacher, c, b->input_ids, n, T, NULL));
@@ -128,6 +133,7 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
             t->teacher_encoded += 2 * n;
         } else if (cached_teacher(t, b, lb, err)) {
             ckd_ctx_set_grad(c, was);
+            ckd_ctx_set_training(c, was_training);
             return -1;
         }
         if (t->class_txt && (t->needs & CKD_NEED_CLASS_TXT))
@@ -135,7 +141,10 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
         if (t->class_txt && (t->needs & CKD_NEED_T_LOGITS))
             lb->t_logits = zero_shot_logits(c, lb->t_img, t->class_txt, lb->t_logit_scale);
         ckd_ctx_set_grad(c, was);
+        ckd_ctx_set_training(c, was_training);
     }
+    if (t->needs & CKD_NEED_S_LOGITS) /* after the teacher: an image-only student uses its prompts */
+        lb->s_logits = student_logits(t, lb);
     return ckd_ctx_check(c, err);
 }
 
@@ -198,7 +207,7 @@ static int train_step(train_run *t, double *terms, double *total, int64_t *image
     ckd_adamw_set_lr(t->opt, lr_at(t, t->step));
     ckd_adamw_step(t->opt);
     ckd_tensor *theta = ckd_model_logit_scale(t->student);
-    if (theta->data[0] > LOGIT_SCALE_MAX)
+    if (theta && theta->data[0] > LOGIT_SCALE_MAX)
         theta->data[0] = (float)LOGIT_SCALE_MAX;
     if (dump && train_dump_save(t, dump, lr_at(t, t->step), err))
         return -1;
@@ -269,6 +278,7 @@ static int run_eval(train_run *t, loop_state *ls, ckd_error *err)
         return 0;
     ckd_eval_opts eo;
     ckd_eval_opts_from_json(&eo, json_object_get(t->rj, "eval"));
+    eo.text_model = t->teacher ? t->teacher : t->text_teacher; /* for an image-only student */
     ckd_eval_result r;
     if (ckd_evaluate(t->student, spec, t->base_dir, &eo, &r, err))
         return ckd_error_prefix(err, "data.eval (step %lld)", (long long)t->step);

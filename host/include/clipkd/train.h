@@ -176,6 +176,12 @@ typedef struct ckd_eval_opts {
     ckd_retrieval_match retrieval_match;   /* CKD_RETRIEVAL_MATCH_PAIR */
     const char *templates[CKD_EVAL_MAX_TEMPLATES]; /* n_templates 0: the dataset's own */
     size_t n_templates;
+    /* For a model without a text tower (an image-only student): the model
+     * whose text tower and logit scale classify and retrieve its images,
+     * usually its teacher (borrowed; the embedding widths must agree). NULL:
+     * such a model gets no zero-shot or retrieval results, except that a
+     * classifier's outputs are its class logits (top-1/top-5). */
+    ckd_model *text_model;
 } ckd_eval_opts;
 
 void ckd_eval_opts_init(ckd_eval_opts *o);

@@ -1,0 +1,151 @@
+/* Image-only students: a ResNet classifier trained with ce, stopped and
+ * resumed bit-identically (BatchNorm running statistics included), and
+ * evaluated from its logits; a ResNet image encoder distilled from a tiny
+ * CLIP teacher's cached embeddings with l2 and kd on zero-shot logits built
+ * from the teacher's class prompts, evaluated with the teacher's text tower;
+ * a loss that needs the student's text tower refused before compute. */
+#include "config.h"
+
+#include "train_test_util.h"
+
+/* A CIFAR-style ResNet classifier on 192 Fashion-MNIST test images. */
+static const char resnet_ce[] =
+    "{\"name\": \"rn-ce\", \"seed\": 4,\n"
+    " \"student\": {\"model\": \"resnet\", \"config\": {\"layers\": [1, 1], \"width\": 8, \"stem\": \"cifar\",\n"
+    "   \"image_size\": 28, \"num_classes\": 10}},\n"
+    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
+    "\", \"limit\": 192},\n"
+    "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
+    "\", \"limit\": 48}},\n"
+    " \"losses\": [{\"name\": \"ce\"}],\n"
+    " \"optim\": {\"lr\": 0.003, \"warmup_steps\": 2},\n"
+    " \"train\": {\"steps\": 7, \"batch_size\": 16, \"log_every\": 1, \"eval_every\": 4, \"checkpoint_every\": 2}}\n";
+
+Test(train_image, resnet_classifier_resumes_bit_identically, .init = setup, .fini = teardown, .timeout = 120)
+{
+    write_file("rn.json", resnet_ce);
+    ckd_recipe *r = load("rn.json", NULL, 0);
+    char a[512], b[512];
+    run_dir("a", a, sizeof a);
+    run_dir("b", b, sizeof b);
+    ckd_error err = {{0}};
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.out_dir = a;
+    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
+    o.out_dir = b;
+    o.stop_after = 5; /* the last checkpoint is step 4 */
+    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
+    o.stop_after = 0;
+    cr_assert_eq(ckd_train_resume(reg, NULL, b, &o, &err), 0, "%s", err.msg);
+    expect_same_run(a, b);
+
+    /* the final model carries its statistics, moved by 7 train-mode steps */
+    char p[1024];
+    snprintf(p, sizeof p, "%s/final", a);
+    ckd_model *m = ckd_model_from_pretrained(reg, p, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    cr_assert_gt(ckd_model_n_buffers(m), 0);
+    const ckd_tensor *count = NULL;
+    for (int i = 0; i < ckd_model_n_buffers(m); i++)
+        if (!strcmp(ckd_model_buffer(m, i)->name, "bn1.num_batches_tracked"))
+            count = ckd_model_buffer(m, i);
+    cr_assert_not_null(count);
+    cr_expect_float_eq(count->data[0], 7.0f, 0, "one batch per step: %g", count->data[0]);
+    /* the checkpoint holds them too */
+    ckd_safetensors *ck = NULL;
+    snprintf(p, sizeof p, "%s/checkpoint.safetensors", a);
+    ck = ckd_st_open(p, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    cr_expect_not_null(ckd_st_find(ck, "buffer.layer1.0.bn1.running_var"));
+    cr_expect_null(ckd_st_find(ck, "model.layer1.0.bn1.running_var"), "a buffer is not a parameter");
+    ckd_st_close(ck);
+
+    /* evaluated from its logits */
+    long n;
+    char *res = slurp(a, "results.json", &n);
+    json_error_t je;
+    json_t *rj = json_loads(res, 0, &je);
+    cr_assert_not_null(rj, "%s", je.text);
+    const json_t *zs = json_object_get(json_object_get(rj, "eval"), "zero_shot");
+    cr_expect(json_is_number(json_object_get(zs, "top1")), "%s", res);
+    cr_expect_null(json_object_get(json_object_get(rj, "eval"), "retrieval"), "%s", res);
+    json_decref(rj);
+    free(res);
+    ckd_model_free(m);
+    ckd_recipe_free(r);
+}
+
+/* A tiny CLIP teacher, and an image-only ResNet student of its width. */
+static const char teacher[] =
+    "{\"name\": \"t\", \"seed\": 3,\n"
+    " \"student\": {\"model\": \"clip\", \"config\": {\"embed_dim\": 16,\n"
+    "   \"vision\": {\"image_size\": 28, \"patch_size\": 7, \"width\": 16, \"layers\": 1, \"heads\": 2},\n"
+    "   \"text\": {\"context_length\": 20, \"width\": 16, \"layers\": 1, \"heads\": 2}}},\n"
+    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
+    "\", \"limit\": 192},\n"
+    "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
+    "\", \"limit\": 48}},\n"
+    " \"losses\": [{\"name\": \"clip\"}],\n"
+    " \"optim\": {\"lr\": 0.003},\n"
+    " \"train\": {\"steps\": 4, \"batch_size\": 16}}\n";
+
+/* The teacher's data with an image-only ResNet student of its width. */
+static const char *student_of(const char *teacher_key, const char *losses)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf,
+             "{\"name\": \"s\", %s,\n"
+             " \"student\": {\"model\": \"resnet\", \"config\": {\"layers\": [1, 1], \"width\": 8,"
+             " \"stem\": \"cifar\", \"image_size\": 28, \"embed_dim\": 16}},\n"
+             " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
+             "\", \"limit\": 192},\n"
+             "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
+             "\", \"limit\": 48}},\n"
+             " \"losses\": %s,\n"
+             " \"optim\": {\"lr\": 0.003},\n"
+             " \"train\": {\"steps\": 4, \"batch_size\": 16}}\n",
+             teacher_key, losses);
+    return buf;
+}
+
+Test(train_image, image_encoder_distils_from_cached_teacher, .init = setup, .fini = teardown, .timeout = 120)
+{
+    write_file("t.json", teacher);
+    write_file("s.json", student_of("\"teacher\": {\"recipe\": \"t.json\"}",
+                                     "[{\"name\": \"l2\"}, {\"name\": \"kd\"}, {\"name\": \"vl\"}]"));
+    ckd_recipe *r = load("s.json", NULL, 0);
+    char runs[512], dir[1024];
+    run_dir("runs", runs, sizeof runs);
+    ckd_error err = {{0}};
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.runs_root = runs;
+    cr_assert_eq(ckd_train_run(reg, r, &o, dir, sizeof dir, &err), 0, "%s", err.msg);
+    long n;
+    char *res = slurp(dir, "results.json", &n);
+    cr_expect(strstr(res, "\"l2\"") && strstr(res, "\"kd\"") && strstr(res, "\"vl\""), "%s", res);
+    /* zero-shot through the teacher's text tower, and retrieval too */
+    cr_expect(strstr(res, "\"zero_shot\"") && strstr(res, "\"retrieval\""), "%s", res);
+    free(res);
+    ckd_recipe_free(r);
+}
+
+Test(train_image, text_losses_are_refused_for_an_image_only_student, .init = setup, .fini = teardown)
+{
+    write_file("t.json", teacher);
+    write_file("s.json", student_of("\"seed\": 1", "[{\"name\": \"clip\"}]"));
+    ckd_recipe *r = load("s.json", NULL, 0);
+    char d[512];
+    run_dir("x", d, sizeof d);
+    ckd_error err = {{0}};
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.out_dir = d;
+    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), -1);
+    cr_expect(strstr(err.msg, "losses[0]") && strstr(err.msg, "no text tower") && strstr(err.msg, "s_txt"), "%s",
+              err.msg);
+    struct stat sb;
+    cr_expect_neq(stat(d, &sb), 0, "nothing is created");
+    ckd_recipe_free(r);
+}
