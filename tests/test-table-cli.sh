@@ -35,7 +35,7 @@ for p in mini paper paper-wds; do
 done
 check "a shipped table by its name" "^table: .*recipes/tables/clip-kd-ablation.json" \
     clipkd table clip-kd-ablation --profile paper --dry-run --runs "$tmp/runs"
-check "clip-kd-laion --dry-run marks what cannot run yet" "blocked: needs model plugin resnet" \
+check "clip-kd-laion --dry-run: the RN50 rows (clip with a ModifiedResNet tower) can run" "^vit-b16-to-rn50 .* ok: " \
     clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
 check "... and which teachers are published unpinned" "^vit-l14-to-vit-t16 .*not pinned yet: clipkd fetch --pin" \
     clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
@@ -104,7 +104,7 @@ fi
 check_status "a diverging row fails the table (exit 1)" 1 "row \"diverges\" failed" \
     clipkd table "$tables/fails.json" --runs "$tmp/runs" --out "$tmp/fout"
 check "the failed row is in the table with its reason" "^Diverges failed: seed 0" cat "$tmp/fout/table.md"
-check "a missing model plugin blocks its row" "^ResNet blocked: needs model plugin resnet" cat "$tmp/fout/table.md"
+check "a missing model plugin blocks its row" "^MobileNet blocked: needs model plugin mobilenet" cat "$tmp/fout/table.md"
 check "the other rows ran" "^| Baseline | [0-9]" cat "$tmp/fout/table.md"
 check_status "--no-keep-going stops at the failure" 1 "" \
     clipkd table "$tables/fails.json" --runs "$tmp/runs2" --out "$tmp/fout2" --no-keep-going --rows diverges,baseline

@@ -4,8 +4,9 @@
  *   config.json                Hugging Face CLIPConfig          -> clip
  *   clipkd.json                clipkd's own: a clip configuration, or
  *                              {"model": PLUGIN, "config": {...}} for any plugin
- *   open_clip_config.json      OpenCLIP's model config; a ResNet vision_cfg
- *                              (layers as a list) -> resnet, arch "modified"
+ *   open_clip_config.json      OpenCLIP's model config with a ResNet vision_cfg
+ *                              (layers as a list): with a text_cfg -> clip
+ *                              (vision.arch "modified"), else -> resnet
  *   torchvision_config.json    torchvision.models.resnet.ResNet's arguments
  *                              -> resnet, arch "torchvision"
  * The plugin then loads the weights from the directory (each plugin knows
@@ -71,9 +72,22 @@ static json_t *from_torchvision(const json_t *tv, const char *path, ckd_error *e
     return c;
 }
 
-/* OpenCLIP's model config (embed_dim, vision_cfg) for a ResNet image tower
- * -> the resnet plugin (ModifiedResNet: heads = width·32 / head_width). */
-static json_t *from_open_clip(const json_t *oc, const char *path, ckd_error *err)
+/* OpenCLIP's text_cfg -> the clip plugin's text object (open_clip's
+ * defaults where a key is absent). */
+static json_t *open_clip_text(const json_t *t)
+{
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i}", "context_length", 77, "vocab_size", 49408, "width", 512,
+                          "heads", 8, "layers", 12);
+    static const char *const keys[] = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        carry(o, keys[i], t, keys[i]);
+    return o;
+}
+
+/* OpenCLIP's model config (embed_dim, vision_cfg[, text_cfg]) for a ResNet
+ * image tower (ModifiedResNet: heads = width·32 / head_width): with a
+ * text_cfg a clip model, without one the resnet plugin's image encoder. */
+static json_t *from_open_clip(const json_t *oc, const char *path, char plugin[64], ckd_error *err)
 {
     const json_t *v = json_object_get(oc, "vision_cfg");
     if (!json_is_object(v) || !json_is_array(json_object_get(v, "layers"))) {
@@ -95,8 +109,17 @@ static json_t *from_open_clip(const json_t *oc, const char *path, ckd_error *err
     json_t *c = json_pack("{s:s, s:I, s:I}", "arch", "modified", "width", width, "heads", (json_int_t)(width * 32 / hw));
     carry(c, "layers", v, "layers");
     carry(c, "image_size", v, "image_size");
-    carry(c, "embed_dim", oc, "embed_dim");
-    return c;
+    const json_t *t = json_object_get(oc, "text_cfg");
+    if (!json_is_object(t)) {
+        snprintf(plugin, 64, "resnet");
+        carry(c, "embed_dim", oc, "embed_dim");
+        return c;
+    }
+    snprintf(plugin, 64, "clip");
+    json_t *clip = json_pack("{s:o, s:o, s:s}", "vision", c, "text", open_clip_text(t), "act",
+                             json_is_true(json_object_get(oc, "quick_gelu")) ? "quick_gelu" : "gelu");
+    carry(clip, "embed_dim", oc, "embed_dim");
+    return clip;
 }
 
 /* The plugin name and configuration of the model directory dir. */
@@ -129,9 +152,8 @@ static json_t *dir_config(const char *dir, char plugin[64], char *path, size_t c
     }
     snprintf(path, cap, "%s/open_clip_config.json", dir);
     if (file_exists(path)) {
-        snprintf(plugin, 64, "resnet");
         if ((j = load_json(path, err)))
-            c = from_open_clip(j, path, err);
+            c = from_open_clip(j, path, plugin, err);
         json_decref(j);
         return c;
     }
@@ -148,7 +170,7 @@ static json_t *dir_config(const char *dir, char plugin[64], char *path, size_t c
     return NULL;
 }
 
-ckd_model *ckd_model_from_pretrained(const ckd_registry *r, const char *dir, ckd_error *err)
+ckd_model *ckd_model_from_dir_config(const ckd_registry *r, const char *dir, ckd_error *err)
 {
     char path[4096];
     char plugin[64];
@@ -158,6 +180,12 @@ ckd_model *ckd_model_from_pretrained(const ckd_registry *r, const char *dir, ckd
     const ckd_plugin *p = ckd_registry_find(r, CKD_PLUGIN_MODEL, plugin, err);
     ckd_model *m = p ? ckd_model_new(p, cfg, path, 0, 0, err) : NULL;
     json_decref(cfg);
+    return m;
+}
+
+ckd_model *ckd_model_from_pretrained(const ckd_registry *r, const char *dir, ckd_error *err)
+{
+    ckd_model *m = ckd_model_from_dir_config(r, dir, err);
     if (m && ckd_model_load(m, dir, err)) {
         ckd_model_free(m);
         return NULL;
@@ -180,7 +208,9 @@ int ckd_model_save_pretrained(ckd_model *m, const char *dir, ckd_error *err)
 {
     if (mkdir(dir, 0777) && errno != EEXIST)
         return ckd_errorf(err, "%s: cannot create directory: %s", dir, strerror(errno));
-    int is_clip = !strcmp(ckd_model_plugin_name(m), "clip");
+    /* Hugging Face's CLIPConfig describes two towers with a ViT only */
+    const ckd_model_info *info = ckd_model_get_info(m);
+    int is_clip = !strcmp(ckd_model_plugin_name(m), "clip") && info->patch_size > 0 && ckd_model_has_text(m);
     json_t *cfg = is_clip ? ckd_clip_config_to_hf(ckd_model_config(m), dir, err)
                           : json_pack("{s:s, s:O}", "model", ckd_model_plugin_name(m), "config",
                                       (json_t *)ckd_model_config(m));

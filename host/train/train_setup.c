@@ -159,11 +159,7 @@ ckd_model *train_teacher_shell(train_run *t, char *weights_id, size_t cap, ckd_e
         if (ckd_sha256_file(p, hex, NULL, err))
             return ckd_error_prefix(err, "teacher"), NULL;
         snprintf(weights_id, cap, "sha256:%s", hex);
-        snprintf(p, sizeof p, "%s/config.json", t->teacher_dir);
-        json_t *cfg = ckd_clip_config_load(p, err);
-        const ckd_plugin *clip = cfg ? ckd_registry_find(t->reg, CKD_PLUGIN_MODEL, "clip", err) : NULL;
-        ckd_model *m = clip ? ckd_model_new(clip, cfg, p, 0, 0, err) : NULL;
-        json_decref(cfg);
+        ckd_model *m = ckd_model_from_dir_config(t->reg, t->teacher_dir, err);
         return m ? m : (ckd_error_prefix(err, "teacher"), NULL);
     }
     const json_t *weights = json_object_get(teacher, "weights");

@@ -27,18 +27,33 @@
     " \"description\": \"overrides the top-level act for this tower\"}"
 
 static const char clip_schema[] =
-    "{\"type\": \"object\", \"required\": [\"embed_dim\", \"vision\", \"text\"], \"properties\": {"
+    "{\"type\": \"object\", \"required\": [\"embed_dim\", \"vision\"], \"properties\": {"
     "\"name\": {\"type\": \"string\", \"description\": \"a label, e.g. ViT-B-32\"},"
     "\"embed_dim\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"projected embedding width\"},"
     "\"act\": {\"type\": \"string\", \"enum\": [\"quick_gelu\", \"gelu\"], \"default\": \"gelu\","
     " \"description\": \"MLP activation: quick_gelu (OpenAI) or erf gelu (LAION/open_clip default)\"},"
     "\"logit_scale_init\": {\"type\": \"number\", \"default\": 2.6592602624,"
     " \"description\": \"initial logit scale theta (lambda = exp theta); ln(1/0.07)\"},"
-    "\"vision\": {\"type\": \"object\", \"required\": [\"image_size\", \"patch_size\", \"width\", \"layers\", \"heads\"],"
+    "\"towers\": {\"type\": \"string\", \"enum\": [\"both\", \"image\"], \"default\": \"both\","
+    " \"description\": \"image: no text tower (an image-only student, classified with its teacher's text tower)\"},"
+    "\"vision\": {\"type\": \"object\", \"required\": [\"image_size\", \"width\", \"layers\"],"
     " \"properties\": {"
+    "\"arch\": {\"type\": \"string\", \"enum\": [\"vit\", \"modified\"], \"default\": \"vit\","
+    " \"description\": \"vit, or CLIP's ModifiedResNet (layers a list, e.g. [3, 4, 6, 3] for RN50)\"},"
     "\"image_size\": {\"type\": \"integer\", \"minimum\": 1},"
-    "\"patch_size\": {\"type\": \"integer\", \"minimum\": 1},"
-    "\"channels\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 3}," TOWER_COMMON "}},"
+    "\"patch_size\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"ViT: required\"},"
+    "\"channels\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 3},"
+    "\"width\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"transformer width (ResNet: stage-1 planes)\"},"
+    "\"layers\": {\"type\": [\"integer\", \"array\"], \"minimum\": 0, \"maximum\": 64, \"items\": {\"type\": \"integer\","
+    " \"minimum\": 1, \"maximum\": 64}, \"description\": \"ViT: layers; ResNet: blocks per stage\"},"
+    "\"heads\": {\"type\": \"integer\", \"minimum\": 1,"
+    " \"description\": \"attention heads (ResNet: of the attention pool, default width·32/64)\"},"
+    "\"mlp_ratio\": {\"type\": \"number\", \"exclusiveMinimum\": 0, \"default\": 4.0},"
+    "\"mlp_width\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    "\"ln_eps\": {\"type\": \"number\", \"exclusiveMinimum\": 0, \"default\": 1e-5},"
+    "\"act\": {\"type\": \"string\", \"enum\": [\"quick_gelu\", \"gelu\"]},"
+    "\"bn_eps\": {\"type\": \"number\", \"exclusiveMinimum\": 0, \"default\": 1e-5},"
+    "\"bn_momentum\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1, \"default\": 0.1}}},"
     "\"text\": {\"type\": \"object\", \"required\": [\"width\", \"layers\", \"heads\"], \"properties\": {"
     "\"context_length\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 77},"
     "\"vocab_size\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 49408},"
@@ -87,11 +102,32 @@ static int read_cfg(const ckd_params *p, clip_cfg *c, ckd_error *err)
     c->context_length = (int64_t)ckd_params_number(p, "text.context_length", 77);
     c->vocab_size = (int64_t)ckd_params_number(p, "text.vocab_size", 49408);
     double eos = ckd_params_number(p, "text.eos_token_id", 49407);
-    if (tower_cfg(p, "vision", act, &c->vision, err) || tower_cfg(p, "text", act, &c->text, err))
-        return -1;
+    c->image_only = !strcmp(ckd_params_string(p, "towers", "both"), "image");
+    c->resnet = !strcmp(ckd_params_string(p, "vision.arch", "vit"), "modified");
+    if (!c->image_only && !ckd_params_has(p, "text"))
+        return ckd_errorf(err, "text: required (a text tower), unless \"towers\": \"image\"");
     if (c->embed_dim < 1)
         return ckd_errorf(err, "embed_dim: %lld, expected a positive width", (long long)c->embed_dim);
-    if (c->image_size < 1 || c->patch_size < 1 || c->channels < 1)
+    if (c->resnet) {
+        if (rn_cfg_read(p, "vision.", &c->rn, err))
+            return -1;
+        c->rn.out_dim = c->embed_dim;
+        c->image_size = c->rn.image_size;
+        c->channels = c->rn.channels;
+        c->vision.width = c->rn.width;
+    } else {
+        if (ckd_params_has(p, "vision.layers.0"))
+            return ckd_errorf(err, "vision.layers: a list of blocks per stage needs \"arch\": \"modified\"");
+        if (!ckd_params_has(p, "vision.patch_size") || !ckd_params_has(p, "vision.heads"))
+            return ckd_errorf(err, "vision: a ViT needs patch_size and heads");
+        if (tower_cfg(p, "vision", act, &c->vision, err))
+            return -1;
+    }
+    if (!c->image_only && tower_cfg(p, "text", act, &c->text, err))
+        return -1;
+    if (c->resnet) {
+        /* the ResNet checks are done; only the text keys below remain */
+    } else if (c->image_size < 1 || c->patch_size < 1 || c->channels < 1)
         return ckd_errorf(err, "vision: image_size %lld, patch_size %lld, channels %lld: expected positive sizes",
                           (long long)c->image_size, (long long)c->patch_size, (long long)c->channels);
     if (c->patch_size > c->image_size)
@@ -165,9 +201,32 @@ static int make_layers(clip_model *m, const char *prefix, const clip_tower_cfg *
     return 0;
 }
 
+/* The ResNet image tower's parameters, listed after the text tower's (the
+ * tower keeps ownership; see clip_model.rn). */
+static int make_resnet(clip_model *m, ckd_rng *init_rng, ckd_error *err)
+{
+    if (!(m->rn = rn_tower_new(&m->cfg.rn, "visual.", init_rng, err)))
+        return -1;
+    m->rn_first = m->n_params;
+    for (int i = 0; i < m->rn->n_params; i++) {
+        if (m->n_params == m->cap_params) {
+            int cap = 2 * m->cap_params + m->rn->n_params;
+            ckd_tensor **p = realloc(m->params, (size_t)cap * sizeof *p);
+            if (!p)
+                return ckd_errorf(err, "out of memory");
+            m->params = p;
+            m->cap_params = cap;
+        }
+        m->params[m->n_params++] = m->rn->params[i];
+    }
+    return 0;
+}
+
 /* Creation order is HF's named_parameters() order (text, vision, projections,
- * logit_scale), so listings and checkpoints read like transformers' own. */
-static int make_params(clip_model *m, ckd_error *err)
+ * logit_scale), so listings and checkpoints read like transformers' own. An
+ * image-only model has no text parameters, projection or scale; a ResNet
+ * image tower replaces the ViT's parameters and its projection. */
+static int make_params(clip_model *m, ckd_rng *init_rng, ckd_error *err)
 {
     const clip_cfg *c = &m->cfg;
     int64_t Ct = c->text.width, Cv = c->vision.width, E = c->embed_dim, P = c->patch_size;
@@ -175,23 +234,30 @@ static int make_params(clip_model *m, ckd_error *err)
     m->v_layers = calloc((size_t)c->vision.layers + 1, sizeof *m->v_layers);
     if (!m->t_layers || !m->v_layers)
         return ckd_errorf(err, "out of memory");
-    if (!(m->t_tok = add_param(m, err, 2, P2(c->vocab_size, Ct), "text_model.embeddings.token_embedding.weight")) ||
-        !(m->t_pos = add_param(m, err, 2, P2(c->context_length, Ct), "text_model.embeddings.position_embedding.weight")) ||
-        make_layers(m, "text_model.encoder", &c->text, m->t_layers, err) ||
-        !(m->t_final_w = add_param(m, err, 1, P1(Ct), "text_model.final_layer_norm.weight")) ||
-        !(m->t_final_b = add_param(m, err, 1, P1(Ct), "text_model.final_layer_norm.bias")) ||
-        !(m->v_class = add_param(m, err, 1, P1(Cv), "vision_model.embeddings.class_embedding")) ||
-        !(m->v_patch = add_param(m, err, 4, ((const int64_t[]){Cv, c->channels, P, P}),
-                                 "vision_model.embeddings.patch_embedding.weight")) ||
-        !(m->v_pos = add_param(m, err, 2, P2(clip_n_patches(c) + 1, Cv), "vision_model.embeddings.position_embedding.weight")) ||
-        !(m->v_pre_w = add_param(m, err, 1, P1(Cv), "vision_model.pre_layrnorm.weight")) ||
-        !(m->v_pre_b = add_param(m, err, 1, P1(Cv), "vision_model.pre_layrnorm.bias")) ||
-        make_layers(m, "vision_model.encoder", &c->vision, m->v_layers, err) ||
-        !(m->v_post_w = add_param(m, err, 1, P1(Cv), "vision_model.post_layernorm.weight")) ||
-        !(m->v_post_b = add_param(m, err, 1, P1(Cv), "vision_model.post_layernorm.bias")) ||
-        !(m->v_proj = add_param(m, err, 2, P2(E, Cv), "visual_projection.weight")) ||
-        !(m->t_proj = add_param(m, err, 2, P2(E, Ct), "text_projection.weight")) ||
-        !(m->logit_scale = add_param(m, err, 0, NULL, "logit_scale")))
+    if (!c->image_only &&
+        (!(m->t_tok = add_param(m, err, 2, P2(c->vocab_size, Ct), "text_model.embeddings.token_embedding.weight")) ||
+         !(m->t_pos = add_param(m, err, 2, P2(c->context_length, Ct), "text_model.embeddings.position_embedding.weight")) ||
+         make_layers(m, "text_model.encoder", &c->text, m->t_layers, err) ||
+         !(m->t_final_w = add_param(m, err, 1, P1(Ct), "text_model.final_layer_norm.weight")) ||
+         !(m->t_final_b = add_param(m, err, 1, P1(Ct), "text_model.final_layer_norm.bias"))))
+        return -1;
+    if (c->resnet) {
+        if (make_resnet(m, init_rng, err))
+            return -1;
+    } else if (!(m->v_class = add_param(m, err, 1, P1(Cv), "vision_model.embeddings.class_embedding")) ||
+               !(m->v_patch = add_param(m, err, 4, ((const int64_t[]){Cv, c->channels, P, P}),
+                                        "vision_model.embeddings.patch_embedding.weight")) ||
+               !(m->v_pos = add_param(m, err, 2, P2(clip_n_patches(c) + 1, Cv),
+                                      "vision_model.embeddings.position_embedding.weight")) ||
+               !(m->v_pre_w = add_param(m, err, 1, P1(Cv), "vision_model.pre_layrnorm.weight")) ||
+               !(m->v_pre_b = add_param(m, err, 1, P1(Cv), "vision_model.pre_layrnorm.bias")) ||
+               make_layers(m, "vision_model.encoder", &c->vision, m->v_layers, err) ||
+               !(m->v_post_w = add_param(m, err, 1, P1(Cv), "vision_model.post_layernorm.weight")) ||
+               !(m->v_post_b = add_param(m, err, 1, P1(Cv), "vision_model.post_layernorm.bias")) ||
+               !(m->v_proj = add_param(m, err, 2, P2(E, Cv), "visual_projection.weight")))
+        return -1;
+    if (!c->image_only && (!(m->t_proj = add_param(m, err, 2, P2(E, Ct), "text_projection.weight")) ||
+                           !(m->logit_scale = add_param(m, err, 0, NULL, "logit_scale"))))
         return -1;
     return 0;
 }
@@ -202,7 +268,9 @@ static void clip_destroy(void *state)
     if (!m)
         return;
     for (int i = 0; i < m->n_params; i++)
-        ckd_param_free(m->params[i]);
+        if (!m->rn || i < m->rn_first || i >= m->rn_first + m->rn->n_params)
+            ckd_param_free(m->params[i]);
+    rn_tower_free(m->rn);
     free(m->params);
     free(m->v_layers);
     free(m->t_layers);
@@ -215,7 +283,7 @@ static int clip_create(const ckd_params *config, ckd_rng *init_rng, void **state
     clip_model *m = calloc(1, sizeof *m);
     if (!m)
         return ckd_errorf(err, "out of memory");
-    if (read_cfg(config, &m->cfg, err) || make_params(m, err)) {
+    if (read_cfg(config, &m->cfg, err) || make_params(m, init_rng, err)) {
         clip_destroy(m);
         return -1;
     }
@@ -254,7 +322,17 @@ static void clip_info(void *state, ckd_model_info *out)
         .text_layers = c->text.layers,
         .text_heads = c->text.heads,
         .eos_token_id = c->eos_token_id,
+        .towers = CKD_TOWER_IMAGE | (c->image_only ? 0 : CKD_TOWER_TEXT),
     };
+    const rn_tower *rn = ((clip_model *)state)->rn;
+    if (rn) { /* no patches: the ResNet's width, blocks and pool heads */
+        i.vision_width = rn->feat_dim;
+        i.vision_layers = rn->n_blocks;
+        i.vision_heads = c->rn.heads;
+    }
+    if (c->image_only) {
+        i.context_length = i.vocab_size = i.text_width = i.text_layers = i.text_heads = 0;
+    }
     /* The caller's struct may be older (shorter) than ours. */
     size_t n = out->struct_size < sizeof i ? out->struct_size : sizeof i;
     uint32_t keep = out->struct_size;
@@ -274,6 +352,8 @@ static const ckd_model_vtable clip_vtable = {
     .encode_text = clip_encode_text,
     .load = clip_load,
     .save = clip_save,
+    .n_buffers = clip_n_buffers,
+    .buffer = clip_buffer,
 };
 
 static const ckd_plugin_descriptor clip_descriptor = {
@@ -282,7 +362,7 @@ static const ckd_plugin_descriptor clip_descriptor = {
     .kind = CKD_PLUGIN_MODEL,
     .name = "clip",
     .version = "1.0",
-    .summary = "CLIP: ViT image tower + causal text transformer, HF and OpenCLIP weights (F32/F16/BF16)",
+    .summary = "CLIP: ViT or ModifiedResNet image tower + causal text transformer, HF and OpenCLIP weights",
     .params_schema = clip_schema,
     .model = &clip_vtable,
 };

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "clipkd/plugin.h"
+#include "../resnet/resnet.h"
 
 enum { CLIP_ACT_QUICK_GELU = 0, CLIP_ACT_GELU = 1 };
 
@@ -27,6 +28,12 @@ typedef struct clip_cfg {
     int64_t context_length, vocab_size;
     int32_t eos_token_id;   /* 2 = HF's legacy rule: pool at argmax(ids) */
     float logit_scale_init;
+    /* vision.arch "modified": CLIP's ModifiedResNet image tower (rn), whose
+     * attention pool projects to embed_dim; the ViT fields are unused */
+    int resnet;
+    rn_cfg rn;
+    /* towers "image": no text tower, no logit scale (an image-only student) */
+    int image_only;
 } clip_cfg;
 
 /* A pre-norm encoder layer (HF CLIPEncoderLayer). Weights [out, in]. */
@@ -53,6 +60,10 @@ typedef struct clip_model {
     ckd_tensor *t_final_w, *t_final_b;
     ckd_tensor *t_proj;       /* [E, Ct], no bias */
     ckd_tensor *logit_scale;  /* [] */
+    /* the ResNet image tower (cfg.resnet): its parameters are listed in
+     * params (from rn_first on) but owned by the tower, with its buffers */
+    rn_tower *rn;
+    int rn_first;
     /* every parameter above, in creation order */
     ckd_tensor **params;
     int n_params, cap_params;
@@ -60,6 +71,8 @@ typedef struct clip_model {
 
 static inline int64_t clip_n_patches(const clip_cfg *c)
 {
+    if (c->patch_size < 1) /* a ResNet image tower */
+        return 0;
     int64_t g = c->image_size / c->patch_size;
     return g * g;
 }
@@ -74,6 +87,8 @@ int64_t clip_eot_index(const clip_cfg *cfg, const int32_t *ids, int64_t T);
 void clip_init_weights(clip_model *m, ckd_rng *rng);
 
 /* clip_weights.c */
+int clip_n_buffers(void *state);
+ckd_tensor *clip_buffer(void *state, int i);
 int clip_load(void *state, const char *path, ckd_error *err);
 int clip_save(void *state, const char *path, ckd_error *err);
 

@@ -104,6 +104,14 @@ ckd_tensor *clip_encode_image(void *state, ckd_ctx *c, ckd_tensor *pixels, float
     const clip_cfg *cfg = &m->cfg;
     if (!pixels || ckd_ctx_failed(c))
         return NULL;
+    if (m->rn) {
+        if (keep_ratio < 1.0f)
+            return ckd_ctx_fail(c, "clip encode_image: patch masking (keep_ratio %g) needs a ViT image tower",
+                                (double)keep_ratio);
+        if (out)
+            out->n_hidden = 0;
+        return rn_tower_forward(m->rn, c, pixels);
+    }
     char s0[64];
     if (pixels->ndim != 4 || pixels->shape[1] != cfg->channels || pixels->shape[2] != cfg->image_size ||
         pixels->shape[3] != cfg->image_size)
@@ -180,6 +188,8 @@ ckd_tensor *clip_encode_text(void *state, ckd_ctx *c, const int32_t *ids, int64_
     const clip_cfg *cfg = &m->cfg;
     if (ckd_ctx_failed(c))
         return NULL;
+    if (cfg->image_only)
+        return ckd_ctx_fail(c, "clip encode_text: this model has no text tower (\"towers\": \"image\")");
     if (!ids || B < 1 || T < 1 || T > cfg->context_length)
         return ckd_ctx_fail(c, "clip encode_text: %lld x %lld ids, expected at least one sequence of 1..%lld tokens",
                             (long long)B, (long long)T, (long long)cfg->context_length);

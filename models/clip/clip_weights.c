@@ -89,6 +89,10 @@ static int openclip_name(const char *hf, src_map *s)
 {
     s->how = MAP_COPY;
     s->part = 0;
+    if (!strncmp(hf, "visual.", 7)) { /* a ResNet image tower: named as OpenCLIP already */
+        snprintf(s->name, sizeof s->name, "%s", hf);
+        return 0;
+    }
     for (size_t i = 0; i < N_OF(top_rules); i++)
         if (rewrite(hf, top_rules[i].hf, top_rules[i].oc, s->name, sizeof s->name)) {
             s->how = top_rules[i].how;
@@ -256,7 +260,7 @@ static int plan(clip_model *m, const ckd_safetensors *st, const char *file, src_
     }
     for (size_t j = 0; j < ckd_st_count(st); j++) {
         const ckd_st_tensor *t = ckd_st_at(st, j);
-        if (skippable(t))
+        if (skippable(t) || (m->rn && rn_tower_is_buffer(m->rn, t->name)))
             continue;
         int used = 0;
         for (int i = 0; i < m->n_params && !used; i++)
@@ -310,6 +314,10 @@ int clip_load(void *state, const char *path, ckd_error *err)
         return -1;
     src_map *srcs = calloc((size_t)m->n_params, sizeof *srcs);
     int rc = srcs ? plan(m, st, file, srcs, err) : ckd_errorf(err, "%s: out of memory", file);
+    /* the ResNet tower's buffers (and again its parameters): all checked
+     * before any is written, so a failure leaves the model as it was */
+    if (rc == 0 && m->rn)
+        rc = rn_tower_load(m->rn, st, file, NULL, err);
     for (int i = 0; rc == 0 && i < m->n_params; i++)
         if (copy_in(m->params[i], &srcs[i], err))
             rc = ckd_error_prefix(err, "%s: %s", srcs[i].t->file, srcs[i].name);
@@ -329,8 +337,22 @@ int clip_save(void *state, const char *path, ckd_error *err)
         const ckd_tensor *p = m->params[i];
         rc = ckd_st_writer_add(w, p->name, CKD_DT_F32, p->ndim, p->shape, p->data, err);
     }
+    if (rc == 0 && m->rn)
+        rc = rn_tower_add_buffers(m->rn, w, err);
     if (rc == 0)
         rc = ckd_st_writer_save(w, path, err);
     ckd_st_writer_free(w);
     return rc;
+}
+
+int clip_n_buffers(void *state)
+{
+    const clip_model *m = state;
+    return m->rn ? m->rn->n_buffers : 0;
+}
+
+ckd_tensor *clip_buffer(void *state, int i)
+{
+    const clip_model *m = state;
+    return m->rn && i >= 0 && i < m->rn->n_buffers ? m->rn->buffers[i] : NULL;
 }

@@ -123,8 +123,12 @@ void rn_tower_free(rn_tower *t);
  * are present. `used` (optional, ckd_st_count entries) marks the tensors read. */
 int rn_tower_load(rn_tower *t, const ckd_safetensors *st, const char *path, unsigned char *used, ckd_error *err);
 /* Adds every parameter and buffer (F32; num_batches_tracked as I64, as
- * PyTorch stores it) to w. The tensors stay referenced until w is saved. */
+ * PyTorch stores it) to w, or the buffers alone. The tensors stay
+ * referenced until w is saved. */
 int rn_tower_add_to_writer(rn_tower *t, ckd_st_writer *w, ckd_error *err);
+int rn_tower_add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err);
+/* Whether a checkpoint's tensor name is one of the tower's buffers. */
+int rn_tower_is_buffer(const rn_tower *t, const char *name);
 
 /* resnet_forward.c: pixels [B, channels, image_size, image_size] -> [B, out_dim]. */
 ckd_tensor *rn_tower_forward(rn_tower *t, ckd_ctx *c, ckd_tensor *pixels);

@@ -373,13 +373,8 @@ int rn_tower_load(rn_tower *t, const ckd_safetensors *st, const char *path, unsi
     return 0;
 }
 
-int rn_tower_add_to_writer(rn_tower *t, ckd_st_writer *w, ckd_error *err)
+static int add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err)
 {
-    for (int i = 0; i < t->n_params; i++) {
-        ckd_tensor *x = t->params[i];
-        if (ckd_st_writer_add(w, x->name, CKD_DT_F32, x->ndim, x->shape, x->data, err))
-            return -1;
-    }
     for (int i = 0; i < t->n_buffers; i++) {
         ckd_tensor *x = t->buffers[i];
         int rc;
@@ -392,5 +387,25 @@ int rn_tower_add_to_writer(rn_tower *t, ckd_st_writer *w, ckd_error *err)
         if (rc)
             return -1;
     }
+    return 0;
+}
+
+int rn_tower_add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err) { return add_buffers(t, w, err); }
+
+int rn_tower_add_to_writer(rn_tower *t, ckd_st_writer *w, ckd_error *err)
+{
+    for (int i = 0; i < t->n_params; i++) {
+        ckd_tensor *x = t->params[i];
+        if (ckd_st_writer_add(w, x->name, CKD_DT_F32, x->ndim, x->shape, x->data, err))
+            return -1;
+    }
+    return add_buffers(t, w, err);
+}
+
+int rn_tower_is_buffer(const rn_tower *t, const char *name)
+{
+    for (int i = 0; i < t->n_buffers; i++)
+        if (!strcmp(t->buffers[i]->name, name))
+            return 1;
     return 0;
 }

@@ -118,14 +118,17 @@ json_t *ckd_model_config_shipped(const char *plugin, const char *name, ckd_error
  * the weights next to it (read by the plugin):
  *   config.json (Hugging Face CLIPConfig) -> clip;
  *   clipkd.json: a clip configuration, or {"model": PLUGIN, "config": {...}};
- *   open_clip_config.json with a ResNet vision_cfg -> resnet (ModifiedResNet);
+ *   open_clip_config.json with a ResNet vision_cfg -> clip with a
+ *   ModifiedResNet image tower (resnet without a text_cfg);
  *   torchvision_config.json (ResNet's arguments: block, layers, num_classes,
  *   groups, width_per_group, image_size) -> resnet (torchvision). */
 ckd_model *ckd_model_from_pretrained(const ckd_registry *r, const char *dir, ckd_error *err);
+/* The same model without its weights (every parameter zero). */
+ckd_model *ckd_model_from_dir_config(const ckd_registry *r, const char *dir, ckd_error *err);
 
 /* Writes dir/model.safetensors and a configuration ckd_model_from_pretrained
- * reads back, creating dir if needed: for clip models an HF config.json
- * (which transformers reads too), for others clipkd.json. */
+ * reads back, creating dir if needed: for two-tower ViT clip models an HF
+ * config.json (which transformers reads too), for others clipkd.json. */
 int ckd_model_save_pretrained(ckd_model *m, const char *dir, ckd_error *err);
 
 #ifdef __cplusplus
