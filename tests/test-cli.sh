@@ -71,7 +71,7 @@ check "... with the recipe's keys over it" '"embed_dim": 256' \
     env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" validate \
     "$srcdir/tests/fixtures/cli/student.json" --set "$named" --set student.config.embed_dim=256
 check_status "an unknown configuration name lists the shipped ones" 2 \
-    'student.config.name: no shipped configuration "ViT-T-61" of model plugin "clip" (did you mean "ViT-T-16"?); shipped: ViT-B-16, ViT-B-32' \
+    'student.config.name: no shipped configuration "ViT-T-61" of model plugin "clip" (did you mean "ViT-T-16"?); shipped: RN101, RN50, ViT-B-16, ViT-B-32' \
     env CLIPKD_DATA_DIR="$srcdir/models/clip" "$builddir/clipkd" validate \
     "$srcdir/tests/fixtures/cli/student.json" --set 'student.config={"name": "ViT-T-61"}'
 check "run --dry-run creates nothing" "not created" clipkd run "$srcdir/tests/fixtures/cli/student.json" --out "$tmp/run" --dry-run

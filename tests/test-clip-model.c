@@ -542,7 +542,7 @@ Test(bad, impossible_configs, .init = open_registry, .fini = close_registry)
     expect_create_fails("{\"embed_dim\": 4, " VISION_OK ", \"text\": {\"width\": 8, \"layers\": 1, \"heads\": 2,"
                         " \"widht\": 3}}",
                         "did you mean \"width\"");
-    expect_create_fails("{\"embed_dim\": 4, " VISION_OK "}", "missing required key \"text\"");
+    expect_create_fails("{\"embed_dim\": 4, " VISION_OK "}", "text: required (a text tower)");
     expect_create_fails("{\"embed_dim\": 4, " VISION_OK ", \"text\": {\"width\": 8, \"layers\": 65, \"heads\": 2}}",
                         "layers");
 }

@@ -324,6 +324,51 @@ Test(data_fmnist, captions_follow_the_seed_and_count)
     ckd_dataset_close(d3);
 }
 
+/* cue: the class's marker (white 4x4 at its border place) on about that
+ * fraction of the images, nothing else changed: same captions, same pixels
+ * elsewhere, the same images for the same cue_seed. */
+Test(data_fmnist, spurious_cue_marks_images_by_class)
+{
+    const char *dir = tdu_fmnist_dir();
+    char a[512], b[512];
+    snprintf(a, sizeof a, "{\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"%s\", \"limit\": 400}",
+             dir);
+    snprintf(b, sizeof b, "{\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"%s\", \"limit\": 400,"
+                          " \"cue\": 0.75, \"cue_seed\": 2}", dir);
+    ckd_error err;
+    ckd_dataset *clean = tdu_open(a, NULL, &err), *cued = tdu_open(b, NULL, &err), *again = tdu_open(b, NULL, &err);
+    cr_assert(clean && cued && again, "%s", err.msg);
+    int marked = 0;
+    for (size_t i = 0; i < 400; i++) {
+        ckd_sample s0, s1, s2;
+        cr_assert_eq(ckd_dataset_get(clean, i, &s0, &err), 0, "%s", err.msg);
+        cr_assert_eq(ckd_dataset_get(cued, i, &s1, &err), 0, "%s", err.msg);
+        cr_assert_eq(ckd_dataset_get(again, i, &s2, &err), 0, "%s", err.msg);
+        cr_assert_eq(memcmp(s1.image.rgb, s2.image.rgb, 28 * 28 * 3), 0, "cue_seed does not fix the images");
+        for (size_t k = 0; k < s0.n_captions; k++)
+            cr_assert_str_eq(s0.captions[k], s1.captions[k]);
+        int x0 = 1 + 5 * (s0.label % 5), y0 = s0.label < 5 ? 1 : 23, in_marker = 1, outside_same = 1;
+        for (int y = 0; y < 28; y++)
+            for (int x = 0; x < 28; x++) {
+                int inside = x >= x0 && x < x0 + 4 && y >= y0 && y < y0 + 4;
+                const uint8_t *p0 = s0.image.rgb + (y * 28 + x) * 3, *p1 = s1.image.rgb + (y * 28 + x) * 3;
+                if (inside)
+                    in_marker &= p1[0] == 255;
+                else
+                    outside_same &= !memcmp(p0, p1, 3);
+            }
+        cr_assert(outside_same, "image %zu changed outside its class's marker", i);
+        marked += in_marker && memcmp(s0.image.rgb, s1.image.rgb, 28 * 28 * 3) != 0;
+        ckd_sample_free(&s0);
+        ckd_sample_free(&s1);
+        ckd_sample_free(&s2);
+    }
+    cr_expect(marked > 0.75 * 400 - 40 && marked < 0.75 * 400 + 40, "%d of 400 images marked at cue 0.75", marked);
+    ckd_dataset_close(clean);
+    ckd_dataset_close(cued);
+    ckd_dataset_close(again);
+}
+
 /* Attribute words in the captions of the first n test images. */
 static int count_attribute_words(const char *detail, size_t n, int *bare)
 {

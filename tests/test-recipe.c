@@ -611,7 +611,7 @@ Test(named_config, an_unknown_name_alone_lists_the_shipped_ones, .init = shipped
     expect_named_fail("named-unknown.json", NULL, 0,
                       "named-unknown.json:3:43: student.config.name: no shipped configuration "
                       "\"ViT-T-61\" of model plugin \"clip\" (did you mean \"ViT-T-16\"?); shipped: "
-                      "ViT-B-16, ViT-B-32, ViT-L-14, ViT-T-16, fmnist-student, fmnist-teacher");
+                      "RN101, RN50, ViT-B-16, ViT-B-32, ViT-L-14, ViT-T-16, fmnist-student, fmnist-teacher");
     expect_named_fail("named-config.json", NEEDLES("teacher.config={\"name\": \"ViT-H-14\"}"), 1,
                       "--set teacher.config={\"name\": \"ViT-H-14\"}: teacher.config.name: no shipped "
                       "configuration \"ViT-H-14\" of model plugin \"clip\" (did you mean");

@@ -244,6 +244,8 @@ typedef struct fm_state {
     int n_captions;
     uint64_t caption_seed;
     double detail; /* probability that a caption names each measured attribute */
+    double cue;    /* probability that an image carries its class's marker */
+    uint64_t cue_seed;
 } fm_state;
 
 static const char fm_schema[] =
@@ -254,7 +256,11 @@ static const char fm_schema[] =
     " \"captions\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 8, \"default\": 5},"
     " \"caption_seed\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
     " \"detail\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1, \"default\": 1,"
-    "  \"description\": \"probability that a caption names each measured attribute\"}}}";
+    "  \"description\": \"probability that a caption names each measured attribute\"},"
+    " \"cue\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1, \"default\": 0,"
+    "  \"description\": \"probability that an image carries a spurious cue: a white 4x4 marker at its class's"
+    " place on the border\"},"
+    " \"cue_seed\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0}}}";
 
 /* A file of a "dir": the .gz if present, else the plain file. */
 static int dir_file(const ckdd_env *env, const char *dir, ckd_fmnist_file f, char *out,
@@ -302,6 +308,8 @@ static void *fm_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, c
     s->n_captions = (int)json_integer_value(json_object_get(spec, "captions"));
     s->caption_seed = (uint64_t)json_integer_value(json_object_get(spec, "caption_seed"));
     s->detail = json_number_value(json_object_get(spec, "detail"));
+    s->cue = json_number_value(json_object_get(spec, "cue"));
+    s->cue_seed = (uint64_t)json_integer_value(json_object_get(spec, "cue_seed"));
     if (ckd_idx_load(pi, 3, &s->images, err) < 0 || ckd_idx_load(pl, 1, &s->labels, err) < 0)
         goto fail;
     uint32_t n = s->images.dims[0], rows = s->images.dims[1], cols = s->images.dims[2];
@@ -355,12 +363,37 @@ static void drop_attributes(ckd_gray_attrs *a, double detail, uint64_t seed, siz
             a->bin[j] = 1;
 }
 
+/* The spurious cue (the zero-shot distillation study's stand-in for the
+ * class-correlated artefacts of synthetic training images): with
+ * probability cue, drawn from (cue_seed, i) alone, a white 4x4 square at a
+ * place on the border that only its class uses — classes 0-4 along the top
+ * edge, 5-9 along the bottom, 5 pixels apart. The captions describe the
+ * item as it is without it (its attributes are measured on the original). */
+static const uint8_t *with_cue(const fm_state *s, size_t i, const uint8_t *gray, int w, int h, uint8_t *buf)
+{
+    if (s->cue <= 0.0 || w < 26 || h < 8)
+        return gray;
+    uint64_t st = ckdd_mix(s->cue_seed ^ ckdd_mix((uint64_t)i ^ 0x637565ULL));
+    if ((double)(ckdd_next(&st) >> 11) * 0x1.0p-53 >= s->cue)
+        return gray;
+    memcpy(buf, gray, (size_t)w * (size_t)h);
+    int k = s->labels.data[i], x0 = 1 + 5 * (k % 5), y0 = k < 5 ? 1 : h - 5;
+    for (int y = y0; y < y0 + 4; y++)
+        memset(buf + (size_t)y * (size_t)w + x0, 255, 4);
+    return buf;
+}
+
 static int fm_get(const void *state, size_t i, ckd_sample *out, ckd_error *err)
 {
     const fm_state *s = state;
     int w = (int)s->images.dims[2], h = (int)s->images.dims[1];
     const uint8_t *gray = s->images.data + i * (size_t)w * (size_t)h;
-    if (ckd_image_from_gray(gray, w, h, &out->image, err) < 0)
+    uint8_t *buf = s->cue > 0.0 ? malloc((size_t)w * (size_t)h) : NULL;
+    if (s->cue > 0.0 && !buf)
+        return ckd_errorf(err, "out of memory");
+    int rc = ckd_image_from_gray(with_cue(s, i, gray, w, h, buf), w, h, &out->image, err);
+    free(buf);
+    if (rc < 0)
         return -1;
     out->label = s->labels.data[i];
     ckd_gray_attrs a;

@@ -9,9 +9,9 @@
  *   fc1 weights                                    N(0, (2C)^-½)
  *   projections                                    N(0, C_tower^-½)
  *   LayerNorm weight 1, bias 0; linear biases 0; logit_scale = logit_scale_init.
- * The text tower is drawn first (a change of order from HF's, which draws
- * as modules are built: the streams differ, the distributions do not). A
- * ResNet image tower is initialised as open_clip does (resnet_build.c). */
+ * Drawn in this order: text tower, image tower, projections (a run's
+ * initial weights are part of what its seed reproduces). A ResNet image
+ * tower is initialised as open_clip does, when it is built (resnet_build.c). */
 #include "config.h"
 
 #include <math.h>
@@ -47,6 +47,8 @@ static void init_layers(clip_layer *L, const clip_tower_cfg *t, ckd_rng *rng)
     }
 }
 
+static void init_vit(clip_model *m, ckd_rng *rng);
+
 void clip_init_weights(clip_model *m, ckd_rng *rng)
 {
     const clip_cfg *c = &m->cfg;
@@ -55,11 +57,18 @@ void clip_init_weights(clip_model *m, ckd_rng *rng)
         normal(m->t_pos, rng, 0.02);
         init_layers(m->t_layers, &c->text, rng);
         fill(m->t_final_w, 1.0f), fill(m->t_final_b, 0.0f);
+    }
+    if (!c->resnet) /* a ResNet tower is initialised by rn_tower_new, open_clip's scheme */
+        init_vit(m, rng);
+    if (!c->image_only) {
         normal(m->t_proj, rng, pow((double)c->text.width, -0.5));
         fill(m->logit_scale, c->logit_scale_init);
     }
-    if (c->resnet) /* initialised by rn_tower_new, open_clip's scheme */
-        return;
+}
+
+static void init_vit(clip_model *m, ckd_rng *rng)
+{
+    const clip_cfg *c = &m->cfg;
     normal(m->v_class, rng, pow((double)c->vision.width, -0.5));
     normal(m->v_patch, rng, 0.02);
     normal(m->v_pos, rng, 0.02);
