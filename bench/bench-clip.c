@@ -21,16 +21,10 @@
 
 #include "clipkd/model.h"
 #include "clipkd/optim.h"
+#include "bench_util.h"
 #include "pytorch.h"
 
 #define REPS 3
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void die(const char *what, const char *msg)
 {
@@ -48,12 +42,6 @@ static ckd_model *make_model(const ckd_registry *r, const char *name)
     if (!m)
         die(name, err.msg);
     return m;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* Captions of 16 tokens: start, 14 ids, end, padding with the end id. */
@@ -77,14 +65,13 @@ static double bench_forward(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
         ckd_tensor *x = ckd_tensor_new(c, 4, shape);
         for (int64_t i = 0; x && i < x->n; i++)
             x->data[i] = (float)ckd_rng_normal(rng);
-        double t0 = now();
+        double t0 = bench_now();
         ckd_tensor *y = ckd_model_encode_image(m, c, x, 1.0f, NULL);
-        t[r] = now() - t0;
+        t[r] = bench_now() - t0;
         if (!y)
             die("vit-b32 forward", ckd_ctx_error(c));
     }
-    qsort(t + 1, REPS, sizeof *t, cmp_double); /* t[0] is the warm-up */
-    return t[1 + REPS / 2];
+    return bench_median_after_warmup(t, REPS);
 }
 
 static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
@@ -113,7 +100,7 @@ static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
         ckd_tensor *x = ckd_tensor_new(c, 4, (int64_t[]){B, 3, S, S});
         for (int64_t i = 0; x && i < x->n; i++)
             x->data[i] = (float)ckd_rng_normal(rng);
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < n; i++)
             ckd_param_zero_grad(ps[i]);
         ckd_tensor *img = ckd_l2_normalize(c, ckd_model_encode_image(m, c, x, 1.0f, NULL), 1e-12f);
@@ -125,14 +112,13 @@ static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
         if (!loss || ckd_backward(c, loss, &err))
             die("vit-t16 train step", loss ? err.msg : ckd_ctx_error(c));
         ckd_adamw_step(opt);
-        t[r] = now() - t0;
+        t[r] = bench_now() - t0;
     }
     ckd_adamw_free(opt);
     free(ids);
     free(ps);
     free(wd);
-    qsort(t + 1, REPS, sizeof *t, cmp_double);
-    return t[1 + REPS / 2];
+    return bench_median_after_warmup(t, REPS);
 }
 
 /* The same workloads in PyTorch (after bench_torch_clip_py); prints "fwd

@@ -19,34 +19,15 @@
 
 #include "clipkd/model.h"
 #include "clipkd/optim.h"
+#include "bench_util.h"
 #include "pytorch.h"
 
 #define REPS 3
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void die(const char *what, const char *msg)
 {
     fprintf(stderr, "bench-resnet: %s: %s\n", what, msg);
     exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* One warm-up, then the median of REPS. */
-static double median_of(double *t)
-{
-    qsort(t + 1, REPS, sizeof *t, cmp_double);
-    return t[1 + REPS / 2];
 }
 
 static ckd_tensor *random_pixels(ckd_ctx *c, ckd_rng *rng, int64_t B)
@@ -65,12 +46,12 @@ static double bench_forward(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
         ckd_ctx_set_grad(c, 0);
         ckd_ctx_set_training(c, 0);
         ckd_tensor *x = random_pixels(c, rng, 16);
-        double t0 = now();
+        double t0 = bench_now();
         if (!ckd_model_encode_image(m, c, x, 1.0f, NULL))
             die("resnet50 forward", ckd_ctx_error(c));
-        t[r] = now() - t0;
+        t[r] = bench_now() - t0;
     }
-    return median_of(t);
+    return bench_median_after_warmup(t, REPS);
 }
 
 static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
@@ -94,20 +75,20 @@ static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
         ckd_ctx_set_grad(c, 1);
         ckd_ctx_set_training(c, 1);
         ckd_tensor *x = random_pixels(c, rng, 8);
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < n; i++)
             ckd_param_zero_grad(ps[i]);
         ckd_tensor *loss = ckd_cross_entropy(c, ckd_model_encode_image(m, c, x, 1.0f, NULL), labels);
         if (!loss || ckd_backward(c, loss, &err))
             die("resnet50 train step", loss ? err.msg : ckd_ctx_error(c));
         ckd_adamw_step(opt);
-        t[r] = now() - t0;
+        t[r] = bench_now() - t0;
     }
     ckd_ctx_set_training(c, 0);
     ckd_adamw_free(opt);
     free(ps);
     free(wd);
-    return median_of(t);
+    return bench_median_after_warmup(t, REPS);
 }
 
 /* The same workloads with torchvision (after bench_torch_clip_py, which

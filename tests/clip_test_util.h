@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "clipkd/model.h"
 #include "clipkd/safetensors.h"
@@ -117,6 +118,23 @@ static inline void expect_grad_matches(const char *key, const float *got, const 
     cr_expect_leq(e, 1e-3, "%s: gradient relative L2 error %g", key, e);
     if (e > *worst_rel)
         *worst_rel = e, snprintf(worst_name, cap, "%s", key);
+}
+
+/* Runs the built clipkd (ARGS: its subcommand and arguments) with the
+ * in-tree plugins and vocabulary; returns the exit status, stderr in msg. */
+static inline int test_run_clipkd(const char *args, char *msg, size_t cap)
+{
+    const char *b = getenv("CKD_TEST_BUILDDIR"), *s = getenv("CKD_TEST_SRCDIR");
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd,
+             "CLIPKD_PLUGIN_PATH='%s/models/.libs' CLIPKD_DATA_DIR='%s/models/clip' '%s/clipkd' %s 2>&1 >/dev/null",
+             b ? b : ".", s ? s : ".", b ? b : ".", args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(msg, 1, cap - 1, p);
+    msg[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static inline ckd_safetensors *open_st(const char *path)

@@ -16,21 +16,12 @@
 
 #define MODEL "hf-clip/tiny-clip-quickgelu"
 
-/* Runs the built clipkd with the in-tree plugins and vocabulary; returns the
- * exit status, stderr in err_out. */
+/* clipkd embed ARGS (see test_run_clipkd). */
 static int run_clipkd(const char *args, char *err_out, size_t cap)
 {
-    const char *b = getenv("CKD_TEST_BUILDDIR"), *s = getenv("CKD_TEST_SRCDIR");
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "CLIPKD_PLUGIN_PATH='%s/models/.libs' CLIPKD_DATA_DIR='%s/models/clip' '%s/clipkd' embed %s 2>&1 >/dev/null",
-             b ? b : ".", s ? s : ".", b ? b : ".", args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(err_out, 1, cap - 1, p);
-    err_out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char cmd[8200];
+    snprintf(cmd, sizeof cmd, "embed %s", args);
+    return test_run_clipkd(cmd, err_out, cap);
 }
 
 Test(embed, writes_hf_text_embeddings_and_image_embeddings)

@@ -30,7 +30,6 @@ check "models ls lists the shipped weights" "^laion400m/ViT-B-16 .*prefix 55e67d
 check "... with a full hash where one is published" "^openai/ViT-B-32 .* sha256 " clipkd models ls
 check "models show prints the entry" '"sha256_prefix": "55e67d44"' clipkd models show laion400m/ViT-B-16
 check_status "an unknown name suggests" 2 'did you mean "laion400m/ViT-L-14"' clipkd models show laion400m/ViT-L-41
-check_status "weights that cannot be used yet say why" 2 "ModifiedResNet" clipkd models fetch clip-kd/RN101-cc3m12m
 check_status "an unpinned download needs --pin" 2 "only its first digits, 55e67d44, are published.*--pin" \
     clipkd models fetch laion400m/ViT-B-16 --offline
 
@@ -38,6 +37,8 @@ check_status "an unpinned download needs --pin" 2 "only its first digits, 55e67d
 export CLIPKD_PRETRAINED="$tmp/registry.json"
 check "CLIPKD_PRETRAINED adds entries" "^test/tiny-prefix .*prefix 19d5780b" clipkd models ls
 check "a published hash is fetched as it is" "^ok  test/tiny-full" clipkd models fetch test/tiny-full
+check_status "weights that cannot be used yet say why" 2 "a model plugin that does not exist yet" \
+    clipkd models fetch test/not-yet
 check_status "a wrong prefix is refused" 1 "its SHA-256 is [0-9a-f]*, the published one starts 19d5780b" \
     clipkd models fetch test/tiny-wrong-prefix --pin
 check "models fetch --pin prints the hash" "pinned: sha256 19d5780bf938" clipkd models fetch test/tiny-prefix --pin

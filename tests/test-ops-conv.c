@@ -230,6 +230,62 @@ Test(torch, conv2d_groups_same_bits_for_any_thread_count)
     ckd_set_threads(was);
 }
 
+/* ---- one image per GEMM and many: both against a direct sum ----
+ * The conv takes several images per GEMM when their cols are small and one
+ * at a time when they are large (ops_conv.c); the same naive loops check
+ * both, forward and the gradients of weighted_sum(y). */
+static void conv_vs_naive(int64_t B, int64_t Cin, int64_t S, int64_t Cout, int k, int stride, int pad)
+{
+    ckd_ctx *c = ckd_ctx_new(0, 1, NULL);
+    ckd_tensor *x = ckd_param_new(4, SH(B, Cin, S, S), NULL, NULL), *w = ckd_param_new(4, SH(Cout, Cin, k, k), NULL, NULL);
+    fill(x->data, x->n, 5, 1);
+    fill(w->data, w->n, 6, 0.2f);
+    ckd_tensor *y = ckd_conv2d_ex(c, x, w, NULL, &(ckd_conv2d_params){stride, stride, pad, pad, 1});
+    cr_assert_not_null(y, "%s", ckd_ctx_error(c));
+    cr_assert_eq(ckd_backward(c, weighted_sum(c, y), NULL), 0);
+    int64_t So = y->shape[2];
+    double *dx = calloc((size_t)x->n, sizeof *dx), *dw = calloc((size_t)w->n, sizeof *dw), worst = 0, wgrad = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t co = 0; co < Cout; co++)
+            for (int64_t oy = 0; oy < So; oy++)
+                for (int64_t ox = 0; ox < So; ox++) {
+                    int64_t o = ((b * Cout + co) * So + oy) * So + ox;
+                    double acc = 0, g = sin(0.37 * (double)o + 0.1); /* weighted_sum's weight */
+                    for (int64_t ci = 0; ci < Cin; ci++)
+                        for (int i = 0; i < k; i++)
+                            for (int j = 0; j < k; j++) {
+                                int64_t yy = oy * stride - pad + i, xx = ox * stride - pad + j;
+                                if (yy < 0 || yy >= S || xx < 0 || xx >= S)
+                                    continue;
+                                int64_t xi = ((b * Cin + ci) * S + yy) * S + xx, wi = ((co * Cin + ci) * k + i) * k + j;
+                                acc += (double)x->data[xi] * w->data[wi];
+                                dx[xi] += g * w->data[wi];
+                                dw[wi] += g * x->data[xi];
+                            }
+                    worst = fmax(worst, fabs(acc - y->data[o]));
+                }
+    for (int64_t i = 0; i < x->n; i++)
+        wgrad = fmax(wgrad, fabs(dx[i] - x->grad[i]));
+    for (int64_t i = 0; i < w->n; i++)
+        wgrad = fmax(wgrad, fabs(dw[i] - w->grad[i]) / fmax(1.0, fabs(dw[i])));
+    cr_expect_lt(worst, 1e-4, "B %lld Cin %lld S %lld: forward off by %g", (long long)B, (long long)Cin, (long long)S,
+                 worst);
+    cr_expect_lt(wgrad, 1e-3, "B %lld Cin %lld S %lld: gradients off by %g", (long long)B, (long long)Cin,
+                 (long long)S, wgrad);
+    free(dx);
+    free(dw);
+    ckd_param_free(x);
+    ckd_param_free(w);
+    ckd_ctx_free(c);
+}
+
+Test(torch, conv2d_one_image_per_gemm_and_many_match_a_direct_sum)
+{
+    conv_vs_naive(2, 16, 130, 3, 3, 1, 1); /* cols of 2.4M floats: one image at a time */
+    conv_vs_naive(7, 3, 12, 5, 3, 2, 1);   /* tiny: all seven images in one GEMM */
+    conv_vs_naive(5, 4, 10, 6, 1, 1, 0);   /* 1x1 stride 1, chunked: rows copied, not im2col */
+}
+
 /* ---- bad input ---- */
 
 #define EXPECT_FAIL(expr, ...)                                                                                  \

@@ -11,7 +11,6 @@
  * statistics after that train-mode forward. Targets: outputs within 1e-4
  * absolute, every gradient within 1e-4 relative L2, statistics within 1e-5. */
 #include <criterion/criterion.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "clip_test_util.h"
@@ -22,21 +21,6 @@ static void teardown(void) { close_registry(); }
 
 TestSuite(resnet, .init = setup, .fini = teardown);
 
-/* Runs the built clipkd; returns its exit status, stderr in msg. */
-static int run_clipkd(const char *args, char *msg, size_t cap)
-{
-    const char *b = getenv("CKD_TEST_BUILDDIR");
-    char cmd[9000];
-    snprintf(cmd, sizeof cmd, "CLIPKD_PLUGIN_PATH='%s/models/.libs' '%s/clipkd' %s 2>&1 >/dev/null", b ? b : ".",
-             b ? b : ".", args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(msg, 1, cap - 1, p);
-    msg[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* model-eval --train on a fixture directory, every reference tensor compared. */
 static void conforms(const char *rel)
 {
@@ -46,7 +30,7 @@ static void conforms(const char *rel)
     char refp[4200];
     snprintf(refp, sizeof refp, "%s/reference.safetensors", fixture(rel));
     snprintf(args, sizeof args, "model-eval '%s' --inputs '%s' --out '%s' --train", fixture(rel), refp, out);
-    int rc = run_clipkd(args, msg, sizeof msg);
+    int rc = test_run_clipkd(args, msg, sizeof msg);
     cr_assert_eq(rc, 0, "model-eval %s: exit %d: %s", rel, rc, msg);
     ckd_safetensors *got = open_st(out), *ref = open_st(refp);
     double worst[3] = {0}, worst_grad = 0;
@@ -323,4 +307,23 @@ Test(resnet, shipped_configurations_have_the_reference_sizes, .timeout = 120)
         ckd_model_free(m);
     }
     unsetenv("CLIPKD_DATA_DIR");
+}
+
+/* model-eval on inputs that do not fit: exit 2, the file and the tensor named. */
+Test(resnet, model_eval_refuses_inputs_that_do_not_fit)
+{
+    char args[9000], msg[4096];
+    const char *tv = fixture("resnet/torchvision-bottleneck");
+    snprintf(args, sizeof args, "model-eval '%s' --inputs '%s/model.safetensors' --out /tmp/ckd-never.safetensors",
+             tv, tv);
+    cr_expect_eq(test_run_clipkd(args, msg, sizeof msg), 2);
+    cr_expect(strstr(msg, "model.safetensors: tensor input.pixel_values is missing") != NULL, "%s", msg);
+    snprintf(args, sizeof args, "model-eval '%s' --inputs '%s' --out /tmp/ckd-never.safetensors", tv,
+             fixture("resnet/torchvision-basic/reference.safetensors"));
+    cr_expect_eq(test_run_clipkd(args, msg, sizeof msg), 2);
+    cr_expect(strstr(msg, "input.pixel_values") && strstr(msg, "image size"), "%s", msg);
+    snprintf(args, sizeof args, "model-eval '%s' --out x.safetensors", tv);
+    cr_expect_eq(test_run_clipkd(args, msg, sizeof msg), 2);
+    cr_expect(strstr(msg, "--inputs and --out are required") != NULL, "%s", msg);
+    cr_expect_neq(access("/tmp/ckd-never.safetensors", F_OK), 0, "a refused run wrote its output");
 }

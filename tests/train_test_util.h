@@ -224,4 +224,30 @@ static inline void expect_same_run(const char *a, const char *b)
     free(ma), free(mb);
 }
 
+/* The exact-resume experiment: r trained whole into a, and into b stopped
+ * after stop_after steps (between checkpoints: what follows the last one is
+ * done again after the resume). */
+static inline void train_whole_and_stopped(const ckd_recipe *r, const char *a, const char *b, int64_t stop_after)
+{
+    ckd_error err = {{0}};
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.out_dir = a;
+    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
+    o.out_dir = b;
+    o.stop_after = stop_after;
+    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
+}
+
+/* ... then b resumed to the end: the same bytes as a. */
+static inline void resume_and_expect_same(const char *a, const char *b)
+{
+    ckd_error err = {{0}};
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.out_dir = b;
+    cr_assert_eq(ckd_train_resume(reg, NULL, b, &o, &err), 0, "%s", err.msg);
+    expect_same_run(a, b);
+}
+
 #endif

@@ -23,11 +23,21 @@
  * [g·Kg, (g+1)·Kg) of cols, and writes output channels [g·Cog, (g+1)·Cog): so
  * one cols buffer serves every group and each group is one GEMM (Cog × P × Kg).
  *
- * cols are not kept for backward: backward rebuilds one image's cols at a
- * time. Keeping them would cost B·Cin·kh·kw·P floats per conv for the whole
+ * Small convolutions take several images per GEMM: the cols of n images sit
+ * side by side ([K, n·P], image j in columns [j·P, (j+1)·P)), so one GEMM
+ * computes them all and its result is scattered back to [B, Cout, P]. n is
+ * what keeps a chunk's cols within CONV_CHUNK_FLOATS, so a ResNet-50 at 224 px
+ * still goes one image at a time while a 28-pixel student's 3x3 convs go
+ * dozens at a time (each GEMM call has a fixed cost that tiny products do not
+ * amortise). n depends on the shapes alone, and BLIS never splits a GEMM's
+ * inner dimension, so results do not depend on the thread count.
+ *
+ * cols are not kept for backward: backward rebuilds them chunk by chunk.
+ * Keeping them would cost B·Cin·kh·kw·P floats per conv for the whole
  * step (a ResNet-50 at 224 px: GBs); rebuilding is a memory-bound copy, small
  * next to the GEMMs. A 1×1 conv with stride 1 and no padding needs no cols at
- * all: x_b [Cin, H·W] already is them ("direct", most of a Bottleneck).
+ * all when it goes one image at a time: x_b [Cin, H·W] already is them
+ * ("direct", most of a Bottleneck).
  *
  * Many small groups (depthwise) run in parallel, one single-threaded GEMM
  * each (ckd_gemm drops to one thread inside a parallel region); otherwise
@@ -39,8 +49,23 @@ typedef struct conv_geom {
     int direct;
 } conv_geom;
 
-/* cols rows for input channels [c0, c1) of one image; row ((ci − c0)·kh + i)·kw + j. */
-static void im2col_range(const conv_geom *g, const float *x, float *cols, int64_t c0, int64_t c1)
+/* The output columns [lo, hi) whose input column ox·sw − pw + j is inside
+ * the image (the others read padding): the loops below run branch-free. */
+static void valid_cols(const conv_geom *g, int64_t j, int64_t *lo, int64_t *hi)
+{
+    int64_t a = g->pw - j; /* ox·sw >= a */
+    *lo = a <= 0 ? 0 : (a + g->sw - 1) / g->sw;
+    int64_t b = g->W + g->pw - j; /* ox·sw < b */
+    *hi = b <= 0 ? 0 : (b + g->sw - 1) / g->sw;
+    if (*hi > g->Wo)
+        *hi = g->Wo;
+    if (*lo > *hi)
+        *lo = *hi;
+}
+
+/* cols rows for input channels [c0, c1) of one image; row ((ci − c0)·kh + i)·kw + j,
+ * ld floats apart (P for one image alone). */
+static void im2col_range(const conv_geom *g, const float *x, float *cols, int64_t c0, int64_t c1, int64_t ld)
 {
     int64_t P = g->Ho * g->Wo;
 #pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) \
@@ -48,25 +73,31 @@ static void im2col_range(const conv_geom *g, const float *x, float *cols, int64_
     for (int64_t ci = c0; ci < c1; ci++)
         for (int64_t i = 0; i < g->kh; i++)
             for (int64_t j = 0; j < g->kw; j++) {
-                float *row = cols + (((ci - c0) * g->kh + i) * g->kw + j) * P;
+                float *row = cols + (((ci - c0) * g->kh + i) * g->kw + j) * ld;
                 const float *xc = x + ci * g->H * g->W;
+                int64_t lo, hi;
+                valid_cols(g, j, &lo, &hi);
                 for (int64_t oy = 0; oy < g->Ho; oy++) {
                     int64_t y = oy * g->sh - g->ph + i;
                     float *r = row + oy * g->Wo;
-                    if (y < 0 || y >= g->H) {
+                    if (y < 0 || y >= g->H || lo >= hi) {
                         memset(r, 0, (size_t)g->Wo * sizeof(float));
                         continue;
                     }
-                    for (int64_t ox = 0; ox < g->Wo; ox++) {
-                        int64_t xx = ox * g->sw - g->pw + j;
-                        r[ox] = (xx >= 0 && xx < g->W) ? xc[y * g->W + xx] : 0.0f;
-                    }
+                    memset(r, 0, (size_t)lo * sizeof(float));
+                    const float *src = xc + y * g->W + lo * g->sw - g->pw + j;
+                    if (g->sw == 1)
+                        memcpy(r + lo, src, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++)
+                            r[ox] = src[(ox - lo) * g->sw];
+                    memset(r + hi, 0, (size_t)(g->Wo - hi) * sizeof(float));
                 }
             }
 }
 
 /* dx[ci] += the cols rows of channel ci, for ci in [c0, c1) (the adjoint of im2col_range). */
-static void col2im_add_range(const conv_geom *g, const float *cols, float *dx, int64_t c0, int64_t c1)
+static void col2im_add_range(const conv_geom *g, const float *cols, float *dx, int64_t c0, int64_t c1, int64_t ld)
 {
     int64_t P = g->Ho * g->Wo;
     /* Parallel over channels: each writes only its own plane of dx. */
@@ -75,19 +106,50 @@ static void col2im_add_range(const conv_geom *g, const float *cols, float *dx, i
     for (int64_t ci = c0; ci < c1; ci++)
         for (int64_t i = 0; i < g->kh; i++)
             for (int64_t j = 0; j < g->kw; j++) {
-                const float *row = cols + (((ci - c0) * g->kh + i) * g->kw + j) * P;
+                const float *row = cols + (((ci - c0) * g->kh + i) * g->kw + j) * ld;
                 float *dc = dx + ci * g->H * g->W;
+                int64_t lo, hi;
+                valid_cols(g, j, &lo, &hi);
                 for (int64_t oy = 0; oy < g->Ho; oy++) {
                     int64_t y = oy * g->sh - g->ph + i;
                     if (y < 0 || y >= g->H)
                         continue;
-                    for (int64_t ox = 0; ox < g->Wo; ox++) {
-                        int64_t xx = ox * g->sw - g->pw + j;
-                        if (xx >= 0 && xx < g->W)
-                            dc[y * g->W + xx] += row[oy * g->Wo + ox];
-                    }
+                    float *dst = dc + y * g->W + lo * g->sw - g->pw + j;
+                    const float *r = row + oy * g->Wo;
+                    for (int64_t ox = lo; ox < hi; ox++)
+                        dst[(ox - lo) * g->sw] += r[ox];
                 }
             }
+}
+
+/* Images per GEMM (see the header comment). */
+#define CONV_CHUNK_FLOATS ((int64_t)1 << 21)
+
+static int64_t chunk_images(const conv_geom *g)
+{
+    int64_t per = g->Cin * g->kh * g->kw * g->Ho * g->Wo;
+    int64_t n = per > 0 ? CONV_CHUNK_FLOATS / per : 1;
+    return n < 1 ? 1 : n > g->B ? g->B : n;
+}
+
+/* The cols of images [b0, b0 + n) side by side, [K, n·P]: im2col, or for a
+ * direct conv the images' own rows. One image per thread. */
+static void fill_cols(const conv_geom *g, const float *x, int64_t b0, int64_t n, float *cols)
+{
+    int64_t P = g->Ho * g->Wo, HW = g->H * g->W, ld = n * P;
+    if (n == 1) {
+        im2col_range(g, x + b0 * g->Cin * HW, cols, 0, g->Cin, P);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads())
+    for (int64_t j = 0; j < n; j++) {
+        const float *xb = x + (b0 + j) * g->Cin * HW;
+        if (g->direct)
+            for (int64_t ci = 0; ci < g->Cin; ci++)
+                memcpy(cols + ci * ld + j * P, xb + ci * HW, (size_t)P * sizeof(float));
+        else
+            im2col_range(g, xb, cols + j * P, 0, g->Cin, ld);
+    }
 }
 
 /* Threads for the loop over groups: all of them when there are enough groups
@@ -107,38 +169,61 @@ static void conv2d_backward(ckd_ctx *c, ckd_node *n)
     /* dx accumulates (col2im adds), so it starts zeroed. */
     float *dx = ckdi_grad_buf(c, x), *dw = ckdi_grad_buf(c, w), *db = ckdi_grad_buf(c, bias);
     const float *Gall = n->out->grad;
-    float *cols = NULL, *dcols = NULL;
-    if (!g->direct && (dw || dx)) {
-        cols = dw ? ckd_scratch(c, (size_t)(K * P) * sizeof(float), "conv2d backward") : NULL;
-        dcols = dx ? ckd_scratch(c, (size_t)(K * P) * sizeof(float), "conv2d backward") : NULL;
+    int64_t nb = chunk_images(g);
+    int chunked = nb > 1, own = !g->direct || chunked; /* own: cols of our own, not x itself */
+    float *cols = NULL, *dcols = NULL, *gbuf = NULL;
+    if (own && (dw || dx)) {
+        cols = dw ? ckd_scratch(c, (size_t)(K * nb * P) * sizeof(float), "conv2d backward") : NULL;
+        dcols = dx ? ckd_scratch(c, (size_t)(K * nb * P) * sizeof(float), "conv2d backward") : NULL;
         if ((dw && !cols) || (dx && !dcols))
             return;
     }
+    if (chunked && (dw || dx) && !(gbuf = ckd_scratch(c, (size_t)(g->Cout * nb * P) * sizeof(float), "conv2d")))
+        return;
     int gt = group_threads(g);
-    if (dw || dx)
-        for (int64_t b = 0; b < g->B; b++) {
-            const float *xb = x->data + b * g->Cin * HW, *Gb = Gall + b * g->Cout * P;
-            float *dxb = dx ? dx + b * g->Cin * HW : NULL;
-#pragma omp parallel for schedule(static) num_threads(gt) if (gt > 1)
-            for (int64_t gi = 0; gi < g->groups; gi++) {
-                const float *Gg = Gb + gi * Cog * P, *wg = w->data + gi * Cog * Kg;
-                if (dw) {
-                    const float *cg = g->direct ? xb + gi * Cig * HW : cols + gi * Kg * P;
-                    if (!g->direct)
-                        im2col_range(g, xb, cols + gi * Kg * P, gi * Cig, (gi + 1) * Cig);
-                    ckd_gemm(0, 1, Cog, Kg, P, 1.0f, Gg, P, cg, P, 1.0f, dw + gi * Cog * Kg, Kg);
-                }
-                if (dxb) {
-                    if (g->direct) /* dx_bg [Cig, HW] += W_gᵀ · G_bg */
-                        ckd_gemm(1, 0, Kg, P, Cog, 1.0f, wg, Kg, Gg, P, 1.0f, dxb + gi * Cig * HW, P);
-                    else {
-                        float *dcg = dcols + gi * Kg * P;
-                        ckd_gemm(1, 0, Kg, P, Cog, 1.0f, wg, Kg, Gg, P, 0.0f, dcg, P);
-                        col2im_add_range(g, dcg, dxb, gi * Cig, (gi + 1) * Cig);
-                    }
-                }
-            }
+    for (int64_t b0 = 0; (dw || dx) && b0 < g->B; b0 += nb) {
+        int64_t nn = g->B - b0 < nb ? g->B - b0 : nb, ld = nn * P;
+        const float *G = Gall + b0 * g->Cout * P;
+        if (chunked) { /* dy of the chunk as [Cout, n·P] */
+            for (int64_t jj = 0; jj < nn; jj++)
+                for (int64_t co = 0; co < g->Cout; co++)
+                    memcpy(gbuf + co * ld + jj * P, G + (jj * g->Cout + co) * P, (size_t)P * sizeof(float));
+            G = gbuf;
         }
+        if (dw && own)
+            fill_cols(g, x->data, b0, nn, cols);
+        const float *xb = x->data + b0 * g->Cin * HW;
+        float *dxb = dx ? dx + b0 * g->Cin * HW : NULL;
+#pragma omp parallel for schedule(static) num_threads(gt) if (gt > 1)
+        for (int64_t gi = 0; gi < g->groups; gi++) {
+            const float *Gg = G + gi * Cog * ld, *wg = w->data + gi * Cog * Kg;
+            if (dw) {
+                const float *cg = own ? cols + gi * Kg * ld : xb + gi * Cig * HW;
+                ckd_gemm(0, 1, Cog, Kg, ld, 1.0f, Gg, ld, cg, ld, 1.0f, dw + gi * Cog * Kg, Kg);
+            }
+            if (dxb && !own) /* dx_bg [Cig, HW] += W_gᵀ · G_bg */
+                ckd_gemm(1, 0, Kg, P, Cog, 1.0f, wg, Kg, Gg, P, 1.0f, dxb + gi * Cig * HW, P);
+            else if (dxb)
+                ckd_gemm(1, 0, Kg, ld, Cog, 1.0f, wg, Kg, Gg, ld, 0.0f, dcols + gi * Kg * ld, ld);
+        }
+        if (!dxb || !own)
+            continue;
+        if (nn == 1) {
+            col2im_add_range(g, dcols, dxb, 0, g->Cin, P);
+            continue;
+        }
+        /* each image adds into its own part of dx */
+#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads())
+        for (int64_t jj = 0; jj < nn; jj++) {
+            float *dxj = dxb + jj * g->Cin * HW;
+            if (g->direct)
+                for (int64_t ci = 0; ci < g->Cin; ci++)
+                    for (int64_t q = 0; q < P; q++)
+                        dxj[ci * HW + q] += dcols[ci * ld + jj * P + q];
+            else
+                col2im_add_range(g, dcols + jj * P, dxj, 0, g->Cin, ld);
+        }
+    }
     if (db) {
         /* Per output channel, images in order, in double: thread-count independent. */
 #pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (g->B * g->Cout * P > 2 * CKDI_BLOCK)
@@ -193,28 +278,39 @@ ckd_tensor *ckd_conv2d_ex(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *
     g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
     g.direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
     int64_t Cig = g.Cin / g.groups, Cog = g.Cout / g.groups, Kg = Cig * g.kh * g.kw, P = g.Ho * g.Wo;
-    int64_t HW = g.H * g.W;
+    int64_t HW = g.H * g.W, nb = chunk_images(&g);
+    int chunked = nb > 1, own = !g.direct || chunked;
     ckd_tensor *out = ckd_tensor_new(c, 4, (int64_t[]){g.B, g.Cout, g.Ho, g.Wo});
-    float *cols = out && !g.direct ? ckd_scratch(c, (size_t)(g.Cin * g.kh * g.kw * P) * sizeof(float), "conv2d")
-                                   : NULL;
-    if (!out || (!g.direct && !cols))
+    float *cols = out && own ? ckd_scratch(c, (size_t)(g.Cin * g.kh * g.kw * nb * P) * sizeof(float), "conv2d")
+                             : NULL;
+    float *ybuf = out && chunked ? ckd_scratch(c, (size_t)(g.Cout * nb * P) * sizeof(float), "conv2d") : NULL;
+    if (!out || (own && !cols) || (chunked && !ybuf))
         return NULL;
     int gt = group_threads(&g);
-    for (int64_t b = 0; b < g.B; b++) {
-        const float *xb = x->data + b * g.Cin * HW;
-        float *yb = out->data + b * g.Cout * P;
+    for (int64_t b0 = 0; b0 < g.B; b0 += nb) {
+        int64_t nn = g.B - b0 < nb ? g.B - b0 : nb, ld = nn * P;
+        const float *xb = x->data + b0 * g.Cin * HW;
+        float *y = chunked ? ybuf : out->data + b0 * g.Cout * P; /* [Cout, n·P] */
+        if (own)
+            fill_cols(&g, x->data, b0, nn, cols);
 #pragma omp parallel for schedule(static) num_threads(gt) if (gt > 1)
         for (int64_t gi = 0; gi < g.groups; gi++) {
-            const float *cg = g.direct ? xb + gi * Cig * HW : cols + gi * Kg * P;
-            if (!g.direct)
-                im2col_range(&g, xb, cols + gi * Kg * P, gi * Cig, (gi + 1) * Cig);
-            float *yg = yb + gi * Cog * P;
-            if (bias) /* y starts as the bias; the GEMM adds W_g · cols_g (beta 1) */
-                for (int64_t co = 0; co < Cog; co++)
-                    for (int64_t q2 = 0; q2 < P; q2++)
-                        yg[co * P + q2] = bias->data[gi * Cog + co];
-            ckd_gemm(0, 0, Cog, P, Kg, 1.0f, w->data + gi * Cog * Kg, Kg, cg, P, bias ? 1.0f : 0.0f, yg, P);
+            const float *cg = own ? cols + gi * Kg * ld : xb + gi * Cig * HW;
+            ckd_gemm(0, 0, Cog, ld, Kg, 1.0f, w->data + gi * Cog * Kg, Kg, cg, ld, 0.0f, y + gi * Cog * ld, ld);
         }
+        /* to [B, Cout, P], adding the bias */
+        for (int64_t jj = 0; jj < nn; jj++)
+            for (int64_t co = 0; co < g.Cout; co++) {
+                float *dst = out->data + ((b0 + jj) * g.Cout + co) * P;
+                const float *src = y + co * ld + jj * P;
+                float bv = bias ? bias->data[co] : 0.0f;
+                if (chunked)
+                    for (int64_t k = 0; k < P; k++)
+                        dst[k] = src[k] + bv;
+                else if (bias)
+                    for (int64_t k = 0; k < P; k++)
+                        dst[k] += bv;
+            }
     }
     ckd_tensor *in[3] = {x, w, bias};
     if (ckdi_needs_grad(c, in, 3)) {

@@ -257,10 +257,10 @@ static const char fm_schema[] =
     " \"caption_seed\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
     " \"detail\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1, \"default\": 1,"
     "  \"description\": \"probability that a caption names each measured attribute\"},"
-    " \"cue\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1, \"default\": 0,"
+    " \"cue\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1,"
     "  \"description\": \"probability that an image carries a spurious cue: a white 4x4 marker at its class's"
-    " place on the border\"},"
-    " \"cue_seed\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0}}}";
+    " place on the border (default 0: none)\"},"
+    " \"cue_seed\": {\"type\": \"integer\", \"minimum\": 0, \"description\": \"default 0\"}}}";
 
 /* A file of a "dir": the .gz if present, else the plain file. */
 static int dir_file(const ckdd_env *env, const char *dir, ckd_fmnist_file f, char *out,
@@ -308,6 +308,9 @@ static void *fm_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, c
     s->n_captions = (int)json_integer_value(json_object_get(spec, "captions"));
     s->caption_seed = (uint64_t)json_integer_value(json_object_get(spec, "caption_seed"));
     s->detail = json_number_value(json_object_get(spec, "detail"));
+    /* absent, both 0 (no defaults in the schema, so that specs without a
+     * cue, and the cache entries and run hashes made from them, are as
+     * they were before the cue existed) */
     s->cue = json_number_value(json_object_get(spec, "cue"));
     s->cue_seed = (uint64_t)json_integer_value(json_object_get(spec, "cue_seed"));
     if (ckd_idx_load(pi, 3, &s->images, err) < 0 || ckd_idx_load(pl, 1, &s->labels, err) < 0)

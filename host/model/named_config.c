@@ -47,10 +47,21 @@ int ckd_model_configs_dir(const char *plugin, char *out, size_t cap, ckd_error *
     if (!dir || !*dir)
         return put_dir(out, cap, err, "%s/models/%s/configs", CKD_DATA_DIR, plugin);
     /* In the sources, a plugin's data directory (models/clip: the vocabulary
-     * and configs/) is what CLIPKD_DATA_DIR names; installed, the data
-     * directory holds models/PLUGIN/configs. */
+     * and configs/) is what CLIPKD_DATA_DIR names, and the other plugins'
+     * are its siblings (models/resnet); installed, the data directory holds
+     * models/PLUGIN/configs. */
     if (last_component_is(dir, plugin))
         return put_dir(out, cap, err, "%s/configs%s", dir, "");
+    char parent[4096];
+    int n = snprintf(parent, sizeof parent, "%s", dir);
+    while (n > 1 && parent[n - 1] == '/')
+        parent[--n] = '\0';
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = '\0';
+        if (last_component_is(parent, "models"))
+            return put_dir(out, cap, err, "%s/%s/configs", parent, plugin);
+    }
     return put_dir(out, cap, err, "%s/models/%s/configs", dir, plugin);
 }
 

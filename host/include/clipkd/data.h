@@ -26,7 +26,12 @@
  *                  "detail": probability in [0, 1] that a caption names each
  *                    measured attribute (default 1: all of them; below 1
  *                    some captions name the class alone, as zero-shot
- *                    prompts do).
+ *                    prompts do);
+ *                  "cue": probability in [0, 1] that an image carries a
+ *                    spurious cue, a white 4x4 marker on the border at a
+ *                    place only its class uses (classes 0-4 along the top,
+ *                    5-9 along the bottom; default 0); the captions ignore
+ *                    it; "cue_seed": integer (default 0) draws which.
  *   csv            "path" [artifact]: the table; "root": folder image paths
  *                    are relative to (default: the table's folder);
  *                  "separator": one character (default "\t", as CLIP-KD's

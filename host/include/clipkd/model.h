@@ -97,7 +97,8 @@ json_t *ckd_clip_config_named(const char *name, ckd_error *err);
 /* The directory of plugin's named configurations: $CLIPKD_MODEL_CONFIG_DIR
  * for the clip plugin when it is set; else, when $CLIPKD_DATA_DIR is set,
  * $CLIPKD_DATA_DIR/models/PLUGIN/configs, or $CLIPKD_DATA_DIR/configs when
- * it names the plugin's own data directory in the sources (models/PLUGIN);
+ * it names the plugin's own data directory in the sources (models/PLUGIN),
+ * or models/PLUGIN/configs beside another plugin's (models/OTHER);
  * else $(pkgdatadir)/models/PLUGIN/configs. Nothing is checked on disk. */
 int ckd_model_configs_dir(const char *plugin, char *out, size_t cap, ckd_error *err);
 
