@@ -26,7 +26,7 @@ trap 'exit 1' HUP INT TERM
 
 # A plugin: public headers, the build tree's library, warnings are errors.
 build() {
-    "$CC" $CFLAGS $WARN_CFLAGS -Werror -fPIC -shared -I"$srcdir/host/include" -o "$1" "$2" \
+    "$CC" $CFLAGS $WARN_CFLAGS -Werror -fPIC -fvisibility=hidden -shared -I"$srcdir/host/include" -o "$1" "$2" \
         -L"$builddir/.libs" -lclipkd
 }
 
