@@ -77,18 +77,11 @@ static double bench_forward(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
 static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
 {
     int64_t B = 32, T = 77, S = ckd_model_get_info(m)->image_size;
-    int n = ckd_model_n_params(m);
-    ckd_tensor **ps = malloc((size_t)n * sizeof *ps);
-    double *wd = malloc((size_t)n * sizeof *wd);
-    for (int i = 0; i < n; i++) {
-        ps[i] = ckd_model_param(m, i);
-        wd[i] = ckd_adamw_default_decay(ps[i]) ? 0.1 : 0.0;
-    }
     ckd_adamw_opts o = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.98, .eps = 1e-6};
+    int n;
+    ckd_tensor **ps;
+    ckd_adamw *opt = bench_adamw(m, &o, &ps, &n);
     ckd_error err = {{0}};
-    ckd_adamw *opt = ckd_adamw_new(ps, wd, n, &o, &err);
-    if (!opt)
-        die("adamw", err.msg);
     int32_t *ids = random_ids(rng, B, T);
     int32_t diag[32];
     for (int i = 0; i < 32; i++)
@@ -117,7 +110,6 @@ static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
     ckd_adamw_free(opt);
     free(ids);
     free(ps);
-    free(wd);
     return bench_median_after_warmup(t, REPS);
 }
 

@@ -56,18 +56,11 @@ static double bench_forward(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
 
 static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
 {
-    int n = ckd_model_n_params(m);
-    ckd_tensor **ps = malloc((size_t)n * sizeof *ps);
-    double *wd = malloc((size_t)n * sizeof *wd);
-    for (int i = 0; i < n; i++) {
-        ps[i] = ckd_model_param(m, i);
-        wd[i] = ckd_adamw_default_decay(ps[i]) ? 0.1 : 0.0;
-    }
     ckd_adamw_opts o = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+    int n;
+    ckd_tensor **ps;
+    ckd_adamw *opt = bench_adamw(m, &o, &ps, &n);
     ckd_error err = {{0}};
-    ckd_adamw *opt = ckd_adamw_new(ps, wd, n, &o, &err);
-    if (!opt)
-        die("adamw", err.msg);
     int32_t labels[8] = {1, 7, 42, 999, 0, 500, 3, 77};
     double t[REPS + 1];
     for (int r = 0; r <= REPS; r++) {
@@ -87,7 +80,6 @@ static double bench_train(ckd_model *m, ckd_ctx *c, ckd_rng *rng)
     ckd_ctx_set_training(c, 0);
     ckd_adamw_free(opt);
     free(ps);
-    free(wd);
     return bench_median_after_warmup(t, REPS);
 }
 

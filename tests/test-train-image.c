@@ -13,10 +13,7 @@ static const char resnet_ce[] =
     "{\"name\": \"rn-ce\", \"seed\": 4,\n"
     " \"student\": {\"model\": \"resnet\", \"config\": {\"layers\": [1, 1], \"width\": 8, \"stem\": \"cifar\",\n"
     "   \"image_size\": 28, \"num_classes\": 10}},\n"
-    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-    "\", \"limit\": 192},\n"
-    "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-    "\", \"limit\": 48}},\n"
+    TINY_FMNIST_DATA(192, "")
     " \"losses\": [{\"name\": \"ce\"}],\n"
     " \"optim\": {\"lr\": 0.003, \"warmup_steps\": 2},\n"
     " \"train\": {\"steps\": 7, \"batch_size\": 16, \"log_every\": 1, \"eval_every\": 4, \"checkpoint_every\": 2}}\n";
@@ -74,10 +71,7 @@ static const char teacher[] =
     " \"student\": {\"model\": \"clip\", \"config\": {\"embed_dim\": 16,\n"
     "   \"vision\": {\"image_size\": 28, \"patch_size\": 7, \"width\": 16, \"layers\": 1, \"heads\": 2},\n"
     "   \"text\": {\"context_length\": 20, \"width\": 16, \"layers\": 1, \"heads\": 2}}},\n"
-    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-    "\", \"limit\": 192},\n"
-    "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-    "\", \"limit\": 48}},\n"
+    TINY_FMNIST_DATA(192, "")
     " \"losses\": [{\"name\": \"clip\"}],\n"
     " \"optim\": {\"lr\": 0.003},\n"
     " \"train\": {\"steps\": 4, \"batch_size\": 16}}\n";
@@ -90,10 +84,7 @@ static const char *student_of(const char *teacher_key, const char *losses)
              "{\"name\": \"s\", %s,\n"
              " \"student\": {\"model\": \"resnet\", \"config\": {\"layers\": [1, 1], \"width\": 8,"
              " \"stem\": \"cifar\", \"image_size\": 28, \"embed_dim\": 16}},\n"
-             " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-             "\", \"limit\": 192},\n"
-             "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-             "\", \"limit\": 48}},\n"
+             TINY_FMNIST_DATA(192, "")
              " \"losses\": %s,\n"
              " \"optim\": {\"lr\": 0.003},\n"
              " \"train\": {\"steps\": 4, \"batch_size\": 16}}\n",

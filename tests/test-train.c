@@ -17,10 +17,7 @@ static const char base_recipe[] =
     " \"student\": {\"model\": \"clip\", \"config\": {\"embed_dim\": 16,\n"
     "   \"vision\": {\"image_size\": 28, \"patch_size\": 7, \"width\": 16, \"layers\": 1, \"heads\": 2},\n"
     "   \"text\": {\"context_length\": 20, \"width\": 16, \"layers\": 1, \"heads\": 2}}},\n"
-    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-    "\", \"limit\": 192},\n"
-    "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-    "\", \"limit\": 48, \"captions\": 2}},\n"
+    TINY_FMNIST_DATA(192, ", \"captions\": 2")
     " \"losses\": [{\"name\": \"clip\"}],\n"
     " \"optim\": {\"lr\": 0.003, \"warmup_steps\": 2, \"grad_clip\": 1.0},\n"
     " \"train\": {\"steps\": 7, \"batch_size\": 16, \"accum\": 2, \"log_every\": 1, \"eval_every\": 4,\n"

@@ -20,6 +20,14 @@
 
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
+/* A recipe's "data" line pair: the first N_TRAIN Fashion-MNIST test images
+ * to train on, the first 48 to evaluate on (with EVAL_EXTRA keys). */
+#define TINY_FMNIST_DATA(n_train, eval_extra)                                                            \
+    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR     \
+    "\", \"limit\": " #n_train "},\n"                                                                      \
+    "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR         \
+    "\", \"limit\": 48" eval_extra "}},\n"
+
 static ckd_registry *reg;
 static char tmp[256];
 
