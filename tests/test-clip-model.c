@@ -457,9 +457,9 @@ Test(config, shipped_configs_validate, .init = open_registry, .fini = close_regi
 }
 
 /* Where named configurations are looked for (clipkd/model.h): the source
- * layout that CLIPKD_DATA_DIR names when running from the sources, the
- * installed layout under a copied data directory, and the clip-only
- * override. */
+ * layout that CLIPKD_DATA_DIR names when running from the sources (the
+ * plugin's own folder, or its sibling under models/), the installed layout
+ * under a copied data directory, and the clip-only override. */
 static void expect_dir(const char *plugin, const char *want)
 {
     char dir[4096];
@@ -473,7 +473,7 @@ Test(config, where_named_configs_are_found)
     unsetenv("CLIPKD_MODEL_CONFIG_DIR");
     setenv("CLIPKD_DATA_DIR", "/src/models/clip", 1);
     expect_dir("clip", "/src/models/clip/configs");
-    expect_dir("vit", "/src/models/clip/models/vit/configs");
+    expect_dir("vit", "/src/models/vit/configs"); /* another plugin's: the sibling in the sources */
     setenv("CLIPKD_DATA_DIR", "/opt/share/clipkd", 1);
     expect_dir("clip", "/opt/share/clipkd/models/clip/configs");
     setenv("CLIPKD_MODEL_CONFIG_DIR", "/mine", 1);
