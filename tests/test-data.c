@@ -12,6 +12,7 @@
 
 #include "clipkd/data.h"
 #include "data-test.h"
+#include "limits_util.h"
 
 /* ---- brace expansion ---------------------------------------------------------- */
 
@@ -322,6 +323,25 @@ Test(data_fmnist, captions_follow_the_seed_and_count)
     ckd_dataset_close(d1);
     ckd_dataset_close(d2);
     ckd_dataset_close(d3);
+}
+
+/* A 19-byte file whose header claims 3.6 GB of data: truncated, found as
+ * the bytes fail to arrive, with memory for what arrived (the cap turns an
+ * up-front 3.6 GB allocation into an "out of memory" failure). */
+Test(data_idx, a_header_claiming_gigabytes_allocates_what_arrives)
+{
+    uint8_t b[19] = {0, 0, 8, 3, 0, 0, 0x0f, 0xa0, 0, 0, 0x03, 0xe8, 0, 0, 0x03, 0x84, 1, 2, 3}; /* 4000x1000x900 */
+    char dir[] = "/tmp/ckd-idx-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    tdu_write(tdu_path(dir, "bomb"), b, sizeof b);
+    int capped = cap_address_space((size_t)512 << 20) == 0;
+    ckd_idx idx;
+    ckd_error err;
+    cr_assert_eq(ckd_idx_load(tdu_path(dir, "bomb"), 3, &idx, &err), -1);
+    cr_expect(strstr(err.msg, "truncated at offset 19") && strstr(err.msg, "4000 x 1000 x 900"), "%s%s", err.msg,
+              capped ? "" : " (address space not capped)");
+    unlink(tdu_path(dir, "bomb"));
+    rmdir(dir);
 }
 
 /* cue: the class's marker (white 4x4 at its border place) on about that

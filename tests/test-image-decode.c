@@ -16,6 +16,7 @@
 
 #include "clipkd/image.h"
 #include "image-test.h"
+#include "limits_util.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -460,7 +461,7 @@ Test(image, bad_input_gives_errors_naming_the_file)
     expect_load_error_with(p, "PNG with absurd width", "limit");
     free(p);
 
-    /* 20000 x 20000 is within the side limit but over 2^28 pixels. */
+    /* 20000 x 20000 is within the side limit but over the pixel limit. */
     put_be32(bad + ihdr + 8, 20000);
     put_be32(bad + ihdr + 12, 20000);
     put_be32(bad + ihdr + 8 + 13, crc_of(bad + ihdr + 4, 17));
@@ -542,5 +543,47 @@ Test(image, bad_input_gives_errors_naming_the_file)
     free(png);
     free(fx);
     capture_stderr_end_expect_empty();
+    remove_tmp(dir);
+}
+
+/* Decompression bombs: a PNG whose tEXt chunk declares 2.1 GB (libpng would
+ * allocate and zero it before noticing the file ends) and a 16384 x 16384
+ * JPEG header (a progressive one decodes in 1.6 GB). Both are refused with
+ * the address space capped at 512 MiB above what the test uses, so an
+ * allocation of what the header claims shows as a different error. */
+Test(image, decompression_bombs_are_refused_before_allocating)
+{
+    const char *dir = make_tmpdir();
+    char *fx = ckdt_fixture_path("preprocess/img4_100x75.png");
+    size_t n;
+    uint8_t *png = ckdt_read_all(fx, &n);
+    size_t ihdr = find_chunk(png, n, "IHDR"), after = ihdr + 8 + 13 + 4;
+    uint8_t bomb[256];
+    cr_assert_lt(after + 12 + 16, sizeof bomb);
+    memcpy(bomb, png, after);
+    put_be32(bomb + after, 0x7fffff00u); /* the length field */
+    memcpy(bomb + after + 4, "tEXt", 4);
+    memcpy(bomb + after + 8, "Comment\0hello, w", 16);
+    char *p = write_tmp(dir, "text-bomb.png", bomb, after + 8 + 16);
+    int capped = cap_address_space((size_t)512 << 20) == 0;
+    printf("address space %s\n", capped ? "capped" : "not capped (sanitizer build)");
+    expect_load_error_with(p, "PNG declaring a 2 GB tEXt chunk", "too large");
+    free(p);
+
+    uint8_t *g = ckdt_gradient(64, 48);
+    unsigned long jlen;
+    unsigned char *jpg = write_jpeg(g, 64, 48, 3, JCS_RGB, 90, &jlen);
+    for (size_t i = 2; i + 9 < jlen; i++)
+        if (jpg[i] == 0xff && jpg[i + 1] == 0xc0) { /* SOF0: height, width */
+            jpg[i + 5] = 0x40, jpg[i + 6] = 0x00, jpg[i + 7] = 0x40, jpg[i + 8] = 0x00;
+            break;
+        }
+    p = write_tmp(dir, "big.jpg", jpg, jlen);
+    expect_load_error_with(p, "JPEG of 16384 x 16384", "16384x16384");
+    free(p);
+    free(jpg);
+    free(g);
+    free(png);
+    free(fx);
     remove_tmp(dir);
 }

@@ -39,6 +39,33 @@ static size_t read_some(gzFile g, uint8_t *buf, size_t n, char why[256])
     return got;
 }
 
+/* Reads the out->nbytes data bytes into out->data, growing the buffer as
+ * the bytes arrive (from 1 MiB, doubling) rather than allocating what the
+ * header claims up front: a 19-byte file whose header says 3.6 GB must fail
+ * as truncated having allocated next to nothing. Returns the bytes read;
+ * out->data is NULL only when memory ran out. */
+static size_t read_growing(gzFile g, ckd_idx *out, char why[256])
+{
+    size_t want = out->nbytes, cap = want < ((size_t)1 << 20) ? want : (size_t)1 << 20, got = 0;
+    out->data = malloc(cap ? cap : 1);
+    why[0] = '\0';
+    while (out->data) {
+        got += read_some(g, out->data + got, cap - got, why);
+        if (got < cap || cap == want || why[0])
+            break;
+        size_t next = cap > want / 2 ? want : 2 * cap;
+        uint8_t *bigger = realloc(out->data, next);
+        if (!bigger) {
+            free(out->data);
+            out->data = NULL;
+            break;
+        }
+        out->data = bigger;
+        cap = next;
+    }
+    return got;
+}
+
 static uint32_t be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -91,12 +118,11 @@ int ckd_idx_load(const char *path, int ndim, ckd_idx *out, ckd_error *err)
         snprintf(shape + k, sizeof shape - k, "%s%u", d ? " x " : "", out->dims[d]);
     }
     out->nbytes = (size_t)total;
-    out->data = malloc(total ? (size_t)total : 1);
+    got = read_growing(g, out, why);
     if (!out->data) {
         gzclose(g);
         return ckd_errorf(err, "%s: out of memory for %s bytes", path, shape);
     }
-    got = read_some(g, out->data, out->nbytes, why);
     if (got < out->nbytes || why[0]) {
         gzclose(g);
         ckd_idx_free(out);

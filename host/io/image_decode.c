@@ -128,9 +128,39 @@ static void png_read_from_memory(png_structp png, png_bytep dst, size_t n)
     c->pos += n;
 }
 
+/* Walks the chunk list before libpng does: any chunk but IDAT longer than
+ * CKD_PNG_MAX_CHUNK_BYTES is refused here, because libpng (1.6.39) allocates
+ * and zeroes an ancillary chunk's declared length before reading it — a
+ * 282-byte file declaring a 2.1 GB tEXt chunk costs 2.1 GB — whatever the
+ * chunk-malloc limit says. The walk stops at IEND, or where a length runs
+ * past the data (libpng then reports the truncation itself). */
+static int png_check_chunks(const uint8_t *buf, size_t len, const char *name, ckd_error *err)
+{
+    for (size_t off = 8; off + 12 <= len;) {
+        uint32_t n = (uint32_t)buf[off] << 24 | (uint32_t)buf[off + 1] << 16 | (uint32_t)buf[off + 2] << 8 |
+                     buf[off + 3];
+        const uint8_t *type = buf + off + 4;
+        if (memcmp(type, "IDAT", 4) && n > CKD_PNG_MAX_CHUNK_BYTES) {
+            char t[5];
+            for (int i = 0; i < 4; i++)
+                t[i] = type[i] >= 0x20 && type[i] < 0x7f ? (char)type[i] : '?';
+            t[4] = '\0';
+            return ckd_errorf(err, "%s: corrupt PNG (at byte %zu of %zu): chunk %s declares %u bytes, too large"
+                              " (at most %zu for a chunk other than IDAT)", name, off, len, t, n,
+                              CKD_PNG_MAX_CHUNK_BYTES);
+        }
+        if (!memcmp(type, "IEND", 4) || n > len - off - 12)
+            break;
+        off += 12 + (size_t)n;
+    }
+    return 0;
+}
+
 static int decode_png(const uint8_t *buf, size_t len, const char *name,
                       ckd_image *out, ckd_error *err)
 {
+    if (png_check_chunks(buf, len, name, err))
+        return -1;
     struct png_ctx ctx = {.buf = buf, .len = len, .pos = 0};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx,
                                              png_error_handler,
@@ -157,8 +187,10 @@ static int decode_png(const uint8_t *buf, size_t len, const char *name,
                           ctx.warning, ctx.warning[0] ? ")" : "");
     }
     png_set_read_fn(png, &ctx, png_read_from_memory);
-    /* Refuse absurd sides before libpng allocates anything for them. */
+    /* Refuse absurd sides before libpng allocates anything for them (and
+     * tell it the chunk limit png_check_chunks enforces). */
     png_set_user_limits(png, CKD_IMAGE_MAX_SIDE, CKD_IMAGE_MAX_SIDE);
+    png_set_chunk_malloc_max(png, CKD_PNG_MAX_CHUNK_BYTES);
     png_read_info(png, info);
 
     png_uint_32 w32, h32;

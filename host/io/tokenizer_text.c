@@ -2,6 +2,7 @@
  * NFC, lowercasing, character classes and the split pattern. */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "tokenizer_internal.h"
@@ -243,6 +244,63 @@ static uint32_t compose_pair(uint32_t a, uint32_t b)
     return 0;
 }
 
+/* Sorts one run of non-starters by combining class, stably: by insertion
+ * when short (nearly always), else by counting on the 255 classes, so that
+ * a hostile run ("a" and 40,000 alternating marks) costs linear time, not
+ * the quadratic time of insertion. -1 when out of memory. */
+static int sort_run(uint32_t *v, size_t len)
+{
+    if (len <= 32) {
+        for (size_t i = 1; i < len; i++) {
+            uint32_t c = v[i];
+            unsigned cc = combining_class(c);
+            size_t j = i;
+            for (; j > 0 && combining_class(v[j - 1]) > cc; j--)
+                v[j] = v[j - 1];
+            v[j] = c;
+        }
+        return 0;
+    }
+    uint32_t *tmp = malloc(len * sizeof *tmp);
+    uint8_t *cls = malloc(len);
+    if (!tmp || !cls) {
+        free(tmp);
+        free(cls);
+        return -1;
+    }
+    size_t start[257] = {0};
+    for (size_t i = 0; i < len; i++) {
+        cls[i] = (uint8_t)combining_class(v[i]);
+        start[cls[i] + 1]++;
+    }
+    for (int k = 1; k <= 256; k++)
+        start[k] += start[k - 1];
+    for (size_t i = 0; i < len; i++)
+        tmp[start[cls[i]]++] = v[i];
+    memcpy(v, tmp, len * sizeof *v);
+    free(tmp);
+    free(cls);
+    return 0;
+}
+
+/* Canonical ordering: each maximal run of non-starters (class > 0) sorted
+ * by class, stably; starters stay where they are. */
+static int canonical_order(uint32_t *v, size_t m)
+{
+    for (size_t i = 0; i < m;) {
+        if (combining_class(v[i]) == 0) {
+            i++;
+            continue;
+        }
+        size_t a = i;
+        while (i < m && combining_class(v[i]) != 0)
+            i++;
+        if (sort_run(v + a, i - a) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* NFC of in[0..n), appended to out. */
 static int nfc(const uint32_t *in, size_t n, ckdtok_u32vec *out)
 {
@@ -254,23 +312,8 @@ static int nfc(const uint32_t *in, size_t n, ckdtok_u32vec *out)
     uint32_t *v = out->v + base;
     size_t m = out->n - base;
 
-    /* Canonical ordering: a stable sort of each run of non-starters by
-     * combining class (runs are short, so insertion sort). */
-    for (size_t i = 1; i < m; i++) {
-        unsigned cc = combining_class(v[i]);
-        if (cc == 0)
-            continue;
-        uint32_t c = v[i];
-        size_t j = i;
-        while (j > 0) {
-            unsigned pc = combining_class(v[j - 1]);
-            if (pc <= cc)
-                break;
-            v[j] = v[j - 1];
-            j--;
-        }
-        v[j] = c;
-    }
+    if (canonical_order(v, m) < 0)
+        return -1;
 
     /* Canonical composition (the sample algorithm of UAX #15): a character
      * joins the last starter unless a character between them blocks it, which

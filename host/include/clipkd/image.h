@@ -19,10 +19,17 @@ extern "C" {
 #endif
 
 /* Limits on decoded and resampled images. Larger inputs are refused with an
- * error rather than attempted: they are almost always corrupt headers, and
- * 2^28 pixels is already 768 MiB of RGB. */
+ * error rather than attempted: they are almost always corrupt headers or
+ * decompression bombs. The pixel limit is PIL's MAX_IMAGE_PIXELS (about
+ * 89.5 million, 256 MiB of RGB; a progressive JPEG needs several times that
+ * while it decodes), so clipkd refuses what PIL warns about. */
 #define CKD_IMAGE_MAX_SIDE 65535
-#define CKD_IMAGE_MAX_PIXELS (1L << 28)
+#define CKD_IMAGE_MAX_PIXELS 89478485L
+/* The longest PNG chunk other than IDAT that is read (libpng allocates an
+ * ancillary chunk's declared length up front: a 282-byte PNG declaring a
+ * 2.1 GB tEXt chunk made it allocate and zero 2.1 GB). ICC profiles and
+ * text stay far below it. */
+#define CKD_PNG_MAX_CHUNK_BYTES ((size_t)8 << 20)
 
 /* An owned, interleaved RGB image: pixel (x, y) channel c is at
  * rgb[(y * w + x) * 3 + c]. A zeroed ckd_image is a valid empty image. */
