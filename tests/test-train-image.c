@@ -111,6 +111,20 @@ Test(train_image, image_encoder_distils_from_cached_teacher, .init = setup, .fin
     /* zero-shot through the teacher's text tower, and retrieval too */
     cr_expect(strstr(res, "\"zero_shot\"") && strstr(res, "\"retrieval\""), "%s", res);
     free(res);
+
+    /* clipkd eval of the student alone: refused without a text model, and
+     * with the teacher's the figures of results.json */
+    ckd_recipe *t = load("t.json", NULL, 0);
+    char tdir[1024], spec[512];
+    ckd_train_run_dir(t, runs, tdir, sizeof tdir);
+    snprintf(spec, sizeof spec, "{\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"%s\", \"limit\": 48}",
+             FMNIST_DIR);
+    const char *alone[] = {"eval", dir, "--data", spec, NULL};
+    int st = cli_wait(cli_spawn(tmp, alone));
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "eval without a text model: status %d", st);
+    const char *with[] = {"eval", dir, "--data", spec, "--text-model", tdir, "--json", NULL};
+    cli_run(tmp, with);
+    ckd_recipe_free(t);
     ckd_recipe_free(r);
 }
 

@@ -13,13 +13,15 @@
 void cmd_eval_help(FILE *out)
 {
     fprintf(out,
-            "Usage: clipkd eval RUN_DIR|MODEL_DIR --data SPEC_JSON|RECIPE [--json]\n"
+            "Usage: clipkd eval RUN_DIR|MODEL_DIR --data SPEC_JSON|RECIPE [--text-model DIR] [--json]\n"
             "Evaluates the model of a run (RUN_DIR/final) or a model directory on a dataset:\n"
             "zero-shot top-1/top-5 with the prompt ensemble, image->text and text->image\n"
             "R@1/5/10 over every caption, and calibration (ECE) of the zero-shot\n"
             "probabilities. --data is a reader spec as JSON ('{\"reader\": \"fashion-mnist\",\n"
             "\"split\": \"test\"}') or a recipe, whose data.eval and eval settings are used.\n"
-            "--json prints the results as JSON.\n");
+            "--text-model (a run or model directory, usually the teacher) gives an image-only\n"
+            "model the text tower that classifies and retrieves its images; a classifier is\n"
+            "scored from its own logits. --json prints the results as JSON.\n");
 }
 
 static int is_dir(const char *p)
@@ -28,13 +30,24 @@ static int is_dir(const char *p)
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+/* The model of a run directory (its final/) or a model directory. */
+static ckd_model *load_model(ckd_registry *reg, const char *dir, char *shown, size_t cap, ckd_error *err)
+{
+    snprintf(shown, cap, "%s/final", dir);
+    if (!is_dir(shown))
+        snprintf(shown, cap, "%s", dir);
+    return ckd_model_from_pretrained(reg, shown, err);
+}
+
 int cmd_eval(int argc, char **argv)
 {
-    const char *dir = NULL, *data = NULL;
+    const char *dir = NULL, *data = NULL, *text_dir = NULL;
     int as_json = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc)
             data = argv[++i];
+        else if (!strcmp(argv[i], "--text-model") && i + 1 < argc)
+            text_dir = argv[++i];
         else if (!strcmp(argv[i], "--json"))
             as_json = 1;
         else if (argv[i][0] != '-' && !dir)
@@ -48,10 +61,8 @@ int cmd_eval(int argc, char **argv)
     if (!reg)
         return CLI_USAGE;
     ckd_error err;
-    char mdir[4200], base[4096] = ".";
-    snprintf(mdir, sizeof mdir, "%s/final", dir);
-    if (!is_dir(mdir))
-        snprintf(mdir, sizeof mdir, "%s", dir);
+    char mdir[4200], tdir[4200], base[4096] = ".";
+    ckd_model *m = NULL;
     ckd_eval_opts eo;
     ckd_eval_opts_init(&eo);
     json_t *spec = NULL;
@@ -82,9 +93,14 @@ int cmd_eval(int argc, char **argv)
         else
             snprintf(base, sizeof base, ".");
     }
-    ckd_model *m = ckd_model_from_pretrained(reg, mdir, &err);
-    if (!m) {
+    if (!(m = load_model(reg, dir, mdir, sizeof mdir, &err)) ||
+        (text_dir && !(eo.text_model = load_model(reg, text_dir, tdir, sizeof tdir, &err)))) {
         fprintf(stderr, "clipkd eval: %s\n", err.msg);
+        goto out;
+    }
+    if (!ckd_model_has_text(m) && !ckd_model_is_classifier(m) && !eo.text_model) {
+        fprintf(stderr, "clipkd eval: %s has no text tower: give --text-model DIR (its teacher, say) for"
+                        " zero-shot classification and retrieval\n", mdir);
         goto out;
     }
     ckd_eval_result res;
@@ -104,8 +120,9 @@ int cmd_eval(int argc, char **argv)
                    ckd_eval_result_str(&res, buf, sizeof buf));
         }
     }
-    ckd_model_free(m);
 out:
+    ckd_model_free(eo.text_model);
+    ckd_model_free(m);
     json_decref(spec);
     ckd_recipe_free(r);
     ckd_registry_free(reg);
