@@ -5,6 +5,13 @@
  * alternating, so the ratio is not skewed by what else the machine is doing.
  * Prints GFLOP/s per shape and ends with `gemm: clipkd/openblas = R`, R the
  * median ratio over the shapes.
+ *
+ * OpenBLAS is run at its best: its runtime CPU detection can pick a slow
+ * kernel set for a CPU it does not know (a 2-core AVX-512 Xeon got 65
+ * GFLOP/s instead of 239), so unless OPENBLAS_CORETYPE is set the bench
+ * first times 1024^3 SGEMM under each of a few core types, one child process
+ * each (OpenBLAS reads the variable when it loads; a core type the CPU
+ * cannot run dies in its child), and uses the fastest, saying which.
  */
 #include "config.h"
 
@@ -13,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clipkd/clipkd.h"
 
@@ -84,8 +92,78 @@ static double time_openblas(cblas_sgemm_fn f, const shape *s, const float *A, co
     return 2.0 * (double)s->M * (double)s->N * (double)s->K / best / 1e9;
 }
 
+/* The core types probed ("" is OpenBLAS's own detection). */
+static const char *const coretypes[] = {"", "Haswell", "SkylakeX", "Cooperlake", "Zen", "Sandybridge"};
+
+static cblas_sgemm_fn load_openblas(int threads)
+{
+    void *h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return NULL;
+    set_threads_fn st = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
+    if (st)
+        st(threads);
+    return (cblas_sgemm_fn)dlsym(h, "cblas_sgemm");
+}
+
+/* In a child: 1024^3 SGEMM through OpenBLAS under the inherited core type. */
+static int probe_child(int threads)
+{
+    cblas_sgemm_fn ob = load_openblas(threads);
+    static const shape s = {1024, 1024, 1024, "probe"};
+    float *A = calloc(1024 * 1024, sizeof(float)), *B = calloc(1024 * 1024, sizeof(float)),
+          *C = calloc(1024 * 1024, sizeof(float));
+    if (!ob || !A || !B || !C)
+        return 1;
+    printf("%.1f\n", time_openblas(ob, &s, A, B, C, 5));
+    return 0;
+}
+
+/* Sets OPENBLAS_CORETYPE to the fastest candidate (unless the user set it)
+ * and prints what was chosen and why. 0 when OpenBLAS ran under none (it is
+ * not installed). */
+static int choose_coretype(const char *self, int threads)
+{
+    const char *user = getenv("OPENBLAS_CORETYPE");
+    if (user) {
+        printf("OpenBLAS core type: %s (from OPENBLAS_CORETYPE)\n", user);
+        return 1;
+    }
+    char line[2048] = "", best[32] = "";
+    double best_g = 0;
+    for (size_t i = 0; i < sizeof coretypes / sizeof *coretypes; i++) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "%s%s '%s' --openblas-probe %d 2>/dev/null", *coretypes[i] ? "OPENBLAS_CORETYPE=" : "",
+                 coretypes[i], self, threads);
+        FILE *p = popen(cmd, "r");
+        double g = 0;
+        if (p) {
+            if (fscanf(p, "%lf", &g) != 1)
+                g = 0;
+            pclose(p);
+        }
+        size_t k = strlen(line);
+        snprintf(line + k, sizeof line - k, "%s%s %s", k ? ", " : "", *coretypes[i] ? coretypes[i] : "detected",
+                 g > 0 ? "" : "unusable");
+        if (g > 0) {
+            k = strlen(line);
+            snprintf(line + k - 1, sizeof line - k + 1, " %.0f", g);
+        }
+        if (g > best_g)
+            best_g = g, snprintf(best, sizeof best, "%s", coretypes[i]);
+    }
+    if (best_g <= 0)
+        return 0;
+    if (best[0])
+        setenv("OPENBLAS_CORETYPE", best, 1);
+    printf("OpenBLAS core type: %s (1024^3 SGEMM GFLOP/s: %s)\n", best[0] ? best : "detected", line);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 2 && !strcmp(argv[1], "--openblas-probe"))
+        return probe_child(atoi(argv[2]));
     int threads = argc > 1 ? atoi(argv[1]) : 0;
     if (threads > 0)
         ckd_set_threads(threads);
@@ -94,12 +172,17 @@ int main(int argc, char **argv)
     printf("BLIS %s, kernels %s (%s), %d threads\n", bi->version, bi->arch, bi->reason, threads);
 
     cblas_sgemm_fn ob = NULL;
-    void *h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
-    if (h) {
-        ob = (cblas_sgemm_fn)dlsym(h, "cblas_sgemm");
-        set_threads_fn st = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
-        if (st)
-            st(threads);
+    /* The core type is chosen before this process loads OpenBLAS (it reads
+     * the variable once, when it loads); the probes also tell whether it is
+     * installed at all. */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        if (choose_coretype(self, threads))
+            ob = load_openblas(threads);
+    }
+    if (ob) {
         printf("OpenBLAS found: timing the same shapes through it\n");
     } else {
         printf("OpenBLAS not installed (libopenblas0): clipkd only\n");
