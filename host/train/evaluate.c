@@ -292,7 +292,7 @@ static int zero_shot(ckd_model *m, const ckd_eval_opts *o, const float *img, con
                      const float *cls, int64_t K, ckd_eval_result *r, ckd_error *err)
 {
     int64_t D = ckd_model_embed_dim(m);
-    if (!ckd_model_logit_scale(m)) { /* a classifier: cls is the identity, its (normalised) logits rank */
+    if (ckd_model_is_classifier(m)) { /* cls is the identity: its (normalised) logits rank the classes */
         r->has_zero_shot = o->zero_shot && !ckd_zero_shot_eval(img, labels, n, cls, K, D, &r->zero_shot, err);
         return o->zero_shot && !r->has_zero_shot ? -1 : 0;
     }

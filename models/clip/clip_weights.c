@@ -317,7 +317,7 @@ int clip_load(void *state, const char *path, ckd_error *err)
     /* the ResNet tower's buffers (and again its parameters): all checked
      * before any is written, so a failure leaves the model as it was */
     if (rc == 0 && m->rn)
-        rc = rn_tower_load(m->rn, st, file, NULL, err);
+        rc = rn_tower_load(m->rn, st, file, err);
     for (int i = 0; rc == 0 && i < m->n_params; i++)
         if (copy_in(m->params[i], &srcs[i], err))
             rc = ckd_error_prefix(err, "%s: %s", srcs[i].t->file, srcs[i].name);

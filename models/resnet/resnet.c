@@ -129,7 +129,7 @@ static int resnet_load(void *state, const char *path, ckd_error *err)
     ckd_safetensors *st = ckd_st_open(file, err);
     if (!st)
         return -1;
-    int rc = rn_tower_load(((resnet_model *)state)->tower, st, file, NULL, err);
+    int rc = rn_tower_load(((resnet_model *)state)->tower, st, file, err);
     ckd_st_close(st);
     return rc;
 }

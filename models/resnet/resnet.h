@@ -120,8 +120,8 @@ void rn_tower_free(rn_tower *t);
  * (a standalone ModifiedResNet file). A missing num_batches_tracked is
  * taken as 0 (older checkpoints); anything else missing, misshaped or not a
  * number is an error naming the tensor, and nothing is written unless all
- * are present. `used` (optional, ckd_st_count entries) marks the tensors read. */
-int rn_tower_load(rn_tower *t, const ckd_safetensors *st, const char *path, unsigned char *used, ckd_error *err);
+ * are present. */
+int rn_tower_load(rn_tower *t, const ckd_safetensors *st, const char *path, ckd_error *err);
 /* Adds every parameter and buffer (F32; num_batches_tracked as I64, as
  * PyTorch stores it) to w, or the buffers alone. The tensors stay
  * referenced until w is saved. */

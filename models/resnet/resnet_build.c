@@ -353,7 +353,7 @@ static int read_one(ckd_tensor *x, const ckd_st_tensor *s, ckd_error *err)
     return ckd_st_to_f32(s, x->data, (size_t)x->n, err);
 }
 
-int rn_tower_load(rn_tower *t, const ckd_safetensors *st, const char *path, unsigned char *used, ckd_error *err)
+int rn_tower_load(rn_tower *t, const ckd_safetensors *st, const char *path, ckd_error *err)
 {
     /* check everything first: a failed load leaves the tower as it was */
     for (int pass = 0; pass < 2; pass++)
@@ -364,16 +364,12 @@ int rn_tower_load(rn_tower *t, const ckd_safetensors *st, const char *path, unsi
                 const ckd_st_tensor *s = source(t, st, arr[i]);
                 if (pass == 0 ? check_one(arr[i], s, path, err) : read_one(arr[i], s, err))
                     return -1;
-                if (pass && s && used)
-                    for (size_t j = 0; j < ckd_st_count(st); j++)
-                        if (ckd_st_at(st, j) == s)
-                            used[j] = 1;
             }
         }
     return 0;
 }
 
-static int add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err)
+int rn_tower_add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err)
 {
     for (int i = 0; i < t->n_buffers; i++) {
         ckd_tensor *x = t->buffers[i];
@@ -390,8 +386,6 @@ static int add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err)
     return 0;
 }
 
-int rn_tower_add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err) { return add_buffers(t, w, err); }
-
 int rn_tower_add_to_writer(rn_tower *t, ckd_st_writer *w, ckd_error *err)
 {
     for (int i = 0; i < t->n_params; i++) {
@@ -399,7 +393,7 @@ int rn_tower_add_to_writer(rn_tower *t, ckd_st_writer *w, ckd_error *err)
         if (ckd_st_writer_add(w, x->name, CKD_DT_F32, x->ndim, x->shape, x->data, err))
             return -1;
     }
-    return add_buffers(t, w, err);
+    return rn_tower_add_buffers(t, w, err);
 }
 
 int rn_tower_is_buffer(const rn_tower *t, const char *name)

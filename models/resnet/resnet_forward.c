@@ -82,14 +82,7 @@ static ckd_tensor *attnpool(ckd_ctx *c, const rn_tower *t, ckd_tensor *x)
     ckd_tensor *k = ckd_linear(c, tok, t->ap_k_w, t->ap_k_b);
     ckd_tensor *v = ckd_linear(c, tok, t->ap_v_w, t->ap_v_b);
     ckd_tensor *o = ckd_attention(c, q, k, v, (int)t->cfg.heads, 0);
-    if (!o)
-        return NULL;
-    int32_t *first = ckd_scratch(c, (size_t)B * sizeof *first, "attnpool");
-    if (!first)
-        return NULL;
-    for (int64_t b = 0; b < B; b++)
-        first[b] = 0;
-    ckd_tensor *pooled = ckd_reshape(c, ckd_select_rows(c, o, first, 1), 2, (const int64_t[]){B, C});
+    ckd_tensor *pooled = ckd_reshape(c, ckd_slice(c, o, 1, 0, 1), 2, (const int64_t[]){B, C});
     return ckd_linear(c, pooled, t->ap_c_w, t->ap_c_b);
 }
 
