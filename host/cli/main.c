@@ -54,7 +54,8 @@ static void usage(FILE *out)
             "\nGlobal options:\n"
             "  --threads N   threads for GEMM and ops (default: $CLIPKD_THREADS, else all CPUs)\n"
             "  --version     print the version\n"
-            "  -h, --help    this help; `clipkd COMMAND --help` for a command\n");
+            "  -h, --help    this help; `clipkd COMMAND --help` for a command\n"
+            "\nReport bugs: " PACKAGE_BUGREPORT "\nHome page: " PACKAGE_URL "\n");
 }
 
 static int parse_threads(const char *s)
