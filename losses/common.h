@@ -35,6 +35,7 @@ typedef struct ckdl_state {
     int n_params;
     double tau;   /* temperature, where the loss has one */
     int option;   /* index of the plugin's enum option, where it has one */
+    double weight[4]; /* a plugin's loss weights, read at create time (cifd: λ_CL, λ_I) */
     int64_t s_dim, t_dim;
 } ckdl_state;
 

@@ -59,9 +59,9 @@ check_status "wrong type" 2 'expected an integer, got "seven"' clipkd validate "
 check_status "out of range" 2 "expected a value ≥ 1, got 0" clipkd validate "$recipes/out-of-range.json"
 check_status "bad plugin parameter" 2 "losses\[1\].params.tau" clipkd validate "$recipes/bad-params.json"
 check_status "--set to an unknown key" 2 "unknown" clipkd validate "$srcdir/tests/fixtures/cli/student.json" --set optim.lrate=1
-for example in fmnist-kd fmnist-embed-kd; do
-    check "validate recipes/examples/$example.json" "^recipe hash: [0-9a-f]\{64\}$" \
-        clipkd validate "$srcdir/recipes/examples/$example.json"
+for example in examples/fmnist-kd examples/fmnist-embed-kd cifd/ibm; do
+    check "validate recipes/$example.json" "^recipe hash: [0-9a-f]\{64\}$" \
+        clipkd validate "$srcdir/recipes/$example.json"
 done
 named='student.config={"name": "ViT-T-16", "vision": {"layers": 6}}'
 check "validate expands a named model configuration" '"embed_dim": 512' \

@@ -36,7 +36,6 @@ static void close_registry(void) { ckd_registry_free(reg); }
 
 static const ckd_plugin *loss_plugin(const char *name) { return test_plugin(reg, CKD_PLUGIN_LOSS, name); }
 
-static const char *fixture_path(void) { return test_srcpath(FIXTURE); }
 
 static json_t *params_of(const char *text) { return test_params(text); }
 
@@ -69,7 +68,7 @@ static double rel_l2(const double *a, const double *b, int64_t n)
 /* Runs `clipkd loss-eval`'s library function on the fixture inputs into a
  * fresh temporary file; returns the opened result (tmp is the file, to be
  * removed by the caller). */
-static ckd_safetensors *loss_eval(const char *plugin, const char *params, char *tmp, size_t cap)
+static ckd_safetensors *loss_eval(const char *fixture, const char *plugin, const char *params, char *tmp, size_t cap)
 {
     const char *base = getenv("TMPDIR");
     char dir[4096];
@@ -78,7 +77,7 @@ static ckd_safetensors *loss_eval(const char *plugin, const char *params, char *
     snprintf(tmp, cap, "%s/out.safetensors", dir);
     json_t *j = params_of(params);
     ckd_error err = {{0}};
-    int rc = ckd_loss_eval_file(loss_plugin(plugin), j, fixture_path(), tmp, &err);
+    int rc = ckd_loss_eval_file(loss_plugin(plugin), j, fixture, tmp, &err);
     json_decref(j);
     cr_assert_eq(rc, 0, "loss-eval %s: %s", plugin, err.msg);
     ckd_safetensors *out = ckd_st_open(tmp, &err);
@@ -104,13 +103,14 @@ static void remove_tmp(char *tmp)
  * the loss, every gradient the reference recorded, and — for every gradient
  * the plugin wrote that the reference did not record (inputs the loss does
  * not read) — that it is zero. */
-static void check_against_fixture(const char *plugin, const char *params, const char *key)
+static void check_against(const char *fixture_rel, const char *plugin, const char *params, const char *key)
 {
-    char tmp[4200], name[512];
+    char tmp[4200], name[512], fixture[4200];
+    snprintf(fixture, sizeof fixture, "%s", test_srcpath(fixture_rel));
     ckd_error err = {{0}};
-    ckd_safetensors *ref = ckd_st_open(fixture_path(), &err);
+    ckd_safetensors *ref = ckd_st_open(fixture, &err);
     cr_assert_not_null(ref, "%s", err.msg);
-    ckd_safetensors *out = loss_eval(plugin, params, tmp, sizeof tmp);
+    ckd_safetensors *out = loss_eval(fixture, plugin, params, tmp, sizeof tmp);
 
     int64_t n, m;
     snprintf(name, sizeof name, "%s.loss", key);
@@ -173,6 +173,11 @@ static void check_against_fixture(const char *plugin, const char *params, const 
     remove_tmp(tmp);
 }
 
+static void check_against_fixture(const char *plugin, const char *params, const char *key)
+{
+    check_against(FIXTURE, plugin, params, key);
+}
+
 /* ---- against the PyTorch reference -------------------------------------------- */
 
 TestSuite(reference, .init = open_registry, .fini = close_registry, .timeout = 60);
@@ -190,6 +195,16 @@ Test(reference, kd_tau4) { check_against_fixture("kd", "{\"tau\": 4}", "kd_tau4"
 Test(reference, l2) { check_against_fixture("l2", NULL, "l2"); }
 Test(reference, vl) { check_against_fixture("vl", NULL, "vl"); }
 Test(reference, embed_kd) { check_against_fixture("embed_kd", NULL, "embed_kd"); }
+/* cifd against its own float64 reference (tests/fixtures/cifd/make_cifd_fixtures.py):
+ * with projections (Ds 16, Dt 24) and without (equal widths), at the
+ * defaults and at heavy weights that make the rate and CLIP terms dominate. */
+#define CIFD_PROJ "tests/fixtures/cifd/cifd_proj.safetensors"
+#define CIFD_SAME "tests/fixtures/cifd/cifd_same.safetensors"
+#define CIFD_HEAVY "{\"lambda_cl\": 1, \"lambda_i\": 0.05}"
+Test(reference, cifd_projected) { check_against(CIFD_PROJ, "cifd", NULL, "cifd"); }
+Test(reference, cifd_projected_heavy) { check_against(CIFD_PROJ, "cifd", CIFD_HEAVY, "cifd_heavy"); }
+Test(reference, cifd_same_width) { check_against(CIFD_SAME, "cifd", NULL, "cifd"); }
+Test(reference, cifd_same_width_heavy) { check_against(CIFD_SAME, "cifd", CIFD_HEAVY, "cifd_heavy"); }
 
 /* The fixture has no `ce` entry: the reference is computed here, in double,
  * from the same inputs: mean_i −log softmax(z_i)[y_i] and its gradient
@@ -198,7 +213,7 @@ Test(reference, ce)
 {
     char tmp[4200];
     ckd_error err = {{0}};
-    ckd_safetensors *ref = ckd_st_open(fixture_path(), &err);
+    ckd_safetensors *ref = ckd_st_open(test_srcpath(FIXTURE), &err);
     cr_assert_not_null(ref, "%s", err.msg);
     const ckd_st_tensor *zt = ckd_st_find(ref, "input.s_logits");
     const ckd_st_tensor *yt = ckd_st_find(ref, "input.labels");
@@ -218,7 +233,7 @@ Test(reference, ce)
         for (int64_t j = 0; j < K; j++)
             grad[i * K + j] = (exp(z[i * K + j] - mx) / s - (j == y[i])) / (double)N;
     }
-    ckd_safetensors *out = loss_eval("ce", NULL, tmp, sizeof tmp);
+    ckd_safetensors *out = loss_eval(test_srcpath(FIXTURE), "ce", NULL, tmp, sizeof tmp);
     int64_t m;
     double *got = read_doubles(out, "loss", &m);
     double lerr = fabs(got[0] - loss) / loss;
@@ -248,7 +263,7 @@ static double eval_direct(const char *plugin, const char *params, const char *co
                           int n_scalar, float t_txt_factor)
 {
     ckd_error err = {{0}};
-    ckd_safetensors *st = ckd_st_open(fixture_path(), &err);
+    ckd_safetensors *st = ckd_st_open(test_srcpath(FIXTURE), &err);
     cr_assert_not_null(st, "%s", err.msg);
     ckd_ctx *c = ckd_ctx_new(0, 1, &err);
     cr_assert_not_null(c, "%s", err.msg);
@@ -379,12 +394,17 @@ GRADCHECK(l2, "l2", NULL, 1e-4)
 GRADCHECK(vl, "vl", NULL, 1e-4)
 GRADCHECK(vl_tau, "vl", "{\"tau\": 0.5}", 1e-4)
 GRADCHECK(embed_kd, "embed_kd", NULL, 1e-4)
+GRADCHECK(cifd, "cifd", NULL, 1e-4)
+/* At heavy weights the loss is ≈ 20 (rate and CLIP terms), so the difference
+ * quotient carries noise of ≈ 1e-4. */
+GRADCHECK(cifd_heavy, "cifd", CIFD_HEAVY, 5e-4)
 
 /* ---- descriptors, owned parameters, bad parameters ---------------------------------- */
 
 TestSuite(plugins, .init = open_registry, .fini = close_registry, .timeout = 30);
 
-static const char *const all_losses[] = {"clip", "crd", "fd", "gd", "icl", "afd", "kd", "ce", "l2", "vl", "embed_kd"};
+static const char *const all_losses[] = {"clip", "crd", "fd",  "gd",      "icl", "afd",
+                                         "kd",   "ce",  "l2", "vl", "embed_kd", "cifd"};
 
 Test(plugins, descriptors)
 {
@@ -478,6 +498,31 @@ Test(plugins, owned_parameters)
     expect_params("embed_kd", 16, 16, ekd_same, 1);
 }
 
+/* cifd: fd's projections (when the widths differ), then one density per
+ * tower at CompressAI's initialisation (test-ops-entropy checks its values). */
+Test(plugins, cifd_owned_parameters)
+{
+    ckd_error err = {{0}};
+    const char *const names[] = {"proj_img.weight", "proj_img.bias",    "proj_txt.weight", "proj_txt.bias",
+                                 "ibm_img.matrices", "ibm_img.biases",  "ibm_img.factors", "ibm_txt.matrices",
+                                 "ibm_txt.biases",   "ibm_txt.factors"};
+    const int64_t cols[] = {16, 0, 16, 0, 24, 10, 9, 24, 10, 9};
+    for (int same = 0; same < 2; same++) {
+        ckd_loss *l = make_loss("cifd", NULL, 16, same ? 16 : 24, &err);
+        cr_assert_not_null(l, "%s", err.msg);
+        int skip = same ? 4 : 0;
+        cr_assert_eq(ckd_loss_n_params(l), 10 - skip);
+        for (int i = skip; i < 10; i++) {
+            ckd_tensor *p = ckd_loss_param(l, i - skip);
+            cr_expect_str_eq(p->name, names[i]);
+            cr_expect_eq(p->shape[0], i < 4 ? 24 : 16, "%s", names[i]);
+            if (cols[i])
+                cr_expect_eq(p->shape[1], cols[i], "%s", names[i]);
+        }
+        ckd_loss_free(l);
+    }
+}
+
 /* Creation fails, with a message containing each of `parts`. */
 static void expect_refused(const char *plugin, const char *params, int64_t s_dim, int64_t t_dim,
                            const char *const *parts, int n)
@@ -497,6 +542,7 @@ Test(plugins, bad_parameters_rejected_by_schema)
     expect_refused("crd", "{\"tau\": 0}", 16, 24, (const char *[]){"tau"}, 1);
     expect_refused("kd", "{\"tau\": \"warm\"}", 0, 0, (const char *[]){"tau"}, 1);
     expect_refused("crd", "{\"temperature\": 2}", 16, 24, (const char *[]){"temperature"}, 1);
+    expect_refused("cifd", "{\"lambda_i\": -1}", 16, 24, (const char *[]){"lambda_i"}, 1);
 }
 
 /* A host that skips the schema still gets a clear refusal from create(). */
@@ -508,6 +554,7 @@ Test(plugins, bad_parameters_rejected_by_create)
         {"gd", "{\"scale\": \"mul\"}", "gd: parameter scale: \"mul\" is not one of \"multiply\", \"divide\""},
         {"icl", "{\"scale\": \"log\"}", "icl: parameter scale: \"log\" is not one of \"raw\", \"exp\""},
         {"crd", "{\"tau\": -1}", "crd: parameter tau must be a positive number"},
+        {"cifd", "{\"lambda_cl\": -0.5}", "cifd: parameter lambda_cl must be a non-negative number"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const ckd_plugin *p = loss_plugin(cases[i].plugin);
@@ -529,7 +576,7 @@ Test(plugins, bad_parameters_rejected_by_create)
 
 Test(plugins, teacher_losses_need_a_teacher)
 {
-    const char *const need_teacher[] = {"crd", "fd", "gd", "icl", "afd", "l2", "vl", "embed_kd"};
+    const char *const need_teacher[] = {"crd", "fd", "gd", "icl", "afd", "l2", "vl", "embed_kd", "cifd"};
     for (size_t i = 0; i < sizeof need_teacher / sizeof need_teacher[0]; i++)
         expect_refused(need_teacher[i], NULL, 16, 0, (const char *[]){need_teacher[i], "teacher"}, 2);
 }

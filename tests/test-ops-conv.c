@@ -8,7 +8,7 @@
 
 #include <jansson.h>
 
-#include "clipkd/safetensors.h"
+#include "fixture_util.h"
 #include "ops_util.h"
 
 #define SH(...) ((int64_t[]){__VA_ARGS__})
@@ -16,74 +16,15 @@
 #define GRAD_TOL 1e-5  /* gradients, abs · (1 + |ref|) */
 #define STATS_TOL 1e-6 /* running statistics, abs */
 
-static ckd_safetensors *ST;
-static ckd_ctx *C;
-
-static void setup(void)
-{
-    const char *src = getenv("CKD_TEST_SRCDIR");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tests/fixtures/ops-conv/ops_conv.safetensors", src ? src : ".");
-    ckd_error err = {{0}};
-    ST = ckd_st_open(path, &err);
-    cr_assert_not_null(ST, "%s", err.msg);
-    C = ckd_ctx_new(0, 1, NULL);
-    cr_assert_not_null(C);
-}
-static void teardown(void)
-{
-    ckd_ctx_free(C);
-    ckd_st_close(ST);
-}
+static void setup(void) { fixture_open("tests/fixtures/ops-conv/ops_conv.safetensors"); }
+static void teardown(void) { fixture_close(); }
 TestSuite(torch, .init = setup, .fini = teardown);
 
-static const ckd_st_tensor *find(const char *cs, const char *what)
-{
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", cs, what);
-    return ckd_st_find(ST, name);
-}
-
-/* A parameter (gradient wanted) holding the fixture's F32 tensor; NULL if absent. */
-static ckd_tensor *load_param(const char *cs, const char *what)
-{
-    const ckd_st_tensor *t = find(cs, what);
-    if (!t)
-        return NULL;
-    int64_t shape[CKD_MAX_DIMS];
-    cr_assert(t->ndim >= 1 && t->ndim <= CKD_MAX_DIMS, "%s.%s: ndim %d", cs, what, t->ndim);
-    for (int i = 0; i < t->ndim; i++)
-        shape[i] = t->shape[i];
-    ckd_tensor *p = ckd_param_new(t->ndim, shape, NULL, NULL);
-    cr_assert_not_null(p);
-    ckd_error err = {{0}};
-    cr_assert_eq(ckd_st_to_f32(t, p->data, (size_t)p->n, &err), 0, "%s", err.msg);
-    return p;
-}
-
-/* |got − ref| ≤ tol · (rel ? 1 + |ref| : 1) against the F64 reference cs.what. */
+static const ckd_st_tensor *find(const char *cs, const char *what) { return fixture_find(cs, what); }
+static ckd_tensor *load_param(const char *cs, const char *what) { return fixture_param(cs, what); }
 static void check(const char *cs, const char *what, const float *got, int64_t n, double tol, int rel)
 {
-    const ckd_st_tensor *t = find(cs, what);
-    cr_assert_not_null(t, "fixture has no %s.%s", cs, what);
-    cr_assert_eq(t->dtype, CKD_DT_F64);
-    cr_assert_eq(ckd_st_numel(t), n, "%s.%s: %lld elements, computed %lld", cs, what, (long long)ckd_st_numel(t),
-                 (long long)n);
-    double *ref = malloc((size_t)n * sizeof(double));
-    cr_assert_not_null(ref);
-    memcpy(ref, t->data, (size_t)n * sizeof(double)); /* the view may be unaligned */
-    double worst = 0;
-    int64_t wi = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs(got[i] - ref[i]) / (rel ? 1.0 + fabs(ref[i]) : 1.0);
-        if (e > worst || isnan(got[i])) {
-            worst = isnan(got[i]) ? INFINITY : e;
-            wi = i;
-        }
-    }
-    cr_assert(worst <= tol, "%s.%s: element %lld: got %.9g, want %.9g (error %.3g > %.1g)", cs, what,
-              (long long)wi, (double)got[wi], ref[wi], worst, tol);
-    free(ref);
+    fixture_check(cs, what, got, n, tol, rel);
 }
 
 static json_t *case_meta(const char *cs)

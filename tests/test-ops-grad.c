@@ -245,6 +245,36 @@ Test(grad, mse)
     run_check(f_mse, &g, 1e-4, 1e-2);
 }
 
+/* ---- entropy models ---- */
+static ckd_tensor *shifted(ckd_tensor *p, float by)
+{
+    for (int64_t i = 0; i < p->n; i++)
+        p->data[i] += by;
+    return p;
+}
+/* The density's parameters around CompressAI's initialisation (matrices
+ * near log(expm1(1 / (10^¼ · 3))) = −1.6), values over several units. */
+GC_FN(f_factorized_nll, ckd_factorized_nll(c, in[0], in[1], in[2], in[3]))
+Test(grad, factorized_nll)
+{
+    gcase g = {{P(80, 3, 4, 3), shifted(P(81, 0.5f, 3, CKD_FD_MATRIX_SIZE), -1.4f), P(82, 0.5f, 3, CKD_FD_BIAS_SIZE),
+                P(83, 0.8f, 3, CKD_FD_FACTOR_SIZE)},
+               4,
+               {0}};
+    run_check(f_factorized_nll, &g, 1e-3, 1e-2);
+}
+/* The same with values far in the tails (likelihoods ~1e-4). */
+Test(grad, factorized_nll_tails)
+{
+    gcase g = {{shifted(P(84, 4, 2, 2), 14.0f), shifted(P(85, 0.3f, 2, CKD_FD_MATRIX_SIZE), -1.6f),
+                P(86, 0.5f, 2, CKD_FD_BIAS_SIZE), P(87, 0.5f, 2, CKD_FD_FACTOR_SIZE)},
+               4,
+               {0}};
+    run_check(f_factorized_nll, &g, 1e-3, 1e-2);
+}
+/* Rounding is checked for its straight-through gradient: the finite
+ * difference of round() is zero, so it is tested in test-ops-entropy. */
+
 /* ---- attention ---- */
 GC_FN(f_attn, ckd_attention(c, in[0], in[1], in[2], 2, 0))
 GC_TEST(attention, f_attn, P(66, 1, 2, 5, 6), P(67, 1, 2, 5, 6), P(68, 1, 2, 5, 6))

@@ -149,6 +149,27 @@ ckd_tensor *ckd_mse(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b);
  * per head, optionally causal (token t sees tokens ≤ t) -> [B, T, C]. */
 ckd_tensor *ckd_attention(ckd_ctx *c, ckd_tensor *q, ckd_tensor *k, ckd_tensor *v, int heads, int causal);
 
+/* ---- entropy models (host/core/ops_entropy.c) -------------------------------------- */
+/* Ballé et al. 2018's factorized density (CompressAI's EntropyBottleneck,
+ * filters (3, 3, 3)), one per channel, as the negative log-likelihood of the
+ * unit interval around each value: y [..., C] -> [..., C], −log q(y) in nats
+ * (q floored at 1e-9). Parameters per channel, each layer's [out, in] matrix
+ * row-major and the layers concatenated: matrices [C, 24] (1->3, 3->3, 3->3,
+ * 3->1), biases [C, 10], factors [C, 9]. Gradients reach y and all three. */
+#define CKD_FD_MATRIX_SIZE 24
+#define CKD_FD_BIAS_SIZE 10
+#define CKD_FD_FACTOR_SIZE 9
+ckd_tensor *ckd_factorized_nll(ckd_ctx *c, ckd_tensor *y, ckd_tensor *matrices, ckd_tensor *biases, ckd_tensor *factors);
+/* CompressAI's initialisation (init_scale 10): matrices log(expm1(1 / (10^¼ · out))),
+ * biases U[−½, ½) from r, factors 0. Not an op: writes the tensors' data. */
+void ckd_factorized_init(ckd_tensor *matrices, ckd_tensor *biases, ckd_tensor *factors, ckd_rng *r);
+
+/* The quantisation proxy: CKD_QUANT_NOISE adds U[−½, ½) noise from the
+ * context's RNG (training), CKD_QUANT_ROUND rounds halves to even
+ * (torch.round). The gradient passes straight through in both. */
+typedef enum { CKD_QUANT_NOISE = 0, CKD_QUANT_ROUND = 1 } ckd_quant_mode;
+ckd_tensor *ckd_quantize(ckd_ctx *c, ckd_tensor *x, ckd_quant_mode mode);
+
 #ifdef __cplusplus
 }
 #endif

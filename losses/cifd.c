@@ -1,0 +1,104 @@
+/* cifd — CIFD's student loss for CLIP (Saidutta et al. 2024, eqs 10-13; the
+ * reference's cifd.md §2-3) with its information-bottleneck module (IBM),
+ * per tower m ∈ {image, text}:
+ *   Ŵ_m = W_m + u, u ~ U[−½, ½) per element while training; Ŵ_m = W_m otherwise,
+ *   Û_m = n(P_m Ŵ_m)   (P_m: Linear to the teacher width, `proj_img.*` /
+ *                       `proj_txt.*` as fd's; the identity when the widths are equal),
+ *   L_CIFD,m = (1/N) Σ_i ‖Û_m,i − X_m,i‖² + λ_I · (1/N) Σ_i Σ_c −log r_m(Ŵ_m,ic),
+ * X_m the normalised teacher embeddings, r_m the factorized density of the
+ * tower's bottleneck (`ibm_img.*`, `ibm_txt.*`: matrices [Ds, 24], biases
+ * [Ds, 10], factors [Ds, 9]; ckd_factorized_nll), and
+ *   L_CL = CE(λ_s Ŝ_I Ŝ_Lᵀ) + CE(transpose)   (the two directions summed, eq 10),
+ *   loss = λ_CL · L_CL + L_CIFD,I + L_CIFD,L.
+ * Ŝ = Û when the widths are equal (as the paper). When they differ, L_CL uses
+ * n(Ŵ) instead, the student's own embedding: P belongs to the loss, not to
+ * the exported student, so the space that is evaluated is the one trained
+ * contrastively. λ_s = exp(θ_s) is the student's logit scale.
+ *
+ * Teaching assistants (the RDMs' X̂_n terms) are not in this version: with
+ * none, this is CIFD's "IBM alone" (Table 6). */
+#include "common.h"
+
+#define CIFD_READS (CKD_NEED_S_IMG | CKD_NEED_S_TXT | CKD_NEED_T_IMG | CKD_NEED_T_TXT | CKDL_USE_S_SCALE)
+#define LAMBDA_CL 0
+#define LAMBDA_I 1
+
+#define CIFD_SCHEMA                                                                                            \
+    "{\"type\":\"object\",\"properties\":{"                                                                    \
+    "\"lambda_cl\":{\"type\":\"number\",\"default\":0.005,\"minimum\":0,\"maximum\":1000,"                    \
+    "\"description\":\"weight of the student's contrastive loss L_CL (the paper's λ_CL)\"},"                   \
+    "\"lambda_i\":{\"type\":\"number\",\"default\":0.001,\"minimum\":0,\"maximum\":1000,"                     \
+    "\"description\":\"weight of the bottleneck's rate −log r(Ŵ), in nats per sample (the paper's λ_I)\"}}}"
+
+/* The tower's density r: three owned tensors `<prefix>.matrices|biases|factors`. */
+static int add_density(ckdl_state *s, const char *prefix, ckd_rng *rng, ckd_error *err)
+{
+    char name[64];
+    ckd_tensor *m = ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_MATRIX_SIZE},
+                                   ckdl_name(name, sizeof name, prefix, "matrices"), err);
+    ckd_tensor *b = m ? ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_BIAS_SIZE},
+                                       ckdl_name(name, sizeof name, prefix, "biases"), err)
+                      : NULL;
+    ckd_tensor *f = b ? ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_FACTOR_SIZE},
+                                       ckdl_name(name, sizeof name, prefix, "factors"), err)
+                      : NULL;
+    if (!f)
+        return -1;
+    ckd_factorized_init(m, b, f, rng);
+    return 0;
+}
+
+static int cifd_create(const ckd_params *params, const ckd_loss_dims *dims, ckd_rng *rng, void **out,
+                       ckd_error *err)
+{
+    ckdl_state *s = ckdl_state_new("cifd", dims, err);
+    if (!s)
+        return ckdl_fail_create(s, out);
+    s->weight[LAMBDA_CL] = ckd_params_number(params, "lambda_cl", 0.005);
+    s->weight[LAMBDA_I] = ckd_params_number(params, "lambda_i", 0.001);
+    for (int i = 0; i < 2; i++)
+        if (!(s->weight[i] >= 0) || !isfinite(s->weight[i])) {
+            ckd_errorf(err, "cifd: parameter %s must be a non-negative number, got %g", i ? "lambda_i" : "lambda_cl",
+                       s->weight[i]);
+            return ckdl_fail_create(s, out);
+        }
+    if (ckdl_need_dims(s, 1, err) || ckdl_add_projections(s, 1, rng, err) || add_density(s, "ibm_img", rng, err) ||
+        add_density(s, "ibm_txt", rng, err))
+        return ckdl_fail_create(s, out);
+    *out = s;
+    return 0;
+}
+
+/* One tower's L_CIFD; *shat receives the embedding L_CL uses. */
+static ckd_tensor *tower(ckd_ctx *c, const ckdl_state *s, const char *proj, const char *ibm, ckd_tensor *w,
+                         ckd_tensor *x, ckd_tensor **shat)
+{
+    ckd_tensor *what = ckd_ctx_training(c) ? ckd_quantize(c, w, CKD_QUANT_NOISE) : w;
+    ckd_tensor *uhat = ckdl_project(c, s, proj, what, NULL);
+    *shat = ckdl_find(s, proj, "weight") ? ckdl_norm(c, what) : uhat;
+    ckd_tensor *rate = ckd_factorized_nll(c, what, ckdl_find(s, ibm, "matrices"), ckdl_find(s, ibm, "biases"),
+                                          ckdl_find(s, ibm, "factors"));
+    int64_t n = w->shape[0];
+    /* (1/N) Σ_i ‖Û_i − X_i‖² is mse · Dt; the rate, summed over channels, per sample. */
+    ckd_tensor *dist = ckd_scale(c, ckd_mse(c, uhat, x), (float)s->t_dim);
+    ckd_tensor *r = ckd_scale(c, ckd_sum_all(c, rate), (float)(s->weight[LAMBDA_I] / (double)n));
+    return ckd_add(c, dist, r);
+}
+
+static ckd_tensor *cifd_forward(void *state, ckd_ctx *c, const ckd_loss_batch *b)
+{
+    ckdl_state *s = state;
+    if (!ckdl_check_batch(c, s, b, CIFD_READS))
+        return NULL;
+    ckd_tensor *si = NULL, *st = NULL;
+    ckd_tensor *li = tower(c, s, "proj_img", "ibm_img", b->s_img, b->t_img, &si);
+    ckd_tensor *lt = tower(c, s, "proj_txt", "ibm_txt", b->s_txt, b->t_txt, &st);
+    ckd_tensor *logits = ckdl_sim(c, si, st, ckd_exp(c, b->s_logit_scale));
+    ckd_tensor *cl = ckd_add(c, ckdl_ce_diag(c, logits), ckdl_ce_diag(c, ckd_transpose(c, logits, 0, 1)));
+    return ckd_add(c, ckd_scale(c, cl, (float)s->weight[LAMBDA_CL]), ckd_add(c, li, lt));
+}
+
+CKDL_LOSS_PLUGIN("cifd",
+                 "CIFD: information-bottleneck module (noisy student embedding, learned density, rate term) with "
+                 "feature matching to the teacher and a weighted CLIP loss (CIFD, CLIP form)",
+                 CIFD_SCHEMA, CIFD_READS, cifd_create, cifd_forward)
