@@ -16,16 +16,7 @@
 
 /* The teacher: a tiny CLIP trained for 7 steps on 192 Fashion-MNIST
  * images; the student: a smaller one distilled from it for 3 steps. */
-static const char teacher_recipe[] =
-    "{\"name\": \"teacher\", \"seed\": 3, \"threads\": 1,\n"
-    " \"student\": {\"model\": \"clip\", \"config\": {\"embed_dim\": 16,\n"
-    "   \"vision\": {\"image_size\": 28, \"patch_size\": 7, \"width\": 16, \"layers\": 1, \"heads\": 2},\n"
-    "   \"text\": {\"context_length\": 20, \"width\": 16, \"layers\": 1, \"heads\": 2}}},\n"
-    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR
-    "\", \"limit\": 192}},\n"
-    " \"losses\": [{\"name\": \"clip\"}],\n"
-    " \"optim\": {\"lr\": 0.003, \"warmup_steps\": 2},\n"
-    " \"train\": {\"steps\": 7, \"batch_size\": 16, \"log_every\": 1}}\n";
+static const char teacher_recipe[] = TINY_TEACHER_RECIPE(192);
 
 static const char kd_recipe[] =
     "{\"extends\": \"teacher.json\", \"name\": \"kd\",\n"
@@ -53,20 +44,8 @@ static void on_event(void *user, const ckd_train_event *ev)
 /* Runs a recipe with the overrides into tmp/<out>, teachers under tmp/runs. */
 static seen run_recipe(const char *file, const char *const *sets, size_t n, const char *out)
 {
-    ckd_recipe *r = load(file, sets, n);
-    char dir[512], runs[512];
-    snprintf(dir, sizeof dir, "%s/%s", tmp, out);
-    snprintf(runs, sizeof runs, "%s/runs", tmp);
     seen s = {0};
-    ckd_train_opts o;
-    ckd_train_opts_init(&o);
-    o.out_dir = dir;
-    o.runs_root = runs;
-    o.progress = on_event;
-    o.user = &s;
-    ckd_error err = {{0}};
-    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
-    ckd_recipe_free(r);
+    run_into(file, sets, n, out, on_event, &s);
     return s;
 }
 

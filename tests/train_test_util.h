@@ -28,6 +28,19 @@
     "          \"eval\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR         \
     "\", \"limit\": 48" eval_extra "}},\n"
 
+/* A tiny CLIP teacher (width 16, one layer per tower) trained for 7 steps on
+ * the first N_TRAIN Fashion-MNIST test images: the recipe's text. */
+#define TINY_TEACHER_RECIPE(n_train)                                                                      \
+    "{\"name\": \"teacher\", \"seed\": 3, \"threads\": 1,\n"                                              \
+    " \"student\": {\"model\": \"clip\", \"config\": {\"embed_dim\": 16,\n"                                \
+    "   \"vision\": {\"image_size\": 28, \"patch_size\": 7, \"width\": 16, \"layers\": 1, \"heads\": 2},\n" \
+    "   \"text\": {\"context_length\": 20, \"width\": 16, \"layers\": 1, \"heads\": 2}}},\n"               \
+    " \"data\": {\"train\": {\"reader\": \"fashion-mnist\", \"split\": \"test\", \"dir\": \"" FMNIST_DIR       \
+    "\", \"limit\": " #n_train "}},\n"                                                                     \
+    " \"losses\": [{\"name\": \"clip\"}],\n"                                                                 \
+    " \"optim\": {\"lr\": 0.003, \"warmup_steps\": 2},\n"                                                     \
+    " \"train\": {\"steps\": 7, \"batch_size\": 16, \"log_every\": 1}}\n"
+
 static ckd_registry *reg;
 static char tmp[256];
 
@@ -74,6 +87,26 @@ static inline ckd_recipe *load(const char *name, const char *const *sets, size_t
     ckd_recipe *r = ckd_recipe_load(p, sets, n, ckd_train_plugin_schema, reg, &err);
     cr_assert_not_null(r, "%s", err.msg);
     return r;
+}
+
+/* Trains recipe file (in tmp, with the overrides) into tmp/<out>, teachers
+ * and other named runs under tmp/runs, every event to on_event(user, ...). */
+static inline void run_into(const char *file, const char *const *sets, size_t n, const char *out,
+                            void (*on_event)(void *, const ckd_train_event *), void *user)
+{
+    ckd_recipe *r = load(file, sets, n);
+    char dir[512], runs[512];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, out);
+    snprintf(runs, sizeof runs, "%s/runs", tmp);
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.out_dir = dir;
+    o.runs_root = runs;
+    o.progress = on_event;
+    o.user = user;
+    ckd_error err = {{0}};
+    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
+    ckd_recipe_free(r);
 }
 
 static inline char *slurp(const char *dir, const char *file, long *len)

@@ -44,7 +44,7 @@
     " \"properties\": {\"reader\": {\"type\": \"string\"}}}"
 
 static const char recipe_schema[] =
-    "{\"type\": \"object\", \"required\": [\"student\", \"data\", \"losses\"],"
+    "{\"type\": \"object\", \"required\": [\"data\"],"
     " \"properties\": {"
     "  \"name\": {\"type\": \"string\"},"
     "  \"description\": {\"type\": \"string\"},"
@@ -87,7 +87,15 @@ static const char recipe_schema[] =
     "    \"calibration\": {\"type\": \"boolean\", \"default\": true},"
     "    \"calibration_bins\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 15},"
     "    \"templates\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"
-    "    \"batch_size\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256}}}"
+    "    \"batch_size\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256}}},"
+    "  \"rdm\": {\"type\": \"object\", \"required\": [\"R\"], \"properties\": {"
+    "    \"tower\": {\"type\": \"string\", \"enum\": [\"image\", \"text\"], \"default\": \"image\"},"
+    "    \"R\": {\"type\": \"number\", \"minimum\": 0},"
+    "    \"hidden\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256},"
+    "    \"bottleneck\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
+    "    \"out_relu\": {\"type\": \"boolean\", \"default\": false},"
+    "    \"steps\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 2000},"
+    "    \"holdout\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 0.5, \"default\": 0.05}}}"
     "}}";
 
 const char *ckd_recipe_schema_text(void)
@@ -123,6 +131,29 @@ static int check_rules(const where *w, json_t *recipe)
             return ckd_json_errorf(w->locate, w->user, w->file, "teacher.weights", w->err,
                                    "a teacher given by \"recipe\" takes its weights from that "
                                    "run; remove \"weights\"");
+    }
+    /* A recipe trains a student with losses, or (rdm) a CIFD rate-distortion
+     * module on its teacher's cached embeddings, which has neither. */
+    json_t *rdm = json_object_get(recipe, "rdm");
+    const char *const student_keys[] = {"student", "losses"};
+    for (int i = 0; i < 2; i++) {
+        int has = json_object_get(recipe, student_keys[i]) != NULL;
+        if (rdm && has)
+            return ckd_json_errorf(w->locate, w->user, w->file, student_keys[i], w->err,
+                                   "an \"rdm\" recipe trains the module on its teacher's cached embeddings: "
+                                   "it has no \"%s\"",
+                                   student_keys[i]);
+        if (!rdm && !has)
+            return ckd_json_errorf(w->locate, w->user, w->file, "", w->err, "missing required key \"%s\"",
+                                   student_keys[i]);
+    }
+    if (rdm) {
+        const char *mode = json_string_value(json_object_get(teacher, "mode"));
+        if (!teacher || (mode && strcmp(mode, "cache")))
+            return ckd_json_errorf(w->locate, w->user, w->file, teacher ? "teacher.mode" : "rdm", w->err,
+                                   "an \"rdm\" recipe needs a teacher in \"cache\" mode: stage 1 reads the "
+                                   "teacher's cached embeddings and never runs the teacher");
+        return 0;
     }
     json_t *student = json_object_get(recipe, "student");
     if (json_object_get(student, "init_from")) {

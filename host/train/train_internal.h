@@ -88,6 +88,12 @@ typedef struct train_run {
 /* train_setup.c: everything the recipe names, checked before any compute. */
 int train_setup(train_run *t, ckd_error *err);
 void train_free(train_run *t);
+/* For runs without a student (a CIFD rate-distortion module's stage 1): the
+ * training data, the tokenizer, the context and the cached teacher (t->tc). */
+int train_setup_teacher_only(train_run *t, ckd_error *err);
+/* host/cifd/rdm_run.c: stage 1 of an "rdm" recipe on t->tc, writing
+ * final/ and results.json into t->dir. */
+int train_rdm_stage(train_run *t, ckd_error *err);
 /* The loader cursor where step `step` starts. */
 ckd_loader_cursor train_cursor_for(const train_run *t, int64_t step);
 /* The teacher's model without its weights loaded (allocated, not touched:

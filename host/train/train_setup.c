@@ -455,13 +455,30 @@ static int image_only_checks(train_run *t, ckd_error *err)
     return 0;
 }
 
+/* What every run needs first: its thread count and its training data. */
+static int setup_threads_and_data(train_run *t, ckd_error *err)
+{
+    int threads = (int)train_num(t->rj, "threads", 0);
+    if (threads > 0)
+        ckd_set_threads(threads);
+    if (!(t->train_ds = ckd_dataset_open(json_object_get(json_object_get(t->rj, "data"), "train"), t->base_dir, err)))
+        return ckd_error_prefix(err, "data.train");
+    return 0;
+}
+
+/* The tokenizer (captions, prompts) and the step context, seeded by the recipe. */
+static int setup_tokenizer_and_ctx(train_run *t, ckd_error *err)
+{
+    uint64_t seed = (uint64_t)train_num(t->rj, "seed", 0);
+    if (!(t->tok = ckd_tokenizer_load_default(err)) || !(t->ctx = ckd_ctx_new(0, seed ^ 0x9e3779b97f4a7c15ull, err)))
+        return -1;
+    return 0;
+}
+
 int train_setup(train_run *t, ckd_error *err)
 {
     const json_t *rj = t->rj;
     uint64_t seed = (uint64_t)train_num(rj, "seed", 0);
-    int threads = (int)train_num(rj, "threads", 0);
-    if (threads > 0)
-        ckd_set_threads(threads);
     t->lr = train_num(rj, "optim.lr", 1e-3);
     t->warmup = (int64_t)train_num(rj, "optim.warmup_steps", 0);
     t->grad_clip = train_num(rj, "optim.grad_clip", 0);
@@ -475,8 +492,8 @@ int train_setup(train_run *t, ckd_error *err)
     const json_t *teacher = json_object_get(rj, "teacher");
 
     /* Data first: cheap, and the needs check depends on it. */
-    if (!(t->train_ds = ckd_dataset_open(json_object_get(json_object_get(rj, "data"), "train"), t->base_dir, err)))
-        return ckd_error_prefix(err, "data.train");
+    if (setup_threads_and_data(t, err))
+        return -1;
     int has_classes = ckd_dataset_n_classes(t->train_ds) > 0;
     t->n_classes = (int64_t)ckd_dataset_n_classes(t->train_ds);
     /* The student next (an allocation): which towers it has decides what the
@@ -487,7 +504,7 @@ int train_setup(train_run *t, ckd_error *err)
     t->s_classifier = ckd_model_is_classifier(t->student);
     if (check_needs(t, teacher != NULL, has_classes, err))
         return -1;
-    if (!(t->tok = ckd_tokenizer_load_default(err)) || !(t->ctx = ckd_ctx_new(0, seed ^ 0x9e3779b97f4a7c15ull, err)))
+    if (setup_tokenizer_and_ctx(t, err))
         return -1;
     if (teacher && make_teacher(t, teacher, err))
         return -1;
@@ -502,6 +519,13 @@ int train_setup(train_run *t, ckd_error *err)
     if ((t->needs & CKD_NEED_CENTROIDS) && train_centroids(t, err))
         return -1;
     return 0;
+}
+
+int train_setup_teacher_only(train_run *t, ckd_error *err)
+{
+    if (setup_threads_and_data(t, err) || setup_tokenizer_and_ctx(t, err))
+        return -1;
+    return make_teacher(t, json_object_get(t->rj, "teacher"), err);
 }
 
 void train_free(train_run *t)

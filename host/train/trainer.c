@@ -488,9 +488,11 @@ int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_
         return ckd_errorf(err, "%s holds a checkpoint of an unfinished run: continue it with clipkd run --resume %s",
                           t.dir, t.dir);
     int rc = -1, lock = -1;
-    if (!train_setup(&t, err) && !train_mkdirs(t.dir, err) && !train_lock_dir(t.dir, &lock, err) &&
-        !write_run_files(&t, err))
-        rc = loop(&t, 0, err);
+    /* An "rdm" recipe has no student: CIFD's stage 1 on the teacher's cache. */
+    int rdm = json_object_get(t.rj, "rdm") != NULL;
+    if (!(rdm ? train_setup_teacher_only(&t, err) : train_setup(&t, err)) && !train_mkdirs(t.dir, err) &&
+        !train_lock_dir(t.dir, &lock, err) && !write_run_files(&t, err))
+        rc = rdm ? train_rdm_stage(&t, err) : loop(&t, 0, err);
     train_unlock_dir(lock);
     train_free(&t);
     return rc;

@@ -1,0 +1,155 @@
+/* Stage 1 of CIFD as a run: an "rdm" recipe trains one rate-distortion
+ * module (clipkd/rdm.h) on its teacher's cached embeddings of the training
+ * data (one tower's), so the teacher never runs here. The run directory is a
+ * trainer's: recipe.json and run.json (written by the trainer), final/
+ * (model.safetensors and config.json) and results.json with the module's
+ * rate and distortion on the rows it trained on and on held-out rows. A
+ * student recipe then names the run like a teacher recipe, by its recipe,
+ * and reuses it by hash.
+ */
+#include "config.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clipkd/rdm.h"
+#include "clipkd/safetensors.h"
+#include "train/train_internal.h"
+
+/* The tower's cached rows of valid samples, shuffled by seed: [*n, dim]. */
+static float *cached_rows(const train_tcache *tc, int text, uint64_t seed, int64_t *n_out, ckd_error *err)
+{
+    int64_t n = 0, D = tc->dim;
+    for (int64_t i = 0; i < tc->n; i++)
+        if (tc->valid[i])
+            n += text ? tc->off[i + 1] - tc->off[i] : 1;
+    float *X = n ? malloc((size_t)(n * D) * sizeof(float)) : NULL;
+    int64_t *perm = n ? malloc((size_t)n * sizeof *perm) : NULL;
+    if (!X || !perm) {
+        free(X);
+        free(perm);
+        ckd_errorf(err, "rdm: %s", n ? "out of memory" : "the teacher cache holds no readable sample");
+        return NULL;
+    }
+    ckd_rng r;
+    ckd_rng_seed(&r, seed ^ 0x7d3aULL);
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)ckd_rng_below(&r, (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int64_t k = 0;
+    for (int64_t i = 0; i < tc->n; i++) {
+        if (!tc->valid[i])
+            continue;
+        int64_t lo = text ? tc->off[i] : i, hi = text ? tc->off[i + 1] : i + 1;
+        const float *src = text ? tc->txt : tc->img;
+        for (int64_t row = lo; row < hi; row++, k++)
+            memcpy(X + perm[k] * D, src + row * D, (size_t)D * sizeof(float));
+    }
+    free(perm);
+    *n_out = n;
+    return X;
+}
+
+static int save_final(const train_run *t, ckd_rdm *r, const char *tower, double R, ckd_error *err)
+{
+    char final[TRAIN_PATH_MAX + 16], path[TRAIN_PATH_MAX + 64];
+    snprintf(final, sizeof final, "%s/final", t->dir);
+    if (train_mkdirs(final, err))
+        return -1;
+    ckd_st_writer *w = ckd_st_writer_new();
+    if (!w)
+        return ckd_errorf(err, "rdm: out of memory");
+    int rc = 0;
+    for (int i = 0; i < ckd_rdm_n_params(r) && !rc; i++) {
+        ckd_tensor *p = ckd_rdm_param(r, i);
+        rc = ckd_st_writer_add_copy(w, p->name, CKD_DT_F32, p->ndim, p->shape, p->data, err);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", final);
+    if (!rc)
+        rc = ckd_st_writer_save(w, path, err);
+    ckd_st_writer_free(w);
+    if (rc)
+        return -1;
+    const ckd_rdm_config *c = ckd_rdm_config_of(r);
+    json_t *cfg = json_pack("{s:{s:I, s:I, s:I, s:I, s:b, s:s, s:f}}", "rdm", "in_dim", (json_int_t)c->in_dim,
+                            "hidden", (json_int_t)c->hidden, "bottleneck", (json_int_t)c->bottleneck, "n_classes",
+                            (json_int_t)c->n_classes, "out_relu", c->out_relu, "tower", tower, "R", R);
+    rc = train_write_json(final, "config.json", cfg, err);
+    json_decref(cfg);
+    return rc;
+}
+
+static json_t *report_json(const ckd_rdm_report *rep)
+{
+    return json_pack("{s:f, s:f, s:I}", "rate_nats", rep->rate, "distortion", rep->distortion, "rows",
+                     (json_int_t)rep->n);
+}
+
+int train_rdm_stage(train_run *t, ckd_error *err)
+{
+    const json_t *rj = t->rj;
+    const char *tower = json_string_value(json_object_get(json_object_get(rj, "rdm"), "tower"));
+    int text = tower && !strcmp(tower, "text");
+    tower = text ? "text" : "image";
+    uint64_t seed = (uint64_t)train_num(rj, "seed", 0);
+    double holdout = train_num(rj, "rdm.holdout", 0.05);
+    ckd_rdm_train_opts o;
+    ckd_rdm_train_default_opts(&o);
+    o.R = train_num(rj, "rdm.R", 1);
+    o.steps = (int64_t)train_num(rj, "rdm.steps", 2000);
+    o.batch = (int64_t)train_num(rj, "train.batch_size", 256);
+    o.lr = train_num(rj, "optim.lr", 1e-3);
+    o.weight_decay = train_num(rj, "optim.weight_decay", 0);
+    o.seed = seed;
+    ckd_rdm_config cfg = {.in_dim = t->tc.dim,
+                          .hidden = (int64_t)train_num(rj, "rdm.hidden", 256),
+                          .bottleneck = (int64_t)train_num(rj, "rdm.bottleneck", 0),
+                          .out_relu = json_is_true(json_object_get(json_object_get(rj, "rdm"), "out_relu"))};
+
+    int64_t n = 0;
+    float *X = cached_rows(&t->tc, text, seed, &n, err);
+    ckd_rdm *r = X ? ckd_rdm_new(&cfg, seed, err) : NULL;
+    int rc = -1;
+    if (!r)
+        goto out;
+    /* The held-out rows are the last of the shuffled order. */
+    int64_t n_hold = (int64_t)((double)n * holdout), n_train = n - n_hold;
+    train_message(t, "rdm: %s tower, %lld rows (%lld held out), R %g, %lld steps", tower, (long long)n_train,
+                  (long long)n_hold, o.R, (long long)o.steps);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (ckd_rdm_train(r, X, n_train, &o, err))
+        goto out;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    ckd_rdm_report tr, ho = {0};
+    if (ckd_rdm_evaluate(r, X, n_train, &tr, err) ||
+        (n_hold && ckd_rdm_evaluate(r, X + n_train * cfg.in_dim, n_hold, &ho, err)))
+        goto out;
+    const ckd_rdm_report *main_rep = n_hold ? &ho : &tr;
+    train_message(t, "rdm: rate %.3f nats, distortion %.6f (%s rows); training rows %.3f nats, %.6f; %.1f s",
+                  main_rep->rate, main_rep->distortion, n_hold ? "held-out" : "training", tr.rate, tr.distortion,
+                  secs);
+    if (save_final(t, r, tower, o.R, err))
+        goto out;
+    json_int_t n_params = 0;
+    for (int i = 0; i < ckd_rdm_n_params(r); i++)
+        n_params += (json_int_t)ckd_rdm_param(r, i)->n;
+    json_t *res = json_pack("{s:s, s:s, s:I, s:I, s:f, s:{s:s, s:f, s:f, s:f, s:o, s:o}}", "name", t->name,
+                            "recipe_hash", ckd_recipe_hash(t->recipe), "steps", (json_int_t)o.steps, "parameters",
+                            n_params, "train_seconds", secs, "rdm", "tower", tower, "R", o.R, "rate_nats",
+                            main_rep->rate, "distortion", main_rep->distortion, "train", report_json(&tr),
+                            "holdout", n_hold ? report_json(&ho) : json_null());
+    rc = train_write_json(t->dir, "results.json", res, err);
+    json_decref(res);
+out:
+    ckd_rdm_free(r);
+    free(X);
+    return rc;
+}
