@@ -4,8 +4,12 @@
  *   Ŵ_m = W_m + u, u ~ U[−½, ½) per element while training; Ŵ_m = W_m otherwise,
  *   Û_m = n(P_m Ŵ_m)   (P_m: Linear to the teacher width, `proj_img.*` /
  *                       `proj_txt.*` as fd's; the identity when the widths are equal),
- *   L_CIFD,m = (1/N) Σ_i ‖Û_m,i − X_m,i‖² + λ_I · (1/N) Σ_i Σ_c −log r_m(Ŵ_m,ic),
- * X_m the normalised teacher embeddings, r_m the factorized density of the
+ *   L_CIFD,m = (1/N) Σ_i [‖Û_m,i − X_m,i‖² + Σ_n λ_n ‖Û_m,i − X̂_n,m,i‖²]
+ *              + λ_I · (1/N) Σ_i Σ_c −log r_m(Ŵ_m,ic),
+ * X_m the normalised teacher embeddings, X̂_n,m the n-th teaching
+ * assistant's (a rate-distortion module's normalised reconstruction of X_m,
+ * batch fields a_img / a_txt with weights λ_n = a_weight; none from a host
+ * older than ABI minor 2), r_m the factorized density of the
  * tower's bottleneck (`ibm_img.*`, `ibm_txt.*`: matrices [Ds, 24], biases
  * [Ds, 10], factors [Ds, 9]; ckd_factorized_nll), and
  *   L_CL = CE(λ_s Ŝ_I Ŝ_Lᵀ) + CE(transpose)   (the two directions summed, eq 10),
@@ -15,8 +19,7 @@
  * the exported student, so the space that is evaluated is the one trained
  * contrastively. λ_s = exp(θ_s) is the student's logit scale.
  *
- * Teaching assistants (the RDMs' X̂_n terms) are not in this version: with
- * none, this is CIFD's "IBM alone" (Table 6). */
+ * Without assistants this is CIFD's "IBM alone" (Table 6). */
 #include "common.h"
 
 #define CIFD_READS (CKD_NEED_S_IMG | CKD_NEED_S_TXT | CKD_NEED_T_IMG | CKD_NEED_T_TXT | CKDL_USE_S_SCALE)
@@ -69,9 +72,20 @@ static int cifd_create(const ckd_params *params, const ckd_loss_dims *dims, ckd_
     return 0;
 }
 
+/* Σ_n λ_n (1/N) Σ_i ‖Û_i − X̂_n,i‖² over the assistants a [A, N, Dt] (NULL: 0 terms). */
+static ckd_tensor *assistant_terms(ckd_ctx *c, const ckdl_state *s, ckd_tensor *uhat, ckd_tensor *a,
+                                   const float *weight, int64_t n_assistants, ckd_tensor *sum)
+{
+    for (int64_t k = 0; a && k < n_assistants; k++) {
+        ckd_tensor *xk = ckd_reshape(c, ckd_slice(c, a, 0, k, 1), 2, uhat->shape);
+        sum = ckd_add(c, sum, ckd_scale(c, ckd_mse(c, uhat, xk), (float)((double)weight[k] * (double)s->t_dim)));
+    }
+    return sum;
+}
+
 /* One tower's L_CIFD; *shat receives the embedding L_CL uses. */
 static ckd_tensor *tower(ckd_ctx *c, const ckdl_state *s, const char *proj, const char *ibm, ckd_tensor *w,
-                         ckd_tensor *x, ckd_tensor **shat)
+                         ckd_tensor *x, ckd_tensor *assist, const ckd_loss_batch *b, ckd_tensor **shat)
 {
     ckd_tensor *what = ckd_ctx_training(c) ? ckd_quantize(c, w, CKD_QUANT_NOISE) : w;
     ckd_tensor *uhat = ckdl_project(c, s, proj, what, NULL);
@@ -82,6 +96,8 @@ static ckd_tensor *tower(ckd_ctx *c, const ckdl_state *s, const char *proj, cons
     /* (1/N) Σ_i ‖Û_i − X_i‖² is mse · Dt; the rate, summed over channels, per sample. */
     ckd_tensor *dist = ckd_scale(c, ckd_mse(c, uhat, x), (float)s->t_dim);
     ckd_tensor *r = ckd_scale(c, ckd_sum_all(c, rate), (float)(s->weight[LAMBDA_I] / (double)n));
+    if (uhat && assist)
+        dist = assistant_terms(c, s, uhat, assist, b->a_weight, b->n_assistants, dist);
     return ckd_add(c, dist, r);
 }
 
@@ -90,9 +106,11 @@ static ckd_tensor *cifd_forward(void *state, ckd_ctx *c, const ckd_loss_batch *b
     ckdl_state *s = state;
     if (!ckdl_check_batch(c, s, b, CIFD_READS))
         return NULL;
+    /* The assistants, from a host that has them (ABI minor 2). */
+    int has = CKD_LOSS_BATCH_HAS(b, a_weight) && b->n_assistants > 0 && b->a_weight;
     ckd_tensor *si = NULL, *st = NULL;
-    ckd_tensor *li = tower(c, s, "proj_img", "ibm_img", b->s_img, b->t_img, &si);
-    ckd_tensor *lt = tower(c, s, "proj_txt", "ibm_txt", b->s_txt, b->t_txt, &st);
+    ckd_tensor *li = tower(c, s, "proj_img", "ibm_img", b->s_img, b->t_img, has ? b->a_img : NULL, b, &si);
+    ckd_tensor *lt = tower(c, s, "proj_txt", "ibm_txt", b->s_txt, b->t_txt, has ? b->a_txt : NULL, b, &st);
     ckd_tensor *logits = ckdl_sim(c, si, st, ckd_exp(c, b->s_logit_scale));
     ckd_tensor *cl = ckd_add(c, ckdl_ce_diag(c, logits), ckdl_ce_diag(c, ckd_transpose(c, logits, 0, 1)));
     return ckd_add(c, ckd_scale(c, cl, (float)s->weight[LAMBDA_CL]), ckd_add(c, li, lt));
@@ -100,5 +118,6 @@ static ckd_tensor *cifd_forward(void *state, ckd_ctx *c, const ckd_loss_batch *b
 
 CKDL_LOSS_PLUGIN("cifd",
                  "CIFD: information-bottleneck module (noisy student embedding, learned density, rate term) with "
-                 "feature matching to the teacher and a weighted CLIP loss (CIFD, CLIP form)",
+                 "feature matching to the teacher and its rate-distortion assistants, and a weighted CLIP loss "
+                 "(CIFD, CLIP form)",
                  CIFD_SCHEMA, CIFD_READS, cifd_create, cifd_forward)

@@ -59,7 +59,7 @@ check_status "wrong type" 2 'expected an integer, got "seven"' clipkd validate "
 check_status "out of range" 2 "expected a value ≥ 1, got 0" clipkd validate "$recipes/out-of-range.json"
 check_status "bad plugin parameter" 2 "losses\[1\].params.tau" clipkd validate "$recipes/bad-params.json"
 check_status "--set to an unknown key" 2 "unknown" clipkd validate "$srcdir/tests/fixtures/cli/student.json" --set optim.lrate=1
-for example in examples/fmnist-kd examples/fmnist-embed-kd cifd/ibm cifd/rdm-image-r10000 cifd/rdm-text-r1000; do
+for example in examples/fmnist-kd examples/fmnist-embed-kd cifd/ibm cifd/assisted cifd/rdm-image-r10000 cifd/rdm-text-r1000; do
     check "validate recipes/$example.json" "^recipe hash: [0-9a-f]\{64\}$" \
         clipkd validate "$srcdir/recipes/$example.json"
 done

@@ -606,3 +606,34 @@ Test(plugins, missing_batch_fields)
     }
     ckd_ctx_free(c);
 }
+
+/* loss-eval refuses assistants whose shape does not match the batch and
+ * their weights, naming the file and the input. */
+Test(plugins, loss_eval_rejects_misshapen_assistants)
+{
+    const char *base = getenv("TMPDIR");
+    char dir[4096], in[4200], out[4200];
+    snprintf(dir, sizeof dir, "%s/ckd-assist-XXXXXX", base && *base ? base : "/tmp");
+    cr_assert(mkdtemp(dir));
+    snprintf(in, sizeof in, "%s/in.safetensors", dir);
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    static float zeros[3 * 8 * 16];
+    ckd_error err = {{0}};
+    ckd_st_writer *w = ckd_st_writer_new();
+    cr_assert_not_null(w);
+    const char *const rows[] = {"input.s_img", "input.s_txt", "input.t_img", "input.t_txt"};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(ckd_st_writer_add_copy(w, rows[i], CKD_DT_F32, 2, (int64_t[]){8, 16}, zeros, &err), 0);
+    cr_assert_eq(ckd_st_writer_add_copy(w, "input.a_weight", CKD_DT_F32, 1, (int64_t[]){2}, zeros, &err), 0);
+    cr_assert_eq(ckd_st_writer_add_copy(w, "input.a_img", CKD_DT_F32, 3, (int64_t[]){3, 8, 16}, zeros, &err), 0);
+    cr_assert_eq(ckd_st_writer_save(w, in, &err), 0, "%s", err.msg);
+    ckd_st_writer_free(w);
+    json_t *j = params_of(NULL);
+    cr_expect_neq(ckd_loss_eval_file(loss_plugin("cifd"), j, in, out, &err), 0);
+    cr_expect(strstr(err.msg, "in.safetensors: input.a_img must be [A, N, Dt] with A = the 2 entries of "
+                              "input.a_weight and N = the batch's 8 rows"),
+              "%s", err.msg);
+    json_decref(j);
+    unlink(in);
+    rmdir(dir);
+}

@@ -3,7 +3,8 @@
  * the cache exists, writes final/ and results.json with rate and distortion,
  * a larger R buys rate for distortion, a finished run is reused by hash, and
  * recipes that mix an rdm with a student, or lack a cached teacher, are
- * refused with the reason. */
+ * refused with the reason. Then a student with assistants: their rdm runs
+ * trained first, their reconstructions in every batch, bad pairings refused. */
 #include "config.h"
 
 #include "clipkd/rdm.h"
@@ -124,4 +125,82 @@ Test(rdm_run, bad_recipes, .init = setup, .fini = teardown)
     expect_refused("{\"teacher\": {\"recipe\": \"t.json\"}, \"data\": {\"train\": {\"reader\": \"fashion-mnist\"}},"
                    " \"rdm\": {\"hidden\": 8}}",
                    "missing required key \"R\"");
+}
+
+/* ---- a student with assistants ---- */
+static const char student_recipe[] =
+    "{\"extends\": \"teacher.json\", \"name\": \"student\",\n"
+    " \"teacher\": {\"recipe\": \"teacher.json\", \"mode\": \"cache\"},\n"
+    " \"student\": {\"config\": {\"embed_dim\": 16, \"vision\": {\"width\": 8}, \"text\": {\"width\": 8}}},\n"
+    " \"losses\": [{\"name\": \"cifd\", \"params\": {\"lambda_cl\": 0.1}}],\n"
+    " \"assistants\": [{\"image\": \"rdm.json\", \"text\": \"rdm-text.json\"},\n"
+    "                  {\"image\": \"rdm-hi.json\", \"text\": \"rdm-text.json\", \"weight\": 0.5}],\n"
+    " \"train\": {\"steps\": 3}}\n";
+
+typedef struct seen_student {
+    int trained_assistants, assistants_line;
+    double first_loss;
+} seen_student;
+
+static void on_student(void *user, const ckd_train_event *ev)
+{
+    seen_student *s = user;
+    if (ev->kind == CKD_TRAIN_MESSAGE && strstr(ev->text, "training the assistant"))
+        s->trained_assistants++;
+    if (ev->kind == CKD_TRAIN_MESSAGE && strstr(ev->text, "assistants: 2 (image and text)"))
+        s->assistants_line++;
+    if (ev->kind == CKD_TRAIN_STEP && ev->step == 1)
+        s->first_loss = ev->loss;
+}
+
+static void write_student_recipes(void)
+{
+    write_file("teacher.json", teacher_recipe);
+    write_file("rdm.json", rdm_recipe);
+    write_file("rdm-hi.json", "{\"extends\": \"rdm.json\", \"name\": \"rdm-hi\", \"rdm\": {\"R\": 1000}}");
+    write_file("rdm-text.json", "{\"extends\": \"rdm.json\", \"name\": \"rdm-text\", \"rdm\": {\"tower\": \"text\"}}");
+    write_file("student.json", student_recipe);
+}
+
+Test(assistants, trained_first_then_in_every_batch, .init = setup, .fini = teardown, .timeout = 180)
+{
+    write_student_recipes();
+    seen_student with = {0}, without = {0};
+    run_into("student.json", NULL, 0, "with", on_student, &with);
+    cr_expect_eq(with.trained_assistants, 3, "the three rdm runs are trained first (%d)", with.trained_assistants);
+    cr_expect_eq(with.assistants_line, 1);
+    /* The same student without its assistants starts from a lower loss: the
+     * assistant terms are in the objective. */
+    const char *none[] = {"assistants=[]"};
+    run_into("student.json", none, 1, "without", on_student, &without);
+    cr_log_info("first-step loss %.5f with assistants, %.5f without", with.first_loss, without.first_loss);
+    cr_expect_gt(with.first_loss, without.first_loss + 1e-3, "%.5f vs %.5f", with.first_loss, without.first_loss);
+}
+
+Test(assistants, bad_pairings_refused, .init = setup, .fini = teardown, .timeout = 120)
+{
+    write_student_recipes();
+    /* An image module given as a text assistant: refused once it is trained and loaded. */
+    write_file("swap.json", "{\"extends\": \"student.json\", \"assistants\": [{\"text\": \"rdm.json\"}]}");
+    ckd_recipe *r = load("swap.json", NULL, 0);
+    char dir[512], runs[512];
+    snprintf(dir, sizeof dir, "%s/swap", tmp);
+    snprintf(runs, sizeof runs, "%s/runs", tmp);
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.out_dir = dir;
+    o.runs_root = runs;
+    ckd_error err = {{0}};
+    cr_expect_neq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0);
+    cr_expect(strstr(err.msg, "assistants[0].text") && strstr(err.msg, "trained on the image tower's embeddings"),
+              "%s", err.msg);
+    ckd_recipe_free(r);
+    expect_refused("{\"extends\": \"student.json\", \"assistants\": [{\"image\": \"rdm.json\"},"
+                   " {\"image\": \"rdm.json\", \"text\": \"rdm-text.json\"}]}",
+                   "assistants[1]: every assistant must name the same towers as assistants[0]");
+    expect_refused("{\"extends\": \"student.json\", \"assistants\": [{\"weight\": 1}]}",
+                   "assistants[0]: expected \"image\" and/or \"text\"");
+    expect_refused("{\"extends\": \"teacher.json\", \"assistants\": [{\"image\": \"rdm.json\"}]}",
+                   "assistants: teaching assistants reconstruct a teacher's embeddings: the recipe needs a "
+                   "\"teacher\"");
 }

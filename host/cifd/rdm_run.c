@@ -15,7 +15,6 @@
 #include <time.h>
 
 #include "clipkd/rdm.h"
-#include "clipkd/safetensors.h"
 #include "train/train_internal.h"
 
 /* The tower's cached rows of valid samples, shuffled by seed: [*n, dim]. */
@@ -58,30 +57,13 @@ static float *cached_rows(const train_tcache *tc, int text, uint64_t seed, int64
 
 static int save_final(const train_run *t, ckd_rdm *r, const char *tower, double R, ckd_error *err)
 {
-    char final[TRAIN_PATH_MAX + 16], path[TRAIN_PATH_MAX + 64];
+    char final[TRAIN_PATH_MAX + 16];
     snprintf(final, sizeof final, "%s/final", t->dir);
     if (train_mkdirs(final, err))
         return -1;
-    ckd_st_writer *w = ckd_st_writer_new();
-    if (!w)
-        return ckd_errorf(err, "rdm: out of memory");
-    int rc = 0;
-    for (int i = 0; i < ckd_rdm_n_params(r) && !rc; i++) {
-        ckd_tensor *p = ckd_rdm_param(r, i);
-        rc = ckd_st_writer_add_copy(w, p->name, CKD_DT_F32, p->ndim, p->shape, p->data, err);
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", final);
-    if (!rc)
-        rc = ckd_st_writer_save(w, path, err);
-    ckd_st_writer_free(w);
-    if (rc)
-        return -1;
-    const ckd_rdm_config *c = ckd_rdm_config_of(r);
-    json_t *cfg = json_pack("{s:{s:I, s:I, s:I, s:I, s:b, s:s, s:f}}", "rdm", "in_dim", (json_int_t)c->in_dim,
-                            "hidden", (json_int_t)c->hidden, "bottleneck", (json_int_t)c->bottleneck, "n_classes",
-                            (json_int_t)c->n_classes, "out_relu", c->out_relu, "tower", tower, "R", R);
-    rc = train_write_json(final, "config.json", cfg, err);
-    json_decref(cfg);
+    json_t *extra = json_pack("{s:s, s:f}", "tower", tower, "R", R);
+    int rc = ckd_rdm_save(r, final, extra, err);
+    json_decref(extra);
     return rc;
 }
 

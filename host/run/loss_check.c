@@ -12,7 +12,11 @@
 
 /* The batch fields that are tensors, with their recorded names. Student
  * fields receive gradients; teacher fields never do. */
-enum { S_IMG, S_TXT, T_IMG, T_TXT, S_SCALE, T_SCALE, CLASS_TXT, S_LOGITS, T_LOGITS, CENTROIDS, S_IMG_MASKED, N_SLOTS };
+enum {
+    S_IMG, S_TXT, T_IMG, T_TXT, S_SCALE, T_SCALE, CLASS_TXT, S_LOGITS, T_LOGITS, CENTROIDS, S_IMG_MASKED,
+    A_IMG, A_TXT, A_WEIGHT, /* teaching assistants: [A, N, Dt], [A, N, Dt], [A] */
+    N_SLOTS
+};
 static const struct {
     const char *name;
     int student;
@@ -24,6 +28,8 @@ static const struct {
     {"class_txt", 0, CKD_NEED_CLASS_TXT}, {"s_logits", 1, CKD_NEED_S_LOGITS},
     {"t_logits", 0, CKD_NEED_T_LOGITS},   {"centroids", 0, CKD_NEED_CENTROIDS},
     {"s_img_masked", 1, CKD_NEED_S_IMG_MASKED},
+    {"a_img", 0, 0},                      {"a_txt", 0, 0},
+    {"a_weight", 0, 0},
 };
 
 typedef struct probe {
@@ -60,6 +66,12 @@ static ckd_tensor *probe_loss(ckd_ctx *c, void *user)
     b.t_logits = p->t[T_LOGITS];
     b.centroids = p->t[CENTROIDS];
     b.s_img_masked = p->t[S_IMG_MASKED];
+    if (p->t[A_WEIGHT]) {
+        b.n_assistants = p->t[A_WEIGHT]->n;
+        b.a_weight = p->t[A_WEIGHT]->data;
+        b.a_img = p->t[A_IMG];
+        b.a_txt = p->t[A_TXT];
+    }
     return ckd_loss_forward(p->loss, c, &b);
 }
 
@@ -110,9 +122,17 @@ static int load_inputs(probe *p, const ckd_safetensors *st, const char *file, ck
         const ckd_st_tensor *src = ckd_st_find(st, key);
         if (src && !(p->t[i] = read_tensor(st, file, src, i, err)))
             return -1;
-        if (p->t[i] && p->t[i]->ndim >= 1 && i != S_SCALE && i != T_SCALE && i != CLASS_TXT && i != CENTROIDS)
+        if (p->t[i] && p->t[i]->ndim >= 1 && i != S_SCALE && i != T_SCALE && i != CLASS_TXT && i != CENTROIDS &&
+            i < A_IMG)
             p->n = p->t[i]->shape[0];
     }
+    /* Assistants: [A, N, Dt] per tower, with A weights. */
+    int64_t A = p->t[A_WEIGHT] ? p->t[A_WEIGHT]->n : 0;
+    for (int i = A_IMG; i <= A_TXT; i++)
+        if (p->t[i] && (!A || p->t[i]->ndim != 3 || p->t[i]->shape[0] != A || p->t[i]->shape[1] != p->n))
+            return ckd_errorf(err, "%s: input.%s must be [A, N, Dt] with A = the %lld entries of input.a_weight "
+                                   "and N = the batch's %lld rows",
+                              file, slots[i].name, (long long)A, (long long)p->n);
     const ckd_st_tensor *lab = ckd_st_find(st, "input.labels");
     if (lab) {
         int64_t n = ckd_st_numel(lab);
@@ -272,6 +292,20 @@ int ckd_loss_gradcheck(const ckd_plugin *pl, const json_t *params, const ckd_los
     }
     for (int64_t i = 0; i < o.n; i++)
         p.labels[i] = (int32_t)ckd_rng_below(&r, (uint64_t)K);
+    /* Two assistants (weights 1 and 0.5), drawn after everything else so that
+     * the other inputs are what they were before assistants existed. */
+    if (!(p.t[A_IMG] = random_slot(A_IMG, 2 * o.n, o.t_dim, &r, 1, 1, err)) ||
+        !(p.t[A_TXT] = random_slot(A_TXT, 2 * o.n, o.t_dim, &r, 1, 1, err)) ||
+        !(p.t[A_WEIGHT] = slot_tensor(A_WEIGHT, 1, (int64_t[]){2}, err)))
+        goto out;
+    for (int i = A_IMG; i <= A_TXT; i++) { /* the rows [2·N, Dt] seen as [2, N, Dt] */
+        p.t[i]->ndim = 3;
+        p.t[i]->shape[0] = 2;
+        p.t[i]->shape[1] = o.n;
+        p.t[i]->shape[2] = o.t_dim;
+    }
+    p.t[A_WEIGHT]->data[0] = 1.0f;
+    p.t[A_WEIGHT]->data[1] = 0.5f;
     ckd_loss_dims dims = {o.s_dim, o.t_dim, K};
     if (!(p.loss = ckd_loss_new(pl, params, "gradcheck", &dims, o.seed, err)) || !(c = ckd_ctx_new(0, o.seed, err)))
         goto out;

@@ -88,6 +88,9 @@ static const char recipe_schema[] =
     "    \"calibration_bins\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 15},"
     "    \"templates\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"
     "    \"batch_size\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256}}},"
+    "  \"assistants\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"properties\": {"
+    "    \"image\": {\"type\": \"string\"}, \"text\": {\"type\": \"string\"},"
+    "    \"weight\": {\"type\": \"number\", \"minimum\": 0, \"default\": 1}}}},"
     "  \"rdm\": {\"type\": \"object\", \"required\": [\"R\"], \"properties\": {"
     "    \"tower\": {\"type\": \"string\", \"enum\": [\"image\", \"text\"], \"default\": \"image\"},"
     "    \"R\": {\"type\": \"number\", \"minimum\": 0},"
@@ -109,6 +112,37 @@ typedef struct where {
     void *user;
     ckd_error *err;
 } where;
+
+/* Teaching assistants: each names the rdm recipe of one tower or of both,
+ * every entry the same towers (the batch holds one [A, N, Dt] tensor per
+ * tower), at most CKD_MAX_ASSISTANTS, and only beside a teacher. */
+static int check_assistants(const where *w, json_t *recipe)
+{
+    json_t *list = json_object_get(recipe, "assistants"), *a;
+    size_t i;
+    int towers = -1;
+    if (list && !json_object_get(recipe, "teacher"))
+        return ckd_json_errorf(w->locate, w->user, w->file, "assistants", w->err,
+                               "teaching assistants reconstruct a teacher's embeddings: the recipe needs a "
+                               "\"teacher\"");
+    if (json_array_size(list) > CKD_MAX_ASSISTANTS)
+        return ckd_json_errorf(w->locate, w->user, w->file, "assistants", w->err, "at most %d assistants, got %zu",
+                               CKD_MAX_ASSISTANTS, json_array_size(list));
+    json_array_foreach(list, i, a)
+    {
+        char path[48];
+        snprintf(path, sizeof path, "assistants[%zu]", i);
+        int t = (json_object_get(a, "image") != NULL) | (json_object_get(a, "text") != NULL) << 1;
+        if (!t)
+            return ckd_json_errorf(w->locate, w->user, w->file, path, w->err,
+                                   "expected \"image\" and/or \"text\": the rdm recipe of each tower");
+        if (towers >= 0 && t != towers)
+            return ckd_json_errorf(w->locate, w->user, w->file, path, w->err,
+                                   "every assistant must name the same towers as assistants[0]");
+        towers = t;
+    }
+    return 0;
+}
 
 /* Rules outside the schema subset: fixed-length arrays, either-or keys,
  * values that are only wrong together. */
@@ -147,6 +181,9 @@ static int check_rules(const where *w, json_t *recipe)
             return ckd_json_errorf(w->locate, w->user, w->file, "", w->err, "missing required key \"%s\"",
                                    student_keys[i]);
     }
+    if (rdm && json_object_get(recipe, "assistants"))
+        return ckd_json_errorf(w->locate, w->user, w->file, "assistants", w->err,
+                               "an \"rdm\" recipe trains an assistant; it has none of its own");
     if (rdm) {
         const char *mode = json_string_value(json_object_get(teacher, "mode"));
         if (!teacher || (mode && strcmp(mode, "cache")))
@@ -155,6 +192,8 @@ static int check_rules(const where *w, json_t *recipe)
                                    "teacher's cached embeddings and never runs the teacher");
         return 0;
     }
+    if (check_assistants(w, recipe))
+        return -1;
     json_t *student = json_object_get(recipe, "student");
     if (json_object_get(student, "init_from")) {
         /* The model directory's config.json says what the model is. */

@@ -9,6 +9,8 @@
 #include "clipkd/loader.h"
 #include "clipkd/loss.h"
 #include "clipkd/optim.h"
+#include "clipkd/rdm.h"
+#include "clipkd/recipe.h"
 #include "clipkd/safetensors.h"
 #include "clipkd/tokenizer.h"
 #include "clipkd/train.h"
@@ -51,6 +53,13 @@ typedef struct train_run {
     train_tcache tc;                  /* cache mode: the embeddings */
     ckd_tensor *t_scale;              /* cache mode: the teacher's logit scale */
     int64_t teacher_encoded;          /* images and texts the teacher encoded */
+    /* CIFD's teaching assistants (recipe "assistants"): per entry the
+     * rate-distortion module of each tower (NULL where the entry has none)
+     * and its weight; they reconstruct the teacher's embeddings of every
+     * batch (host/cifd/assist.c). */
+    ckd_rdm *assist_img[CKD_MAX_ASSISTANTS], *assist_txt[CKD_MAX_ASSISTANTS];
+    float assist_w[CKD_MAX_ASSISTANTS];
+    int n_assistants;
     ckd_loss *loss[CKD_TRAIN_MAX_TERMS];
     double weight[CKD_TRAIN_MAX_TERMS];
     int n_losses;
@@ -88,6 +97,16 @@ typedef struct train_run {
 /* train_setup.c: everything the recipe names, checked before any compute. */
 int train_setup(train_run *t, ckd_error *err);
 void train_free(train_run *t);
+/* The final/ directory of the run of the recipe named at json_path (e.g.
+ * "teacher.recipe"), training it first under t->runs_root when it has not
+ * finished; role names it in messages. */
+int train_recipe_final_dir(train_run *t, const char *json_path, const char *role, char *out, size_t cap,
+                           ckd_error *err);
+/* host/cifd/assist.c: the recipe's assistants loaded (their rdm runs trained
+ * first when missing) and checked against the teacher's width; then, per
+ * batch, lb's a_img / a_txt / a_weight from lb's teacher embeddings. */
+int train_assistants_load(train_run *t, ckd_error *err);
+int train_assistants_fill(train_run *t, ckd_loss_batch *lb, ckd_error *err);
 /* For runs without a student (a CIFD rate-distortion module's stage 1): the
  * training data, the tokenizer, the context and the cached teacher (t->tc). */
 int train_setup_teacher_only(train_run *t, ckd_error *err);

@@ -117,14 +117,15 @@ static ckd_model *model_from(const train_run *t, const json_t *obj, const char *
 
 /* teacher.recipe: the final/ directory of that recipe's run (trained now
  * unless its final weights exist) under the same runs root. */
-static int teacher_recipe_dir(train_run *t, ckd_error *err)
+int train_recipe_final_dir(train_run *t, const char *json_path, const char *role, char *out, size_t cap,
+                           ckd_error *err)
 {
     char path[TRAIN_PATH_MAX], dir[TRAIN_PATH_MAX], final[TRAIN_PATH_MAX + 32];
-    if (ckd_recipe_resolve_path(t->recipe, "teacher.recipe", path, sizeof path, err))
+    if (ckd_recipe_resolve_path(t->recipe, json_path, path, sizeof path, err))
         return -1;
     ckd_recipe *tr = ckd_recipe_load(path, NULL, 0, ckd_train_plugin_schema, (void *)t->reg, err);
     if (!tr)
-        return ckd_error_prefix(err, "teacher.recipe");
+        return ckd_error_prefix(err, "%s", json_path);
     ckd_train_run_dir(tr, t->runs_root, dir, sizeof dir);
     snprintf(final, sizeof final, "%s/final/model.safetensors", dir);
     if (!file_exists(final)) {
@@ -136,17 +137,17 @@ static int teacher_recipe_dir(train_run *t, ckd_error *err)
         o.stop_after = 0;
         o.dump_steps = 0;
         o.dump_dir = NULL;
-        train_message(t, "training the teacher (%s) in %s", path, dir);
+        train_message(t, "training the %s (%s) in %s", role, path, dir);
         if (ckd_train_run(t->reg, tr, &o, NULL, 0, err)) {
-            ckd_error_prefix(err, "teacher %s", path);
+            ckd_error_prefix(err, "%s %s", role, path);
             ckd_recipe_free(tr);
             return -1;
         }
     }
     ckd_recipe_free(tr);
-    if (strlen(dir) > 4000)
+    if (strlen(dir) > 4000 || cap < 4010)
         return ckd_errorf(err, "%s: path too long", dir);
-    snprintf(t->teacher_dir, sizeof t->teacher_dir, "%.4000s/final", dir);
+    snprintf(out, cap, "%.4000s/final", dir);
     return 0;
 }
 
@@ -188,7 +189,8 @@ int train_teacher_fill(train_run *t, ckd_model *m, ckd_error *err)
 static int make_teacher(train_run *t, const json_t *teacher, ckd_error *err)
 {
     const char *mode = json_string_value(json_object_get(teacher, "mode"));
-    if (json_object_get(teacher, "recipe") && teacher_recipe_dir(t, err))
+    if (json_object_get(teacher, "recipe") &&
+        train_recipe_final_dir(t, "teacher.recipe", "teacher", t->teacher_dir, sizeof t->teacher_dir, err))
         return -1;
     if (!mode || !strcmp(mode, "cache"))
         return train_teacher_cache_open(t, err);
@@ -510,6 +512,8 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     if (teacher && t->s_image_only && image_only_checks(t, err))
         return -1;
+    if (json_object_get(rj, "assistants") && train_assistants_load(t, err))
+        return -1;
     if (make_loader(t, err) || make_losses(t, err) || make_optimizer(t, err))
         return -1;
     if (t->teacher && (t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) && make_class_txt(t, err))
@@ -544,6 +548,10 @@ void train_free(train_run *t)
     ckd_model_free(t->student);
     ckd_model_free(t->teacher);
     ckd_model_free(t->text_teacher);
+    for (int i = 0; i < t->n_assistants; i++) {
+        ckd_rdm_free(t->assist_img[i]);
+        ckd_rdm_free(t->assist_txt[i]);
+    }
     ckd_tokenizer_free(t->tok);
     ckd_ctx_free(t->ctx);
     memset(t, 0, sizeof *t);

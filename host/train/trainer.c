@@ -136,6 +136,11 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
             ckd_ctx_set_training(c, was_training);
             return -1;
         }
+        if (t->n_assistants && train_assistants_fill(t, lb, err)) {
+            ckd_ctx_set_grad(c, was);
+            ckd_ctx_set_training(c, was_training);
+            return -1;
+        }
         if (t->class_txt && (t->needs & CKD_NEED_CLASS_TXT))
             lb->class_txt = t->class_txt;
         if (t->class_txt && (t->needs & CKD_NEED_T_LOGITS))

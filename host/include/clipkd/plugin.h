@@ -24,6 +24,7 @@
 #ifndef CLIPKD_PLUGIN_H
 #define CLIPKD_PLUGIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "clipkd/clipkd.h"
@@ -35,8 +36,9 @@ extern "C" {
 /* Bumped on any incompatible change to the structs below. */
 #define CKD_PLUGIN_ABI_MAJOR 1
 /* Bumped when fields are appended to them (compatible both ways: see above).
- * 1: ckd_model_info.towers, ckd_model_vtable.n_buffers / buffer. */
-#define CKD_PLUGIN_ABI_MINOR 1
+ * 1: ckd_model_info.towers, ckd_model_vtable.n_buffers / buffer.
+ * 2: ckd_loss_batch.n_assistants, a_img, a_txt, a_weight. */
+#define CKD_PLUGIN_ABI_MINOR 2
 /* The name of the one exported symbol. */
 #define CKD_PLUGIN_ENTRY "ckd_plugin_entry"
 
@@ -121,7 +123,21 @@ typedef struct ckd_loss_batch {
     ckd_tensor *t_logits;           /* [N, K] teacher class logits λ_t t_img class_txtᵀ */
     ckd_tensor *centroids;          /* [K, Dt] teacher class centroids (means, not renormalised) */
     ckd_tensor *s_img_masked;       /* [N, Ds] student image embeddings with patch masking */
+    /* ABI minor 2: the recipe's teaching assistants (CIFD's rate-distortion
+     * modules), A of them (0: none; the fields below are then NULL). Each
+     * reconstructs the teacher's embeddings of the batch through its
+     * bottleneck (rounded: inference mode), L2-normalised: a_img and a_txt
+     * [A, N, Dt] (NULL when the assistants have no module for that tower);
+     * a_weight [A], the recipe's weight of each. A plugin reads these only
+     * when struct_size says the host's batch has them (CKD_LOSS_BATCH_HAS). */
+    int64_t n_assistants;
+    ckd_tensor *a_img, *a_txt;
+    const float *a_weight;
 } ckd_loss_batch;
+
+/* Does batch b (built by a host of any ABI minor) have field f? */
+#define CKD_LOSS_BATCH_HAS(b, f)                                                                         \
+    ((b)->struct_size >= offsetof(ckd_loss_batch, f) + sizeof(((ckd_loss_batch *)0)->f))
 
 typedef struct ckd_loss_vtable {
     uint32_t struct_size; /* sizeof(ckd_loss_vtable) as the plugin was built */

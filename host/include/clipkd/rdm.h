@@ -25,6 +25,8 @@
 
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "clipkd/error.h"
 #include "clipkd/tensor.h"
 
@@ -89,6 +91,16 @@ typedef struct ckd_rdm_report {
  * Returns 0, or -1 with err set. */
 int ckd_rdm_train(ckd_rdm *r, const float *X, int64_t n, const ckd_rdm_train_opts *o, ckd_error *err);
 int ckd_rdm_evaluate(ckd_rdm *r, const float *X, int64_t n, ckd_rdm_report *rep, ckd_error *err);
+
+/* ---- as a directory (an "rdm" run's final/) ------------------------------------- */
+/* dir/model.safetensors and dir/config.json {"rdm": {in_dim, hidden,
+ * bottleneck, n_classes, out_relu} plus extra's keys (may be NULL)}; dir
+ * must exist. */
+int ckd_rdm_save(const ckd_rdm *r, const char *dir, const json_t *extra, ckd_error *err);
+/* The module saved in dir; *config (may be NULL) receives config.json's
+ * "rdm" object (a new reference). NULL with err naming the file on a
+ * missing or malformed file, or a tensor of the wrong shape. */
+ckd_rdm *ckd_rdm_load(const char *dir, json_t **config, ckd_error *err);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,9 @@
 extern "C" {
 #endif
 
+/* Teaching assistants a recipe may name ("assistants"). */
+#define CKD_MAX_ASSISTANTS 8
+
 /* ---- JSON with positions ---------------------------------------------------
  * jansson parses but keeps no positions; a ckd_json_source is the parsed
  * value plus, for every value in it, the 1-based line and column where it
