@@ -25,13 +25,17 @@
 #define CIFD_READS (CKD_NEED_S_IMG | CKD_NEED_S_TXT | CKD_NEED_T_IMG | CKD_NEED_T_TXT | CKDL_USE_S_SCALE)
 #define LAMBDA_CL 0
 #define LAMBDA_I 1
+#define IBM 2 /* weight[IBM]: 1 with the bottleneck, 0 without (plain feature matching) */
 
 #define CIFD_SCHEMA                                                                                            \
     "{\"type\":\"object\",\"properties\":{"                                                                    \
     "\"lambda_cl\":{\"type\":\"number\",\"default\":0.005,\"minimum\":0,\"maximum\":1000,"                    \
     "\"description\":\"weight of the student's contrastive loss L_CL (the paper's λ_CL)\"},"                   \
     "\"lambda_i\":{\"type\":\"number\",\"default\":0.001,\"minimum\":0,\"maximum\":1000,"                     \
-    "\"description\":\"weight of the bottleneck's rate −log r(Ŵ), in nats per sample (the paper's λ_I)\"}}}"
+    "\"description\":\"weight of the bottleneck's rate −log r(Ŵ), in nats per sample (the paper's λ_I)\"},"      \
+    "\"ibm\":{\"type\":\"boolean\",\"default\":true,"                                                              \
+    "\"description\":\"the information bottleneck: noise on the student embedding while training and its rate; "  \
+    "false leaves plain feature matching to the teacher and the assistants (the paper's ablation)\"}}}"
 
 /* The tower's density r: three owned tensors `<prefix>.matrices|biases|factors`. */
 static int add_density(ckdl_state *s, const char *prefix, ckd_rng *rng, ckd_error *err)
@@ -65,8 +69,9 @@ static int cifd_create(const ckd_params *params, const ckd_loss_dims *dims, ckd_
                        s->weight[i]);
             return ckdl_fail_create(s, out);
         }
-    if (ckdl_need_dims(s, 1, err) || ckdl_add_projections(s, 1, rng, err) || add_density(s, "ibm_img", rng, err) ||
-        add_density(s, "ibm_txt", rng, err))
+    s->weight[IBM] = ckd_params_bool(params, "ibm", 1);
+    if (ckdl_need_dims(s, 1, err) || ckdl_add_projections(s, 1, rng, err) ||
+        (s->weight[IBM] && (add_density(s, "ibm_img", rng, err) || add_density(s, "ibm_txt", rng, err))))
         return ckdl_fail_create(s, out);
     *out = s;
     return 0;
@@ -87,17 +92,20 @@ static ckd_tensor *assistant_terms(ckd_ctx *c, const ckdl_state *s, ckd_tensor *
 static ckd_tensor *tower(ckd_ctx *c, const ckdl_state *s, const char *proj, const char *ibm, ckd_tensor *w,
                          ckd_tensor *x, ckd_tensor *assist, const ckd_loss_batch *b, ckd_tensor **shat)
 {
-    ckd_tensor *what = ckd_ctx_training(c) ? ckd_quantize(c, w, CKD_QUANT_NOISE) : w;
+    int ibm_on = s->weight[IBM] != 0;
+    ckd_tensor *what = ibm_on && ckd_ctx_training(c) ? ckd_quantize(c, w, CKD_QUANT_NOISE) : w;
     ckd_tensor *uhat = ckdl_project(c, s, proj, what, NULL);
     *shat = ckdl_find(s, proj, "weight") ? ckdl_norm(c, what) : uhat;
-    ckd_tensor *rate = ckd_factorized_nll(c, what, ckdl_find(s, ibm, "matrices"), ckdl_find(s, ibm, "biases"),
-                                          ckdl_find(s, ibm, "factors"));
-    int64_t n = w->shape[0];
-    /* (1/N) Σ_i ‖Û_i − X_i‖² is mse · Dt; the rate, summed over channels, per sample. */
+    /* (1/N) Σ_i ‖Û_i − X_i‖² is mse · Dt. */
     ckd_tensor *dist = ckd_scale(c, ckd_mse(c, uhat, x), (float)s->t_dim);
-    ckd_tensor *r = ckd_scale(c, ckd_sum_all(c, rate), (float)(s->weight[LAMBDA_I] / (double)n));
     if (uhat && assist)
         dist = assistant_terms(c, s, uhat, assist, b->a_weight, b->n_assistants, dist);
+    if (!ibm_on)
+        return dist;
+    /* The rate, summed over channels, per sample. */
+    ckd_tensor *rate = ckd_factorized_nll(c, what, ckdl_find(s, ibm, "matrices"), ckdl_find(s, ibm, "biases"),
+                                          ckdl_find(s, ibm, "factors"));
+    ckd_tensor *r = ckd_scale(c, ckd_sum_all(c, rate), (float)(s->weight[LAMBDA_I] / (double)w->shape[0]));
     return ckd_add(c, dist, r);
 }
 

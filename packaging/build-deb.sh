@@ -7,14 +7,28 @@
 # tag that is not overridden in debian/*.lintian-overrides.
 #
 #   packaging/build-deb.sh TARBALL [OUTDIR]        (make deb runs this)
+#   packaging/build-deb.sh                          (from a fresh clone: makes the tarball first)
 #
 # OUTDIR (default: debs/) receives the .debs, the .dsc, the tarballs, the
 # .changes, the build log and lintian's report. Needs: dpkg-dev, debhelper,
 # fakeroot, lintian and the Build-Depends of debian/control.
 set -eu
-tarball=${1:?usage: build-deb.sh TARBALL [OUTDIR]}
-out=${2:-debs}
 here=$(cd "$(dirname "$0")" && pwd)
+dist= work=
+trap 'rm -rf "$dist" "$work"' EXIT
+if [ $# -eq 0 ]; then
+    # No tarball: make one as a release would (autoreconf in a git checkout,
+    # then configure and make dist in a scratch build directory).
+    src=$(cd "$here/.." && pwd)
+    [ -x "$src/configure" ] || (cd "$src" && autoreconf -i)
+    dist=$(mktemp -d "${TMPDIR:-/tmp}/clipkd-dist-XXXXXX")
+    echo "== make dist (in $dist)"
+    (cd "$dist" && "$src/configure" -q && make -s dist) > "$dist/dist.log" 2>&1 ||
+        { tail -30 "$dist/dist.log"; echo "build-deb.sh: make dist failed" >&2; exit 1; }
+    set -- "$(ls "$dist"/clipkd-*.tar.gz)" "$src/debs"
+fi
+tarball=${1:?usage: build-deb.sh [TARBALL [OUTDIR]]}
+out=${2:-debs}
 tarball=$(cd "$(dirname "$tarball")" && pwd)/$(basename "$tarball")
 [ -f "$tarball" ] || { echo "build-deb.sh: no tarball $tarball" >&2; exit 2; }
 
@@ -23,7 +37,6 @@ version=${base#clipkd-}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/clipkd-deb-XXXXXX")
-trap 'rm -rf "$work"' EXIT
 
 cp "$tarball" "$work/clipkd_$version.orig.tar.gz"
 tar -C "$work" -xzf "$tarball"

@@ -205,6 +205,8 @@ Test(reference, cifd_projected) { check_against(CIFD_PROJ, "cifd", NULL, "cifd")
 Test(reference, cifd_projected_heavy) { check_against(CIFD_PROJ, "cifd", CIFD_HEAVY, "cifd_heavy"); }
 Test(reference, cifd_same_width) { check_against(CIFD_SAME, "cifd", NULL, "cifd"); }
 Test(reference, cifd_same_width_heavy) { check_against(CIFD_SAME, "cifd", CIFD_HEAVY, "cifd_heavy"); }
+Test(reference, cifd_without_ibm) { check_against(CIFD_PROJ, "cifd", "{\"ibm\": false}", "cifd_no_ibm"); }
+Test(reference, cifd_without_ibm_same_width) { check_against(CIFD_SAME, "cifd", "{\"ibm\": false}", "cifd_no_ibm"); }
 
 /* The fixture has no `ce` entry: the reference is computed here, in double,
  * from the same inputs: mean_i −log softmax(z_i)[y_i] and its gradient
@@ -398,6 +400,7 @@ GRADCHECK(cifd, "cifd", NULL, 1e-4)
 /* At heavy weights the loss is ≈ 20 (rate and CLIP terms), so the difference
  * quotient carries noise of ≈ 1e-4. */
 GRADCHECK(cifd_heavy, "cifd", CIFD_HEAVY, 5e-4)
+GRADCHECK(cifd_no_ibm, "cifd", "{\"ibm\": false}", 1e-4)
 
 /* ---- descriptors, owned parameters, bad parameters ---------------------------------- */
 

@@ -125,6 +125,9 @@ Test(rdm_run, bad_recipes, .init = setup, .fini = teardown)
     expect_refused("{\"teacher\": {\"recipe\": \"t.json\"}, \"data\": {\"train\": {\"reader\": \"fashion-mnist\"}},"
                    " \"rdm\": {\"hidden\": 8}}",
                    "missing required key \"R\"");
+    expect_refused("{\"teacher\": {\"recipe\": \"t.json\"}, \"data\": {\"train\": {\"reader\": \"fashion-mnist\"}},"
+                   " \"rdm\": {\"R\": 0}}",
+                   "rdm.R");
 }
 
 /* ---- a student with assistants ---- */
@@ -193,6 +196,19 @@ Test(assistants, bad_pairings_refused, .init = setup, .fini = teardown, .timeout
     ckd_error err = {{0}};
     cr_expect_neq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0);
     cr_expect(strstr(err.msg, "assistants[0].text") && strstr(err.msg, "trained on the image tower's embeddings"),
+              "%s", err.msg);
+    ckd_recipe_free(r);
+    /* An assistant trained on another teacher's embeddings. */
+    write_file("teacher2.json", "{\"extends\": \"teacher.json\", \"name\": \"teacher2\", \"seed\": 4}");
+    write_file("rdm-other.json", "{\"extends\": \"rdm.json\", \"name\": \"rdm-other\","
+                                 " \"teacher\": {\"recipe\": \"teacher2.json\"}}");
+    write_file("other.json", "{\"extends\": \"student.json\", \"assistants\": [{\"image\": \"rdm-other.json\"}]}");
+    r = load("other.json", NULL, 0);
+    snprintf(dir, sizeof dir, "%s/other", tmp);
+    o.out_dir = dir;
+    cr_expect_neq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0);
+    cr_expect(strstr(err.msg, "assistants[0].image") && strstr(err.msg, "learnt the embeddings of the teacher in") &&
+                  strstr(err.msg, "this recipe's teacher is"),
               "%s", err.msg);
     ckd_recipe_free(r);
     expect_refused("{\"extends\": \"student.json\", \"assistants\": [{\"image\": \"rdm.json\"},"

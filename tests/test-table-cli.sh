@@ -39,6 +39,8 @@ check "clip-kd-laion --dry-run: the RN50 rows (clip with a ModifiedResNet tower)
     clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
 check "... and which teachers are published unpinned" "^vit-l14-to-vit-t16 .*not pinned yet: clipkd fetch --pin" \
     clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
+check "cifd --dry-run: every row plans" "^rdm5-noibm .* ok: " \
+    clipkd table "$srcdir/recipes/tables/cifd.json" --dry-run --runs "$tmp/runs"
 
 # -- a run, and a rerun that trains nothing
 check "the tiny table runs" "^| +CRD |" clipkd table "$tiny" --runs "$tmp/runs" --out "$tmp/tout"

@@ -10,6 +10,8 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clipkd/model.h"
@@ -33,6 +35,14 @@ static ckd_rdm *load_one(train_run *t, size_t k, const char *tower, int64_t Dt, 
     if (made_for && strcmp(made_for, tower)) {
         ckd_errorf(err, "%s: %s was trained on the %s tower's embeddings, not the %s tower's", path, dir, made_for,
                    tower);
+        goto bad;
+    }
+    /* Trained on this recipe's teacher? (Known when both name theirs by recipe.) */
+    const char *its = json_string_value(json_object_get(cfg, "teacher"));
+    char ours[PATH_MAX];
+    if (its && t->teacher_dir[0] && realpath(t->teacher_dir, ours) && strcmp(its, ours)) {
+        ckd_errorf(err, "%s: %s learnt the embeddings of the teacher in %s; this recipe's teacher is %s", path, dir,
+                   its, ours);
         goto bad;
     }
     if (ckd_rdm_config_of(r)->in_dim != Dt) {

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,6 +63,11 @@ static int save_final(const train_run *t, ckd_rdm *r, const char *tower, double 
     if (train_mkdirs(final, err))
         return -1;
     json_t *extra = json_pack("{s:s, s:f}", "tower", tower, "R", R);
+    /* Which teacher's embeddings it learnt (a teacher given by its recipe):
+     * a student recipe with another teacher is refused (host/cifd/assist.c). */
+    char real[PATH_MAX];
+    if (t->teacher_dir[0] && realpath(t->teacher_dir, real))
+        json_object_set_new(extra, "teacher", json_string(real));
     int rc = ckd_rdm_save(r, final, extra, err);
     json_decref(extra);
     return rc;

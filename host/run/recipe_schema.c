@@ -93,7 +93,7 @@ static const char recipe_schema[] =
     "    \"weight\": {\"type\": \"number\", \"minimum\": 0, \"default\": 1}}}},"
     "  \"rdm\": {\"type\": \"object\", \"required\": [\"R\"], \"properties\": {"
     "    \"tower\": {\"type\": \"string\", \"enum\": [\"image\", \"text\"], \"default\": \"image\"},"
-    "    \"R\": {\"type\": \"number\", \"minimum\": 0},"
+    "    \"R\": {\"type\": \"number\", \"exclusiveMinimum\": 0},"
     "    \"hidden\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256},"
     "    \"bottleneck\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
     "    \"out_relu\": {\"type\": \"boolean\", \"default\": false},"
