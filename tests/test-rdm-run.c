@@ -178,6 +178,20 @@ Test(assistants, trained_first_then_in_every_batch, .init = setup, .fini = teard
     run_into("student.json", none, 1, "without", on_student, &without);
     cr_log_info("first-step loss %.5f with assistants, %.5f without", with.first_loss, without.first_loss);
     cr_expect_gt(with.first_loss, without.first_loss + 1e-3, "%.5f vs %.5f", with.first_loss, without.first_loss);
+    /* The run's cost: its own training time, and with the assistants' stage 1. */
+    double own[2], pipe[2];
+    const char *outs[2] = {"with", "without"};
+    for (int i = 0; i < 2; i++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s/results.json", tmp, outs[i]);
+        json_t *j = json_load_file(p, 0, NULL);
+        cr_assert_not_null(j, "%s", p);
+        own[i] = json_number_value(json_object_get(j, "train_seconds"));
+        pipe[i] = json_number_value(json_object_get(j, "pipeline_seconds"));
+        json_decref(j);
+    }
+    cr_expect(own[0] > 0 && pipe[0] > own[0], "with assistants: train %g s, pipeline %g s", own[0], pipe[0]);
+    cr_expect(own[1] > 0 && pipe[1] == own[1], "without: train %g s, pipeline %g s", own[1], pipe[1]);
 }
 
 Test(assistants, bad_pairings_refused, .init = setup, .fini = teardown, .timeout = 120)

@@ -25,6 +25,12 @@ static ckd_rdm *load_one(train_run *t, size_t k, const char *tower, int64_t Dt, 
     snprintf(path, sizeof path, "assistants[%zu].%s", k, tower);
     if (train_recipe_final_dir(t, path, "assistant", dir, sizeof dir, err))
         return NULL;
+    /* Its stage-1 time, from the run's results.json (dir is its final/). */
+    char res[TRAIN_PATH_MAX + 32];
+    snprintf(res, sizeof res, "%s/../results.json", dir);
+    json_t *rj = json_load_file(res, 0, NULL);
+    t->assist_seconds += json_number_value(json_object_get(rj, "train_seconds"));
+    json_decref(rj);
     json_t *cfg = NULL;
     ckd_rdm *r = ckd_rdm_load(dir, &cfg, err);
     if (!r) {

@@ -16,11 +16,13 @@
 
 /* The figures a metric may read, as the evaluation writes them into
  * results.json (host/train/evaluate.c, ckd_eval_result_json), and the
- * student's parameter count that results.json records beside them. */
+ * student's parameter count and training time (and with assistants' stage 1,
+ * pipeline time) that results.json records beside them. */
 #define METRIC_VALUES                                                                                  \
     "\"zero_shot.top1\", \"zero_shot.top5\", \"retrieval.i2t_r1\", \"retrieval.i2t_r5\", "             \
     "\"retrieval.i2t_r10\", \"retrieval.t2i_r1\", \"retrieval.t2i_r5\", \"retrieval.t2i_r10\", "       \
-    "\"calibration.ece\", \"calibration.wrong_conf\", \"calibration.wrong_true_prob\", \"parameters\""
+    "\"calibration.ece\", \"calibration.wrong_conf\", \"calibration.wrong_true_prob\", \"parameters\", "     \
+    "\"train_seconds\", \"pipeline_seconds\""
 
 static const char table_schema[] =
     "{\"type\": \"object\", \"required\": [\"name\", \"source\", \"metrics\", \"profiles\", \"rows\"],"
@@ -467,7 +469,7 @@ int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row,
         if (!p.metric_on[m])
             continue;
         const char *v = t->metrics[m].value;
-        if (!strcmp(v, "parameters")) /* every run records it */
+        if (!strcmp(v, "parameters") || strstr(v, "_seconds")) /* every run records them */
             continue;
         size_t part = strcspn(v, ".");
         char section[32];
@@ -491,7 +493,7 @@ int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row,
 int ckd_table_metric_value(const ckd_table_metric *m, const json_t *results, double *out)
 {
     const json_t *v = json_object_get(results, "eval");
-    if (!strcmp(m->value, "parameters"))
+    if (!strcmp(m->value, "parameters") || strstr(m->value, "_seconds"))
         v = results;
     char key[64];
     for (const char *p = m->value; v && *p;) {

@@ -60,6 +60,7 @@ typedef struct train_run {
     ckd_rdm *assist_img[CKD_MAX_ASSISTANTS], *assist_txt[CKD_MAX_ASSISTANTS];
     float assist_w[CKD_MAX_ASSISTANTS];
     int n_assistants;
+    double assist_seconds;            /* their runs' stage-1 training time, summed */
     ckd_loss *loss[CKD_TRAIN_MAX_TERMS];
     double weight[CKD_TRAIN_MAX_TERMS];
     int n_losses;

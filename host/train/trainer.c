@@ -342,6 +342,9 @@ static int checkpoint(train_run *t, loop_state *ls, ckd_error *err)
 
 static int finish(train_run *t, loop_state *ls, ckd_error *err)
 {
+    /* Training wall time of this process (a resumed run counts from its
+     * resume), before the final evaluation. */
+    double train_s = now_s() - ls->t0;
     char final[TRAIN_PATH_MAX + 16];
     snprintf(final, sizeof final, "%s/final", t->dir);
     /* The checkpoint comes before the evaluation: a run killed from here on
@@ -359,6 +362,10 @@ static int finish(train_run *t, loop_state *ls, ckd_error *err)
                             "terms", terms, "parameters", (json_int_t)ckd_model_param_count(t->student));
     if (ls->last_eval)
         json_object_set(res, "eval", ls->last_eval);
+    /* pipeline_seconds adds the stage-1 time of the run's teaching assistants
+     * (CIFD's cost counts it; the teacher, shared by every method, is not). */
+    json_object_set_new(res, "train_seconds", json_real(train_s));
+    json_object_set_new(res, "pipeline_seconds", json_real(train_s + t->assist_seconds));
     int rc = train_write_json(t->dir, "results.json", res, err);
     json_decref(res);
     return rc;
