@@ -225,6 +225,18 @@ Test(assistants, bad_pairings_refused, .init = setup, .fini = teardown, .timeout
                   strstr(err.msg, "this recipe's teacher is"),
               "%s", err.msg);
     ckd_recipe_free(r);
+    /* The teacher retrained in place (teacher2's weights copied over its
+     * own): the module trained before is stale. */
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "cp %s/runs/teacher2-*/final/model.safetensors %s/runs/teacher-*/final/", tmp, tmp);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    write_file("stale.json", "{\"extends\": \"student.json\", \"assistants\": [{\"image\": \"rdm.json\"}]}");
+    r = load("stale.json", NULL, 0);
+    snprintf(dir, sizeof dir, "%s/stale", tmp);
+    o.out_dir = dir;
+    cr_expect_neq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0);
+    cr_expect(strstr(err.msg, "assistants[0].image") && strstr(err.msg, "is stale"), "%s", err.msg);
+    ckd_recipe_free(r);
     expect_refused("{\"extends\": \"student.json\", \"assistants\": [{\"image\": \"rdm.json\"},"
                    " {\"image\": \"rdm.json\", \"text\": \"rdm-text.json\"}]}",
                    "assistants[1]: every assistant must name the same towers as assistants[0]");

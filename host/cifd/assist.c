@@ -51,6 +51,14 @@ static ckd_rdm *load_one(train_run *t, size_t k, const char *tower, int64_t Dt, 
                    its, ours);
         goto bad;
     }
+    /* The same teacher run, retrained since the module learnt it: stale. */
+    const char *its_w = json_string_value(json_object_get(cfg, "teacher_weights"));
+    if (its_w && t->teacher_weights[0] && strcmp(its_w, t->teacher_weights)) {
+        ckd_errorf(err, "%s: %s is stale: it learnt the teacher's embeddings when its weights were %.20s..., they "
+                        "are %.20s... now; remove that run directory to train it again",
+                   path, dir, its_w, t->teacher_weights);
+        goto bad;
+    }
     if (ckd_rdm_config_of(r)->in_dim != Dt) {
         ckd_errorf(err, "%s: %s reconstructs %lld-wide embeddings, the teacher's are %lld wide", path, dir,
                    (long long)ckd_rdm_config_of(r)->in_dim, (long long)Dt);

@@ -63,11 +63,14 @@ static int save_final(const train_run *t, ckd_rdm *r, const char *tower, double 
     if (train_mkdirs(final, err))
         return -1;
     json_t *extra = json_pack("{s:s, s:f}", "tower", tower, "R", R);
-    /* Which teacher's embeddings it learnt (a teacher given by its recipe):
-     * a student recipe with another teacher is refused (host/cifd/assist.c). */
+    /* Which teacher's embeddings it learnt (its run, when given by recipe,
+     * and its weights): a student recipe with another teacher, or whose
+     * teacher has been retrained since, is refused (host/cifd/assist.c). */
     char real[PATH_MAX];
     if (t->teacher_dir[0] && realpath(t->teacher_dir, real))
         json_object_set_new(extra, "teacher", json_string(real));
+    if (t->teacher_weights[0])
+        json_object_set_new(extra, "teacher_weights", json_string(t->teacher_weights));
     int rc = ckd_rdm_save(r, final, extra, err);
     json_decref(extra);
     return rc;

@@ -358,6 +358,7 @@ int train_teacher_cache_open(train_run *t, ckd_error *err)
     ckd_model *m = train_teacher_shell(t, weights_id, sizeof weights_id, err);
     if (!m)
         return -1;
+    snprintf(t->teacher_weights, sizeof t->teacher_weights, "%s", weights_id);
     int rc = -1, fd = -1, locked = 0;
     int64_t D = ckd_model_embed_dim(m);
     char *key = key_json(t, m, weights_id);

@@ -50,6 +50,7 @@ typedef struct train_run {
     int s_image_only, s_classifier;
     ckd_model *text_teacher;
     char teacher_dir[TRAIN_PATH_MAX]; /* teacher.recipe's final/, or "" */
+    char teacher_weights[96];         /* cache mode: what identifies its weights ("sha256:..."), or "" */
     train_tcache tc;                  /* cache mode: the embeddings */
     ckd_tensor *t_scale;              /* cache mode: the teacher's logit scale */
     int64_t teacher_encoded;          /* images and texts the teacher encoded */
