@@ -191,6 +191,24 @@ Test(assistants, trained_first_then_in_every_batch, .init = setup, .fini = teard
         json_decref(j);
     }
     cr_expect(own[0] > 0 && pipe[0] > own[0], "with assistants: train %g s, pipeline %g s", own[0], pipe[0]);
+    /* ... each of the three rdm runs counted once (rdm-text.json is named twice). */
+    double stage1 = 0;
+    const char *rdms[] = {"rdm-", "rdm-hi-", "rdm-text-"};
+    for (int i = 0; i < 3; i++) {
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "ls -d %s/runs/%s[0-9a-f]*", tmp, rdms[i]);
+        FILE *f = popen(cmd, "r");
+        char run[600] = "";
+        cr_assert(f && fgets(run, sizeof run, f), "%s", cmd);
+        pclose(f);
+        run[strcspn(run, "\n")] = '\0';
+        json_t *j = json_load_file(strcat(run, "/results.json"), 0, NULL);
+        cr_assert_not_null(j, "%s", run);
+        stage1 += json_number_value(json_object_get(j, "train_seconds"));
+        json_decref(j);
+    }
+    cr_expect(fabs(pipe[0] - own[0] - stage1) < 1e-6 * (1 + stage1), "pipeline %g = train %g + stage 1 %g", pipe[0],
+              own[0], stage1);
     cr_expect(own[1] > 0 && pipe[1] == own[1], "without: train %g s, pipeline %g s", own[1], pipe[1]);
 }
 

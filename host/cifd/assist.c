@@ -18,19 +18,37 @@
 #include "clipkd/ops.h"
 #include "train/train_internal.h"
 
-/* One tower's module of assistant k: its run's final/ loaded and checked. */
-static ckd_rdm *load_one(train_run *t, size_t k, const char *tower, int64_t Dt, ckd_error *err)
+/* The run directories whose stage-1 time is counted already (a module named
+ * by two entries was trained once). */
+typedef struct counted {
+    char *dir[2 * CKD_MAX_ASSISTANTS];
+    int n;
+} counted;
+
+/* Adds the stage-1 time of the run whose final/ is dir (its results.json),
+ * once per run. */
+static void count_stage1(train_run *t, counted *seen, const char *dir)
 {
-    char path[64], dir[TRAIN_PATH_MAX];
-    snprintf(path, sizeof path, "assistants[%zu].%s", k, tower);
-    if (train_recipe_final_dir(t, path, "assistant", dir, sizeof dir, err))
-        return NULL;
-    /* Its stage-1 time, from the run's results.json (dir is its final/). */
+    for (int i = 0; i < seen->n; i++)
+        if (!strcmp(seen->dir[i], dir))
+            return;
+    if (seen->n < 2 * CKD_MAX_ASSISTANTS && (seen->dir[seen->n] = strdup(dir)))
+        seen->n++;
     char res[TRAIN_PATH_MAX + 32];
     snprintf(res, sizeof res, "%s/../results.json", dir);
     json_t *rj = json_load_file(res, 0, NULL);
     t->assist_seconds += json_number_value(json_object_get(rj, "train_seconds"));
     json_decref(rj);
+}
+
+/* One tower's module of assistant k: its run's final/ loaded and checked. */
+static ckd_rdm *load_one(train_run *t, size_t k, const char *tower, int64_t Dt, counted *seen, ckd_error *err)
+{
+    char path[64], dir[TRAIN_PATH_MAX];
+    snprintf(path, sizeof path, "assistants[%zu].%s", k, tower);
+    if (train_recipe_final_dir(t, path, "assistant", dir, sizeof dir, err))
+        return NULL;
+    count_stage1(t, seen, dir);
     json_t *cfg = NULL;
     ckd_rdm *r = ckd_rdm_load(dir, &cfg, err);
     if (!r) {
@@ -76,20 +94,27 @@ int train_assistants_load(train_run *t, ckd_error *err)
 {
     const json_t *list = json_object_get(t->rj, "assistants"), *a;
     int64_t Dt = t->teacher ? ckd_model_embed_dim(t->teacher) : t->tc.dim;
+    counted seen = {{0}, 0};
+    int rc = 0;
     size_t k;
     json_array_foreach(list, k, a)
     {
-        if (k >= CKD_MAX_ASSISTANTS)
-            return ckd_errorf(err, "assistants: at most %d", CKD_MAX_ASSISTANTS);
+        if (k >= CKD_MAX_ASSISTANTS) {
+            rc = ckd_errorf(err, "assistants: at most %d", CKD_MAX_ASSISTANTS);
+            break;
+        }
         t->n_assistants = (int)k + 1;
-        t->assist_w[k] = (float)json_number_value(json_object_get(a, "weight"));
-        if (!json_object_get(a, "weight"))
-            t->assist_w[k] = 1.0f;
-        if (json_object_get(a, "image") && !(t->assist_img[k] = load_one(t, k, "image", Dt, err)))
-            return -1;
-        if (json_object_get(a, "text") && !(t->assist_txt[k] = load_one(t, k, "text", Dt, err)))
-            return -1;
+        t->assist_w[k] = (float)json_number_value(json_object_get(a, "weight")); /* the schema's default: 1 */
+        if ((json_object_get(a, "image") && !(t->assist_img[k] = load_one(t, k, "image", Dt, &seen, err))) ||
+            (json_object_get(a, "text") && !(t->assist_txt[k] = load_one(t, k, "text", Dt, &seen, err)))) {
+            rc = -1;
+            break;
+        }
     }
+    for (int i = 0; i < seen.n; i++)
+        free(seen.dir[i]);
+    if (rc)
+        return -1;
     train_message(t, "assistants: %d (%s%s%s)", t->n_assistants, t->assist_img[0] ? "image" : "",
                   t->assist_img[0] && t->assist_txt[0] ? " and " : "", t->assist_txt[0] ? "text" : "");
     return 0;

@@ -176,16 +176,12 @@ int ckd_rdm_train(ckd_rdm *r, const float *X, int64_t n, const ckd_rdm_train_opt
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
     ckd_ctx_set_training(c, 1);
-    /* Epochs of shuffled rows (Fisher-Yates); the last partial batch of an
-     * epoch is dropped, as a loader with drop_last does. */
+    /* Epochs of shuffled rows; the last partial batch of an epoch is
+     * dropped, as a loader with drop_last does. */
     int64_t pos = n;
     for (int64_t step = 0; step < o->steps; step++) {
         if (pos + b > n) {
-            for (int64_t i = n - 1; i > 0; i--) {
-                int64_t j = (int64_t)ckd_rng_below(&order, (uint64_t)(i + 1)), t = perm[i];
-                perm[i] = perm[j];
-                perm[j] = t;
-            }
+            ckd_rng_shuffle(&order, perm, n);
             pos = 0;
         }
         ckd_ctx_reset(c);

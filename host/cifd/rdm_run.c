@@ -37,11 +37,7 @@ static float *cached_rows(const train_tcache *tc, int text, uint64_t seed, int64
     ckd_rng_seed(&r, seed ^ 0x7d3aULL);
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)ckd_rng_below(&r, (uint64_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    ckd_rng_shuffle(&r, perm, n);
     int64_t k = 0;
     for (int64_t i = 0; i < tc->n; i++) {
         if (!tc->valid[i])

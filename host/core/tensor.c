@@ -76,6 +76,15 @@ uint64_t ckd_rng_below(ckd_rng *r, uint64_t n)
     return x % n;
 }
 
+void ckd_rng_shuffle(ckd_rng *r, int64_t *a, int64_t n)
+{
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)ckd_rng_below(r, (uint64_t)(i + 1)), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
 /* ---- context ------------------------------------------------------------------ */
 ckd_ctx *ckd_ctx_new(size_t arena_limit, uint64_t seed, ckd_error *err)
 {

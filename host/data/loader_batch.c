@@ -30,12 +30,7 @@ int ckd_loader_permutation(uint64_t seed, int64_t epoch, size_t n, int64_t *perm
         perm[i] = (int64_t)i;
     ckd_rng r;
     ckd_rng_seed(&r, stream(seed, epoch, 0, TAG_PERM));
-    for (size_t i = n; i > 1; i--) { /* Fisher–Yates */
-        size_t j = (size_t)ckd_rng_below(&r, i);
-        int64_t t = perm[i - 1];
-        perm[i - 1] = perm[j];
-        perm[j] = t;
-    }
+    ckd_rng_shuffle(&r, perm, (int64_t)n);
     return 0;
 }
 

@@ -72,6 +72,8 @@ uint64_t ckd_rng_next(ckd_rng *r);
 double ckd_rng_uniform(ckd_rng *r);     /* [0, 1) */
 double ckd_rng_normal(ckd_rng *r);      /* N(0, 1), Box-Muller */
 uint64_t ckd_rng_below(ckd_rng *r, uint64_t n); /* uniform in [0, n) */
+/* a[0..n) put in a uniformly random order (Fisher–Yates, last element first). */
+void ckd_rng_shuffle(ckd_rng *r, int64_t *a, int64_t n);
 
 /* ---- context ---------------------------------------------------------------- */
 /* arena_limit: bytes the per-step arena may grow to (0 = unlimited). */
