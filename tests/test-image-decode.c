@@ -587,3 +587,54 @@ Test(image, decompression_bombs_are_refused_before_allocating)
     free(fx);
     remove_tmp(dir);
 }
+
+/* The memory budget (ckd_image_max_bytes) and the scan limit, on the
+ * regression inputs of the jpeg fuzz target: a 640-byte progressive JPEG
+ * claiming 9000 x 9000 (within PIL's pixel limit; libjpeg would keep 486 MB
+ * of coefficients and pixels) and a 8 KB progressive JPEG of 600 scans.
+ * Both fail before the memory is taken (address space capped 128 MiB above
+ * what the test uses) and name what stopped them. */
+Test(image, progressive_jpeg_over_the_budget_and_many_scans_are_refused)
+{
+    cr_assert_eq(ckd_image_max_bytes(), CKD_IMAGE_DEFAULT_MAX_BYTES);
+    char *big = ckdt_source_path("tests/fuzz/regressions", "jpeg/progressive-9000x9000.jpg");
+    char *scans = ckdt_source_path("tests/fuzz/regressions", "jpeg/600-scans.jpg");
+    int capped = cap_address_space((size_t)128 << 20) == 0;
+    printf("address space %s\n", capped ? "capped" : "not capped (sanitizer build)");
+    expect_load_error_with(big, "progressive JPEG of 9000 x 9000", "memory budget of 256 MiB");
+    expect_load_error_with(scans, "JPEG of 600 scans", "more than 500 scans");
+    free(big);
+    free(scans);
+}
+
+/* The budget is the program's to set: below an image's pixels it refuses
+ * the image (PNG and JPEG alike) with the budget in the message; 0 restores
+ * the default. CLIPKD_IMAGE_MAX_MB sets it from the environment (read once:
+ * each Criterion test runs in its own process). */
+Test(image, memory_budget_is_configurable)
+{
+    char *png = ckdt_fixture_path("preprocess/img4_100x75.png");
+    ckd_image img;
+    ckd_error err;
+    ckd_image_set_max_bytes(100 * 75 * 3 - 1);
+    expect_load_error_with(png, "PNG over a budget one byte short", "image memory budget");
+    cr_assert_eq(ckd_image_alloc(&img, 100, 75, &err), -1, "ckd_image_alloc ignores the budget");
+    ckd_image_set_max_bytes(100 * 75 * 3);
+    cr_assert_eq(ckd_image_load(png, &img, &err), 0, "%s", err.msg);
+    ckd_image_free(&img);
+    ckd_image_set_max_bytes(0);
+    cr_assert_eq(ckd_image_max_bytes(), CKD_IMAGE_DEFAULT_MAX_BYTES);
+    free(png);
+}
+
+Test(image, memory_budget_from_the_environment)
+{
+    setenv("CLIPKD_IMAGE_MAX_MB", "3", 1);
+    cr_assert_eq(ckd_image_max_bytes(), (size_t)3 << 20);
+    ckd_image img;
+    ckd_error err;
+    cr_assert_eq(ckd_image_alloc(&img, 1024, 1024, &err), 0, "%s", err.msg); /* 3 MiB exactly */
+    ckd_image_free(&img);
+    cr_assert_eq(ckd_image_alloc(&img, 1024, 1025, &err), -1);
+    cr_assert(strstr(err.msg, "budget of 3 MiB"), "%s", err.msg);
+}

@@ -17,15 +17,20 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-char *ckdt_fixture_path(const char *rel)
+char *ckdt_source_path(const char *dir, const char *rel)
 {
     const char *src = getenv("CKD_TEST_SRCDIR");
     cr_assert(src, "CKD_TEST_SRCDIR is not set");
-    size_t n = strlen(src) + strlen(rel) + 32;
+    size_t n = strlen(src) + strlen(dir) + strlen(rel) + 8;
     char *p = malloc(n);
     cr_assert(p);
-    snprintf(p, n, "%s/tests/fixtures/%s", src, rel);
+    snprintf(p, n, "%s/%s/%s", src, dir, rel);
     return p;
+}
+
+char *ckdt_fixture_path(const char *rel)
+{
+    return ckdt_source_path("tests/fixtures", rel);
 }
 
 uint8_t *ckdt_read_all(const char *path, size_t *len)

@@ -292,3 +292,109 @@ Test(resume, disk_full_while_checkpointing_keeps_the_previous_checkpoint, .init 
     expect_same_run(a, b);
     ckd_recipe_free(rec);
 }
+
+/* The checkpoint rewritten with its state changed by edit (the tensors
+ * copied as they are). */
+static void rewrite_state(const char *dir, void (*edit)(json_t *state))
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/checkpoint.safetensors", dir);
+    ckd_error err = {{0}};
+    ckd_safetensors *st = ckd_st_open(p, &err);
+    cr_assert(st, "%s", err.msg);
+    json_error_t je;
+    json_t *state = json_loads(ckd_st_metadata(st, "state"), 0, &je);
+    cr_assert(state);
+    edit(state);
+    char *text = json_dumps(state, JSON_COMPACT | JSON_SORT_KEYS);
+    ckd_st_writer *w = ckd_st_writer_new();
+    for (size_t i = 0; i < ckd_st_count(st); i++) {
+        const ckd_st_tensor *t = ckd_st_at(st, i);
+        cr_assert_eq(ckd_st_writer_add_copy(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), 0, "%s",
+                     err.msg);
+    }
+    cr_assert_eq(ckd_st_writer_set_metadata(w, "state", text, &err), 0);
+    ckd_st_close(st);
+    cr_assert_eq(ckd_st_writer_save(w, p, &err), 0, "%s", err.msg);
+    ckd_st_writer_free(w);
+    free(text);
+    json_decref(state);
+}
+
+static void step_past_the_end(json_t *state)
+{
+    json_object_set_new(state, "step", json_integer(1000));
+}
+
+static void zero_rng(json_t *state)
+{
+    json_object_set_new(state, "rng", json_pack("[s, s, s, s]", "0000000000000000", "0000000000000000",
+                                                 "0000000000000000", "0000000000000000"));
+}
+
+static json_t *saved_state;
+
+static void keep(json_t *state)
+{
+    saved_state = json_deep_copy(state);
+}
+
+static void restore(json_t *state)
+{
+    json_object_update(state, saved_state);
+}
+
+static void expect_refused(const ckd_recipe *rec, const char *dir, const char *what, const char *detail)
+{
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    ckd_error err = {{0}};
+    cr_assert_eq(ckd_train_resume(reg, rec, dir, &o, &err), -1, "%s: resumed", what);
+    cr_expect(strstr(err.msg, "checkpoint.safetensors") && strstr(err.msg, detail), "%s: %s", what, err.msg);
+    cr_log_info("%s: %s", what, err.msg);
+}
+
+/* A checkpoint is a file someone may hand over: a state out of the run's
+ * range (a step past the end, xoshiro's all-zero state) and a metrics file
+ * shorter than the checkpoint says (it would be extended with zeros) are
+ * refused before anything is restored, and the checkpoint put back as it
+ * was resumes to the same run as one never stopped. */
+Test(resume, damaged_checkpoint_state_is_refused, .init = setup, .fini = teardown, .timeout = 120)
+{
+    write_recipe("r.json", 3);
+    ckd_recipe *rec = load("r.json", NULL, 0);
+    char a[512], b[512], p[1024];
+    run_dir("a", a, sizeof a);
+    run_dir("b", b, sizeof b);
+    ckd_train_opts o;
+    ckd_train_opts_init(&o);
+    o.out_dir = b;
+    o.stop_after = 4;
+    ckd_error err = {{0}};
+    cr_assert_eq(ckd_train_run(reg, rec, &o, NULL, 0, &err), 0, "%s", err.msg);
+    rewrite_state(b, keep);
+    rewrite_state(b, step_past_the_end);
+    expect_refused(rec, b, "step past the end", "\"step\"");
+    rewrite_state(b, restore);
+    rewrite_state(b, zero_rng);
+    expect_refused(rec, b, "all-zero RNG", "\"rng\"");
+    rewrite_state(b, restore);
+    snprintf(p, sizeof p, "%s/metrics.jsonl", b);
+    char whole[1 << 16];
+    FILE *f = fopen(p, "rb");
+    size_t len = f ? fread(whole, 1, sizeof whole, f) : 0;
+    cr_assert(f && len > 0 && len < sizeof whole);
+    fclose(f);
+    cr_assert_eq(truncate(p, (off_t)len / 2), 0);
+    expect_refused(rec, b, "shortened metrics.jsonl", "metrics.jsonl");
+    f = fopen(p, "wb");
+    cr_assert(f && fwrite(whole, 1, len, f) == len && fclose(f) == 0);
+    json_decref(saved_state);
+
+    o.stop_after = 0;
+    cr_assert_eq(ckd_train_resume(reg, rec, b, &o, &err), 0, "%s", err.msg);
+    o.out_dir = a;
+    cr_assert_eq(ckd_train_run(reg, rec, &o, NULL, 0, &err), 0, "%s", err.msg);
+    expect_same_run(a, b);
+    ckd_recipe_free(rec);
+}

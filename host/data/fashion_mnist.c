@@ -3,6 +3,8 @@
  * the fashion-mnist reader. */
 #include "config.h"
 
+#include <errno.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +279,10 @@ static int dir_file(const ckdd_env *env, const char *dir, ckd_fmnist_file f, cha
         fclose(t);
         return 0;
     }
+    /* Only a missing .gz sends us to the uncompressed file; any other
+     * failure (no memory, no permission) is the one to report. */
+    if (errno != ENOENT)
+        return ckd_errorf(err, "%s: cannot open: %s", out, strerror(errno));
     return ckdd_join(base, file_stems[f], out, cap, err);
 }
 

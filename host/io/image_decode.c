@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <pthread.h>
 #include <png.h>
 #include <jpeglib.h>
 #include <jerror.h>
@@ -34,6 +35,42 @@ static const char *display_name(const char *name)
     return name ? name : "<memory>";
 }
 
+/* ---- the memory budget ---------------------------------------------------- */
+
+static _Atomic size_t budget_set; /* 0: not set by the program */
+static size_t budget_env;         /* CLIPKD_IMAGE_MAX_MB, or the default */
+static pthread_once_t budget_once = PTHREAD_ONCE_INIT;
+
+static void read_budget_env(void)
+{
+    const char *s = getenv("CLIPKD_IMAGE_MAX_MB");
+    char *end = NULL;
+    unsigned long long mb = s && *s ? strtoull(s, &end, 10) : 0;
+    budget_env = mb > 0 && mb < ((size_t)1 << 40) && end && !*end ? (size_t)mb << 20 : CKD_IMAGE_DEFAULT_MAX_BYTES;
+}
+
+size_t ckd_image_max_bytes(void)
+{
+    size_t b = budget_set;
+    if (b)
+        return b;
+    pthread_once(&budget_once, read_budget_env);
+    return budget_env;
+}
+
+void ckd_image_set_max_bytes(size_t bytes)
+{
+    budget_set = bytes;
+}
+
+static int over_budget(const char *name, const char *what, long w, long h, size_t need, ckd_error *err)
+{
+    return ckd_errorf(err,
+                      "%s: %s is %ldx%ld and needs %zu MiB to decode, over the image memory budget of %zu MiB "
+                      "(CLIPKD_IMAGE_MAX_MB raises it)",
+                      name, what, w, h, (need + ((size_t)1 << 20) - 1) >> 20, ckd_image_max_bytes() >> 20);
+}
+
 static int check_dims(const char *name, const char *what, long w, long h,
                       ckd_error *err)
 {
@@ -47,6 +84,8 @@ static int check_dims(const char *name, const char *what, long w, long h,
                           "at most %ld pixels)",
                           name, what, w, h, CKD_IMAGE_MAX_SIDE,
                           (long)CKD_IMAGE_MAX_PIXELS);
+    if ((size_t)w * (size_t)h * 3 > ckd_image_max_bytes())
+        return over_budget(name, what, w, h, (size_t)w * (size_t)h * 3, err);
     return 0;
 }
 
@@ -269,6 +308,19 @@ static void jpeg_error_exit_handler(j_common_ptr cinfo)
     longjmp(c->jb, 1);
 }
 
+/* Called by libjpeg as it consumes the input: a progressive file with more
+ * scans than CKD_JPEG_MAX_SCANS stops here. */
+static void jpeg_progress_handler(j_common_ptr cinfo)
+{
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    if (cinfo->is_decompressor && d->input_scan_number > CKD_JPEG_MAX_SCANS) {
+        struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->err;
+        snprintf(c->msg, sizeof c->msg, "more than %d scans (a progressive JPEG has a handful)",
+                 CKD_JPEG_MAX_SCANS);
+        longjmp(c->jb, 1);
+    }
+}
+
 static void jpeg_output_message_handler(j_common_ptr cinfo)
 {
     /* Corrupt-data warnings ("extraneous bytes before marker", …) are
@@ -328,6 +380,7 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name,
     struct jpeg_decompress_struct cinfo;
     struct jpeg_ctx ctx;
     struct jpeg_source_mgr src;
+    struct jpeg_progress_mgr progress = {.progress_monitor = jpeg_progress_handler};
     memset(&cinfo, 0, sizeof cinfo);
     memset(&ctx, 0, sizeof ctx);
     ctx.len = len;
@@ -340,10 +393,21 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name,
     if (setjmp(ctx.jb)) {
         free(pixels);
         free(rowbuf);
+        /* jmemnobs has no backing store: asking for one means libjpeg's
+         * arrays would exceed max_memory_to_use, the rest of the budget. */
+        int budget = ctx.pub.msg_code == JERR_NO_BACKING_STORE;
+        long w = (long)cinfo.image_width, h = (long)cinfo.image_height;
         jpeg_destroy_decompress(&cinfo);
+        if (budget)
+            return ckd_errorf(err,
+                              "%s: JPEG is %ldx%ld and needs more than the image memory budget of %zu MiB to "
+                              "decode (a progressive JPEG keeps every DCT coefficient while it decodes; "
+                              "CLIPKD_IMAGE_MAX_MB raises the budget)",
+                              name, w, h, ckd_image_max_bytes() >> 20);
         return ckd_errorf(err, "%s: corrupt JPEG: %s", name, ctx.msg);
     }
     jpeg_create_decompress(&cinfo);
+    cinfo.progress = &progress;
     src.next_input_byte = buf;
     src.bytes_in_buffer = len;
     src.init_source = src_init;
@@ -378,6 +442,11 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name,
         cinfo.out_color_space = JCS_RGB;
         break;
     }
+    /* What the budget leaves after our pixels and row is libjpeg's (0 would
+     * mean no limit to it). */
+    size_t mine = (size_t)cinfo.image_width * (size_t)cinfo.image_height * 3 + (size_t)cinfo.image_width * 4;
+    size_t budget = ckd_image_max_bytes();
+    cinfo.mem->max_memory_to_use = budget > mine + 1 ? (long)(budget - mine) : 1;
     jpeg_start_decompress(&cinfo);
 
     int w = (int)cinfo.output_width, h = (int)cinfo.output_height;

@@ -36,7 +36,9 @@ struct pk_pickle {
 
 void pk_limits_default(pk_limits *l)
 {
-    l->max_stack = (size_t)1 << 20;
+    /* 65536: a pickler batches APPENDS and SETITEMS by 1000, so real
+     * checkpoints stay far below; each value costs ~100 bytes. */
+    l->max_stack = (size_t)1 << 16;
     l->max_memo = (size_t)1 << 24;
     l->max_bytes = (size_t)1 << 30;
 }

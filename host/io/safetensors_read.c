@@ -20,6 +20,7 @@
 
 #include "clipkd/safetensors.h"
 #include "st_internal.h"
+#include "core/json_oom.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian and the views expose it raw"
@@ -382,7 +383,12 @@ static int header_length(const char *f, const unsigned char b[8], uint64_t file_
 static json_t *header_json(const char *f, const char *text, uint64_t n, ckd_error *err)
 {
     json_error_t je;
-    json_t *root = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+    unsigned long oom = ckdi_json_failures();
+    json_t *root = ckd_json_unless_oom(json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &je), oom);
+    if (!root && ckdi_json_failures() != oom) {
+        ckd_errorf(err, "%s: out of memory reading the %" PRIu64 "-byte header", f, n);
+        return NULL;
+    }
     if (!root) {
         ckd_errorf(err, "%s: header is not valid JSON: %s (line %d, column %d, byte %d "
                    "of the header, file offset %" PRIu64 ")", f, je.text, je.line,
@@ -693,7 +699,10 @@ static int load_index_metadata(ckd_safetensors *st, const json_t *meta, ckd_erro
 static ckd_safetensors *open_index(const char *path, ckd_error *err)
 {
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    unsigned long oom = ckdi_json_failures();
+    json_t *root = ckd_json_unless_oom(json_load_file(path, JSON_REJECT_DUPLICATES, &je), oom);
+    if (!root && ckdi_json_failures() != oom)
+        return ckd_errorf(err, "%s: out of memory reading the index", path), NULL;
     if (!root) {
         if (je.line < 0) /* could not read it at all; text says why */
             ckd_errorf(err, "%s: %s", path, je.text);

@@ -198,8 +198,9 @@ static int write_json(const json_t *j, const char *path, ckd_error *err)
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, path)) {
+        int e = errno; /* before remove() sets its own */
         remove(tmp);
-        return ckd_errorf(err, "%s: cannot write: %s", path, strerror(errno));
+        return ckd_errorf(err, "%s: cannot write: %s", path, strerror(e));
     }
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "clipkd/recipe.h"
+#include "core/json_oom.h"
 
 struct ckd_json_source {
     char *name;
@@ -189,7 +190,10 @@ ckd_json_source *ckd_json_source_parse(const char *name, const char *text, size_
                                        json_t **root_out, ckd_error *err)
 {
     json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    unsigned long oom = ckdi_json_failures();
+    json_t *root = ckd_json_unless_oom(json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je), oom);
+    if (!root && ckdi_json_failures() != oom)
+        return ckd_errorf(err, "%s: out of memory reading it", name), NULL;
     if (!root) {
         if (je.line > 0)
             ckd_errorf(err, "%s:%d:%d: %s", name, je.line, je.column, je.text);

@@ -2,6 +2,8 @@
  * messages that say where the value is and what was expected. */
 #include "config.h"
 
+#include <errno.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 
 #include "clipkd/schema.h"
+#include "core/json_oom.h"
 
 typedef struct vctx {
     const char *file;
@@ -210,8 +213,9 @@ static int check_object(const vctx *v, const json_t *schema, json_t *value, cons
             /* A default goes through its own schema too, so that an object
              * default gets its members' defaults filled in. */
             json_t *copy = json_deep_copy(def);
-            json_object_set_new(value, pk, copy);
             join_path(sub, sizeof sub, path, pk);
+            if (!copy || json_object_set_new(value, pk, copy))
+                return fail(v, sub, "out of memory filling in the default");
             if (validate(v, ps, copy, sub))
                 return -1;
         }
@@ -259,7 +263,10 @@ json_t *ckd_schema_parse(const char *text, const char *what, ckd_error *err)
     if (!text || !*text)
         text = "{}";
     json_error_t je;
-    json_t *s = json_loads(text, 0, &je);
+    unsigned long oom = ckdi_json_failures();
+    json_t *s = ckd_json_unless_oom(json_loads(text, 0, &je), oom);
+    if (!s && ckdi_json_failures() != oom)
+        return ckd_errorf(err, "%s: out of memory reading its parameter schema", what), NULL;
     if (!s) {
         ckd_errorf(err, "%s: parameter schema is not valid JSON: line %d column %d: %s", what, je.line, je.column,
                    je.text);

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "clipkd/safetensors.h"
+#include "checkpoint_state.h"
 #include "train_internal.h"
 
 #define CKPT_FILE "checkpoint.safetensors"
@@ -132,21 +133,28 @@ int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err)
     ckd_safetensors *st = ckd_st_open(path, err);
     if (!st)
         return ckd_error_prefix(err, "cannot resume: corrupt or unreadable checkpoint");
+    train_state s;
     int rc = -1;
-    json_error_t je;
-    const char *text = ckd_st_metadata(st, "state");
-    json_t *state = text ? json_loads(text, 0, &je) : NULL;
-    const char *hash = json_string_value(json_object_get(state, "recipe_hash"));
-    const json_t *rng = json_object_get(state, "rng"), *steps = json_object_get(state, "adam_steps");
-    if (!hash || json_array_size(rng) != 4 || !json_is_integer(json_object_get(state, "step")) ||
-        json_array_size(steps) != (size_t)t->n_params) {
-        ckd_errorf(err, "%s: cannot resume: the checkpoint's state is missing or corrupt", path);
-        goto out;
+    if (train_state_parse(ckd_st_metadata(st, "state"), path, t->total_steps, t->n_params, t->n_losses, &s, err)) {
+        ckd_st_close(st);
+        return -1;
     }
-    if (strcmp(hash, ckd_recipe_hash(t->recipe))) {
+    if (strcmp(s.recipe_hash, ckd_recipe_hash(t->recipe))) {
         ckd_errorf(err, "%s: cannot resume: the checkpoint was written by recipe %.12s…, this recipe hashes to "
                         "%.12s… (a different recipe, or other --set overrides)",
-                   path, hash, ckd_recipe_hash(t->recipe));
+                   path, s.recipe_hash, ckd_recipe_hash(t->recipe));
+        goto out;
+    }
+    /* The loop truncates metrics.jsonl to this length: a longer one would
+     * extend the file with zeros. */
+    char mpath[TRAIN_PATH_MAX + 32];
+    struct stat ms;
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", t->dir);
+    int64_t have = stat(mpath, &ms) ? 0 : (int64_t)ms.st_size;
+    if (s.metrics_len > have) {
+        ckd_errorf(err, "%s: cannot resume: the checkpoint counts %lld bytes of metrics.jsonl, the run folder has %lld "
+                        "(it was changed since the checkpoint)",
+                   path, (long long)s.metrics_len, (long long)have);
         goto out;
     }
     for (int k = 0; k < t->n_params; k++) {
@@ -160,7 +168,7 @@ int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err)
         snprintf(key, sizeof key, "adam.v.%d", k);
         if (read_into(st, path, key, ckd_adamw_exp_avg_sq(t->opt, k), p, err))
             goto out;
-        ckd_adamw_set_param_steps(t->opt, k, (int64_t)json_integer_value(json_array_get(steps, (size_t)k)));
+        ckd_adamw_set_param_steps(t->opt, k, s.adam_steps[k]);
     }
     for (int i = 0; i < ckd_model_n_buffers(t->student); i++) {
         ckd_tensor *b = ckd_model_buffer(t->student, i);
@@ -170,16 +178,15 @@ int train_checkpoint_load(train_run *t, int64_t *metrics_len, ckd_error *err)
     }
     ckd_rng *r = ckd_ctx_rng(t->ctx);
     for (int i = 0; i < 4; i++)
-        r->s[i] = strtoull(json_string_value(json_array_get(rng, (size_t)i)) ? json_string_value(json_array_get(rng, (size_t)i)) : "0", NULL, 16);
-    const json_t *terms = json_object_get(state, "last_terms");
-    for (int i = 0; i < t->n_losses && i < (int)json_array_size(terms); i++)
-        t->last_terms[i] = json_number_value(json_array_get(terms, (size_t)i));
-    t->last_total = json_number_value(json_object_get(state, "last_loss"));
-    t->step = (int64_t)json_integer_value(json_object_get(state, "step"));
-    *metrics_len = (int64_t)json_integer_value(json_object_get(state, "metrics_len"));
+        r->s[i] = s.rng[i];
+    for (int i = 0; i < t->n_losses; i++)
+        t->last_terms[i] = s.last_terms[i];
+    t->last_total = s.last_loss;
+    t->step = s.step;
+    *metrics_len = s.metrics_len;
     rc = 0;
 out:
-    json_decref(state);
+    train_state_free(&s);
     ckd_st_close(st);
     return rc;
 }

@@ -37,15 +37,10 @@
 
 #include "clipkd/fetch.h"
 #include "clipkd/safetensors.h"
+#include "tcache_entry.h"
 #include "train_internal.h"
 
 #define FORMAT "clipkd teacher embeddings 1"
-
-/* The tensors in the order their bytes are hashed. labels came last, so an
- * entry written before it existed still checks out (it is computed again
- * only for a run that needs the labels). */
-static const char *const digest_order[] = {"image_embeds", "text_embeds", "text_offsets", "valid", "logit_scale",
-                                           "class_txt", "labels"};
 
 /* The key's JSON (canonical: compact, sorted keys). */
 static char *key_json(const train_run *t, ckd_model *m, const char *weights_id)
@@ -75,88 +70,24 @@ static char *key_json(const train_run *t, ckd_model *m, const char *weights_id)
     return text;
 }
 
-/* SHA-256 of the bytes of the tensors in digest_order that st (or w's
- * source arrays, through get) holds. */
-typedef const void *(*bytes_fn)(void *user, const char *name, size_t *nbytes);
-
-static int digest(bytes_fn get, void *user, char hex[65], ckd_error *err)
-{
-    ckd_sha256 *h = ckd_sha256_new(err);
-    if (!h)
-        return -1;
-    int rc = 0;
-    for (size_t i = 0; i < sizeof digest_order / sizeof *digest_order && !rc; i++) {
-        size_t n = 0;
-        const void *p = get(user, digest_order[i], &n);
-        if (p)
-            rc = ckd_sha256_update(h, p, n, err);
-    }
-    rc = rc || ckd_sha256_final(h, hex, err) ? -1 : 0;
-    ckd_sha256_free(h);
-    return rc;
-}
-
-static const void *st_bytes(void *user, const char *name, size_t *nbytes)
-{
-    const ckd_st_tensor *s = ckd_st_find(user, name);
-    *nbytes = s ? s->nbytes : 0;
-    return s ? s->data : NULL;
-}
-
-/* A tensor of the entry with the expected type and shape (-1: any size). */
-static const ckd_st_tensor *want(const ckd_safetensors *st, const char *name, ckd_dtype dt, int ndim, int64_t d0,
-                                 int64_t d1, ckd_error *err)
-{
-    const ckd_st_tensor *s = ckd_st_find(st, name);
-    if (!s || s->dtype != dt || s->ndim != ndim || (ndim > 0 && d0 >= 0 && s->shape[0] != d0) ||
-        (ndim > 1 && d1 >= 0 && s->shape[1] != d1))
-        return ckd_errorf(err, "%s is missing or has the wrong type or shape", name), NULL;
-    return s;
-}
-
 /* Opens and checks an entry: 0 with t->tc set, -1 (err says why) when it
  * is damaged, was written for another key, or predates the labels this run
  * needs. */
 static int entry_open(train_run *t, const char *path, const char *key, int64_t D, ckd_error *err)
 {
-    train_tcache *tc = &t->tc;
     ckd_safetensors *st = ckd_st_open(path, err);
     if (!st)
         return -1;
-    int64_t N = (int64_t)ckd_dataset_size(t->train_ds);
-    const char *mk = ckd_st_metadata(st, "key"), *sum = ckd_st_metadata(st, "sha256");
-    const ckd_st_tensor *img, *txt, *off, *valid, *scale, *labels = NULL;
-    char hex[65];
-    if (!mk || strcmp(mk, key)) {
-        ckd_errorf(err, "its key is not this run's");
-        goto bad;
+    tcache_arrays a;
+    if (tcache_entry_check(st, key, (int64_t)ckd_dataset_size(t->train_ds), D, (t->needs & CKD_NEED_CENTROIDS) != 0,
+                           &a, err)) {
+        ckd_st_close(st);
+        return -1;
     }
-    if (!(img = want(st, "image_embeds", CKD_DT_F32, 2, N, D, err)) ||
-        !(txt = want(st, "text_embeds", CKD_DT_F32, 2, -1, D, err)) ||
-        !(off = want(st, "text_offsets", CKD_DT_I64, 1, N + 1, 0, err)) ||
-        !(valid = want(st, "valid", CKD_DT_U8, 1, N, 0, err)) ||
-        !(scale = want(st, "logit_scale", CKD_DT_F32, 0, 0, 0, err)) ||
-        /* labels: checked when present, required for class centroids */
-        ((ckd_st_find(st, "labels") || (t->needs & CKD_NEED_CENTROIDS)) &&
-         !(labels = want(st, "labels", CKD_DT_I32, 1, N, 0, err))))
-        goto bad;
-    if (!sum || digest(st_bytes, st, hex, err) || strcmp(hex, sum)) {
-        ckd_errorf(err, "its content does not match its checksum");
-        goto bad;
-    }
-    const int64_t *o = off->data;
-    for (int64_t i = 0; i <= N; i++)
-        if (o[i] < (i ? o[i - 1] : 0) || o[i] > txt->shape[0]) {
-            ckd_errorf(err, "text_offsets are not increasing within text_embeds");
-            goto bad;
-        }
-    *tc = (train_tcache){.st = st, .img = img->data, .txt = txt->data, .off = o, .valid = valid->data,
-                         .labels = labels ? labels->data : NULL, .n = N, .n_txt = txt->shape[0], .dim = D};
-    snprintf(tc->path, sizeof tc->path, "%s", path);
+    t->tc = (train_tcache){.st = st, .img = a.img, .txt = a.txt, .off = a.off, .valid = a.valid, .labels = a.labels,
+                           .n = a.n, .n_txt = a.n_txt, .dim = a.dim};
+    snprintf(t->tc.path, sizeof t->tc.path, "%s", path);
     return 0;
-bad:
-    ckd_st_close(st);
-    return -1;
 }
 
 /* ---- computing an entry ------------------------------------------------------ */
@@ -293,7 +224,7 @@ static int entry_save(const entry *e, int64_t N, int64_t D, const char *key, con
     int rc = -1;
     if (!w)
         return ckd_errorf(err, "out of memory");
-    if (digest(entry_bytes, (void *)e, hex, err) ||
+    if (tcache_digest(entry_bytes, (void *)e, hex, err) ||
         ckd_st_writer_add(w, "image_embeds", CKD_DT_F32, 2, (int64_t[]){N, D}, e->img, err) ||
         ckd_st_writer_add(w, "text_embeds", CKD_DT_F32, 2, (int64_t[]){e->n_txt, D}, e->txt, err) ||
         ckd_st_writer_add(w, "text_offsets", CKD_DT_I64, 1, (int64_t[]){N + 1}, e->off, err) ||

@@ -30,6 +30,23 @@ extern "C" {
  * 2.1 GB tEXt chunk made it allocate and zero 2.1 GB). ICC profiles and
  * text stay far below it. */
 #define CKD_PNG_MAX_CHUNK_BYTES ((size_t)8 << 20)
+/* A progressive JPEG with more scans than this is refused (a handful is
+ * normal; thousands of tiny scans make a small file decode for minutes).
+ * TurboJPEG suggests the same limit. */
+#define CKD_JPEG_MAX_SCANS 500
+
+/* The memory budget of one image: its RGB pixels plus, for a JPEG,
+ * libjpeg's working memory (a progressive JPEG keeps every DCT coefficient
+ * of the image, about twice its pixels' bytes). An image that would need
+ * more is refused before the memory is taken, with an error that names the
+ * budget. The default, 256 MiB, is PIL's pixel limit in RGB: a baseline
+ * JPEG or a PNG at that limit decodes, a progressive JPEG of more than about
+ * 45 million pixels does not. CLIPKD_IMAGE_MAX_MB in the environment (read
+ * once) or ckd_image_set_max_bytes (0: the default again) change it; it
+ * applies per image, so a loader with T threads may hold T budgets. */
+#define CKD_IMAGE_DEFAULT_MAX_BYTES ((size_t)256 << 20)
+size_t ckd_image_max_bytes(void);
+void ckd_image_set_max_bytes(size_t bytes);
 
 /* An owned, interleaved RGB image: pixel (x, y) channel c is at
  * rgb[(y * w + x) * 3 + c]. A zeroed ckd_image is a valid empty image. */
