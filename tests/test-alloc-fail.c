@@ -451,7 +451,7 @@ int main(void)
     snprintf(tmp, sizeof tmp, "%s/clipkd-alloc-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(tmp))
         return perror("mkdtemp"), 99;
-    setenv("CLIPKD_CACHE_DIR", tmp, 1);
+    setenv("CLIPKD_CACHE", tmp, 1);
     write_file("base.json", "{\"student\": {\"model\": \"clip\", \"config\": {\"name\": \"fmnist-student\"}},\n"
                             " \"data\": {\"train\": {\"reader\": \"fashion-mnist\"}},\n"
                             " \"losses\": [{\"name\": \"clip\"}], \"train\": {\"batch_size\": 8}}\n");

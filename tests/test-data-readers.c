@@ -13,6 +13,7 @@
 
 #include "clipkd/safetensors.h"
 #include "data-test.h"
+#include "limits_util.h"
 
 static char *dir;
 
@@ -509,4 +510,36 @@ Test(data_ts, bad_tensors)
                    "tensor \"input_ids\" is F32");
     tdu_open_fails("{\"reader\": \"tensors\", \"path\": \"none.safetensors\"}", dir,
                    "none.safetensors");
+}
+
+/* A compressed shard whose caption member claims 512 MiB and holds 5
+ * bytes: the reader's buffer grows with the bytes that arrive, so with the
+ * address space capped 256 MiB above what the test uses the error is the
+ * short data (libarchive: "Truncated tar archive"), not an "out of memory"
+ * from allocating what the header claims. */
+Test(data_wds, compressed_member_claiming_more_than_it_holds)
+{
+    size_t len, n;
+    uint8_t *png = tdu_png(2, 2, 0, &len);
+    tdu_member m[] = {{"k1.png", png, len}, {"k1.txt", "hello", 5}};
+    tdu_write_tar(tdu_path(dir, "plain.tar"), m, 2, 0);
+    uint8_t *tar = tdu_read(tdu_path(dir, "plain.tar"), &n);
+    uint8_t *h = NULL;
+    for (size_t off = 0; off + 512 <= n && !h; off += 512)
+        if (!memcmp(tar + off, "k1.txt", 7))
+            h = tar + off;
+    cr_assert(h, "no k1.txt header in the tar");
+    snprintf((char *)h + 124, 12, "%011o", 1u << 29); /* size: 512 MiB */
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++)
+        sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+    tdu_write_gz(tdu_path(dir, "s.tar.gz"), tar, n);
+    int capped = cap_address_space((size_t)256 << 20) == 0;
+    cr_log_info("address space %s", capped ? "capped" : "not capped (sanitizer build)");
+    tdu_open_fails("{\"reader\": \"webdataset\", \"shards\": \"s.tar.gz\"}", dir, "member \"k1.txt\"",
+                   "Truncated");
+    free(tar);
+    free(png);
 }

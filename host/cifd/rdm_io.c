@@ -7,7 +7,9 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "clipkd/ops.h"
 #include "clipkd/rdm.h"
 #include "clipkd/safetensors.h"
 
@@ -75,6 +77,22 @@ ckd_rdm *ckd_rdm_load(const char *dir, json_t **config_out, ckd_error *err)
         (cfg.n_classes = config_int(rdm, "n_classes", path, err)) < 0)
         goto out;
     cfg.out_relu = json_is_true(json_object_get(rdm, "out_relu"));
+    /* The widths are the file's to state, the memory is ours: a module is
+     * only built when model.safetensors can hold its weights (2 bytes per
+     * value at least), so a config.json of absurd widths costs nothing. */
+    double b = (double)(cfg.bottleneck ? cfg.bottleneck : cfg.hidden);
+    double values = (double)cfg.hidden * (double)cfg.in_dim + (double)cfg.hidden + b * (double)cfg.hidden + b +
+                    (double)cfg.in_dim * b + (double)cfg.in_dim + b * (CKD_FD_MATRIX_SIZE + CKD_FD_BIAS_SIZE + CKD_FD_FACTOR_SIZE) + (double)cfg.n_classes * (double)cfg.in_dim;
+    char wpath[4096];
+    struct stat ws;
+    snprintf(wpath, sizeof wpath, "%s/model.safetensors", dir);
+    if (stat(wpath, &ws) == 0 && values * 2 > (double)ws.st_size) {
+        ckd_errorf(err, "%s: rdm widths (in_dim %lld, hidden %lld, bottleneck %lld, classes %lld) need %.0f values, "
+                        "more than %s can hold (%lld bytes)",
+                   path, (long long)cfg.in_dim, (long long)cfg.hidden, (long long)cfg.bottleneck,
+                   (long long)cfg.n_classes, values, wpath, (long long)ws.st_size);
+        goto out;
+    }
     if (!(r = ckd_rdm_new(&cfg, 0, err))) {
         ckd_error_prefix(err, "%s", path);
         goto out;

@@ -144,19 +144,27 @@ static int finish(walk *w, ckd_error *err)
     return 0;
 }
 
-/* Reads the current member's data (n bytes) into a new buffer. */
+/* Reads the current member's data (n bytes) into a new buffer. The buffer
+ * grows as the bytes arrive rather than taking the n the header claims: in
+ * a compressed shard, a few bytes can claim a member of a gigabyte. */
 static uint8_t *read_member(struct archive *a, walk *w, const char *name, int64_t off, size_t n,
                             ckd_error *err)
 {
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        ckd_errorf(err, "%s: out of memory for member \"%s\"", w->path, name);
-        return NULL;
-    }
-    size_t got = 0;
-    while (got < n) {
-        la_ssize_t r = archive_read_data(a, buf + got, n - got);
-        if (r < 0 || (r == 0 && got < n)) {
+    size_t cap = n < ((size_t)1 << 20) ? n : (size_t)1 << 20, got = 0;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    while (buf && got < n) {
+        if (got == cap) {
+            size_t next = cap * 2 < n ? cap * 2 : n;
+            uint8_t *bigger = realloc(buf, next);
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger, cap = next;
+        }
+        la_ssize_t r = archive_read_data(a, buf + got, cap - got);
+        if (r < 0 || r == 0) {
             ckd_errorf(err, "%s: member \"%s\" at offset %lld: %s", w->path, name, (long long)off,
                        r < 0 ? archive_error_string(a) : "the data ends early");
             free(buf);
@@ -164,6 +172,8 @@ static uint8_t *read_member(struct archive *a, walk *w, const char *name, int64_
         }
         got += (size_t)r;
     }
+    if (!buf)
+        ckd_errorf(err, "%s: out of memory for member \"%s\"", w->path, name);
     return buf;
 }
 

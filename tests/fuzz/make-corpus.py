@@ -247,14 +247,14 @@ def checkpoints():
     put("checkpoint", "zero-rng", json.dumps(bad))
 
     # A teacher-embedding cache entry: N = 4 samples, D = 8, key "k".
-    def st_file(tensors, meta):
+    def st_file(tensors, meta, pad=0):
         header, off, blobs = {}, 0, []
         for name, dtype, shape, data in tensors:
             header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(data)]}
             off += len(data)
             blobs.append(data)
         header["__metadata__"] = meta
-        h = json.dumps(header).encode()
+        h = json.dumps(header).encode() + b" " * pad
         return struct.pack("<Q", len(h)) + h + b"".join(blobs)
 
     N, D, C = 4, 8, 6
@@ -270,6 +270,11 @@ def checkpoints():
     sha = hashlib.sha256(b"".join(t[3] for t in order)).hexdigest()
     put("cache_entry", "entry", st_file(order, {"key": "k", "sha256": sha}))
     put("cache_entry", "wrong-checksum", st_file(order, {"key": "k", "sha256": "0" * 64}))
+    # Found by fuzzing (UBSan): a header whose length leaves the arrays
+    # unaligned, read in place as int64 and float.
+    hlen = len(json.dumps(dict({t[0]: 0 for t in order}, __metadata__=0)))
+    put("cache_entry", "unaligned-arrays", st_file(order, {"key": "k", "sha256": sha}, pad=(1 - hlen) % 8 or 1),
+        REGRESSIONS)
 
 
 def tensors():
@@ -303,6 +308,37 @@ def tensors():
         copy("pt", os.path.join(d, "bad", f), "bad-" + f, limit=8 << 10)
 
 
+def rdm():
+    """A CIFD rate-distortion module's folder (config.json, then
+    model.safetensors), with and without a class head."""
+    def st(tensors):
+        header, off, blobs = {}, 0, []
+        for name, shape in tensors:
+            n = 1
+            for d in shape:
+                n *= d
+            data = struct.pack("<%df" % n, *[((i * 5) % 11 - 5) / 10 for i in range(n)])
+            header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(data)]}
+            off += len(data)
+            blobs.append(data)
+        h = json.dumps(header).encode()
+        h += b" " * ((8 - len(h) % 8) % 8)
+        return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+    for classes in (0, 3):
+        D, H, B = 4, 3, 2
+        cfg = {"rdm": {"in_dim": D, "hidden": H, "bottleneck": B, "n_classes": classes, "out_relu": classes > 0},
+               "R": 1000}
+        t = [("enc.weight", [H, D]), ("enc.bias", [H]), ("bottleneck.weight", [B, H]), ("bottleneck.bias", [B]),
+             ("dec.weight", [D, B]), ("dec.bias", [D]), ("entropy.matrices", [B, 24]), ("entropy.biases", [B, 10]),
+             ("entropy.factors", [B, 9])]
+        if classes:
+            t += [("head.weight", [classes, D]), ("head.bias", [classes])]
+        put("rdm", "module-%d-classes" % classes, json.dumps(cfg).encode() + b"\n#weights\n" + st(t))
+    huge = {"rdm": {"in_dim": 1 << 20, "hidden": 1 << 20, "bottleneck": 0, "n_classes": 0}}
+    put("rdm", "widths-of-a-trillion-values", json.dumps(huge).encode() + b"\n#weights\n" + st([]), REGRESSIONS)
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -313,6 +349,7 @@ def main():
     datasets()
     checkpoints()
     tensors()
+    rdm()
     total = 0
     for t in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, t))
