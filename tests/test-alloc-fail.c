@@ -46,6 +46,9 @@
 
 /* ---- the allocator ------------------------------------------------------------ */
 
+static atomic_long n_allocs, fail_at, live;
+static atomic_int armed;
+
 #ifndef CKD_TEST_ASAN
 
 extern void *__libc_malloc(size_t);
@@ -53,9 +56,6 @@ extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 extern void __libc_free(void *);
-
-static atomic_long n_allocs, fail_at, live;
-static atomic_int armed;
 
 static int fail_now(void)
 {
