@@ -17,6 +17,7 @@
 #include "clipkd/model.h"
 #include "clipkd/ops.h"
 #include "train/train_internal.h"
+#include "core/json_oom.h"
 
 /* The run directories whose stage-1 time is counted already (a module named
  * by two entries was trained once). */
@@ -36,7 +37,7 @@ static void count_stage1(train_run *t, counted *seen, const char *dir)
         seen->n++;
     char res[TRAIN_PATH_MAX + 32];
     snprintf(res, sizeof res, "%s/../results.json", dir);
-    json_t *rj = json_load_file(res, 0, NULL);
+    json_t *rj = ckdi_json_load_file(res, 0, NULL, NULL);
     t->assist_seconds += json_number_value(json_object_get(rj, "train_seconds"));
     json_decref(rj);
 }

@@ -12,6 +12,7 @@
 #include "clipkd/ops.h"
 #include "clipkd/rdm.h"
 #include "clipkd/safetensors.h"
+#include "core/json_oom.h"
 
 int ckd_rdm_save(const ckd_rdm *r, const char *dir, const json_t *extra, ckd_error *err)
 {
@@ -59,7 +60,7 @@ ckd_rdm *ckd_rdm_load(const char *dir, json_t **config_out, ckd_error *err)
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_error_t je;
-    json_t *doc = json_load_file(path, 0, &je);
+    json_t *doc = ckdi_json_load_file(path, 0, &je, NULL);
     if (!doc) {
         ckd_errorf(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
         return NULL;

@@ -1,9 +1,10 @@
-/* jansson's allocator under memory pressure (json_oom.h says why). When
- * malloc refuses jansson, the request is served from a 1 MiB reserve with a
- * bump pointer, reset whenever every block taken from it has been given
- * back; the refusal is counted for the thread. Only if the reserve is
- * exhausted too does jansson see NULL. The allocator is installed when the
- * library is loaded, in front of whatever allocator jansson had. */
+/* jansson's allocator and JSON parsing under memory pressure (json_oom.h
+ * says why). While a parse runs in this thread, an allocation malloc
+ * refuses is served from a 1 MiB reserve with a bump pointer (reset
+ * whenever every block taken from it is given back) and counted; the parse
+ * result is then released, which returns the blocks. Outside a parse the
+ * allocator is malloc's, failures included. Installed when the library is
+ * loaded, in front of whatever allocator jansson had. */
 #include "config.h"
 
 #include <pthread.h>
@@ -19,18 +20,14 @@ static _Alignas(max_align_t) unsigned char reserve[RESERVE_BYTES];
 static size_t reserve_used, reserve_blocks;
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local unsigned long failures;
+static _Thread_local int parsing;
 static json_malloc_t next_malloc = malloc;
 static json_free_t next_free = free;
-
-unsigned long ckdi_json_failures(void)
-{
-    return failures;
-}
 
 static void *json_oom_malloc(size_t n)
 {
     void *p = next_malloc(n);
-    if (p)
+    if (p || !parsing)
         return p;
     failures++;
     size_t need = (n + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * _Alignof(max_align_t);
@@ -67,4 +64,42 @@ __attribute__((constructor)) static void json_oom_install(void)
     if (m && f)
         next_malloc = m, next_free = f;
     json_set_alloc_funcs(json_oom_malloc, json_oom_free);
+}
+
+/* The parse is begun and ended around each jansson call. */
+static unsigned long begin(void)
+{
+    parsing++;
+    return failures;
+}
+
+static json_t *end(json_t *j, unsigned long mark, int *oom)
+{
+    parsing--;
+    int failed = failures != mark;
+    if (failed && j) {
+        json_decref(j);
+        j = NULL;
+    }
+    if (oom)
+        *oom = failed;
+    return j;
+}
+
+json_t *ckdi_json_loads(const char *text, size_t flags, json_error_t *error, int *oom)
+{
+    unsigned long mark = begin();
+    return end(json_loads(text, flags, error), mark, oom);
+}
+
+json_t *ckdi_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *error, int *oom)
+{
+    unsigned long mark = begin();
+    return end(json_loadb(buf, len, flags, error), mark, oom);
+}
+
+json_t *ckdi_json_load_file(const char *path, size_t flags, json_error_t *error, int *oom)
+{
+    unsigned long mark = begin();
+    return end(json_load_file(path, flags, error), mark, oom);
 }

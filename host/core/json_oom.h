@@ -1,31 +1,20 @@
-/* jansson and running out of memory (json_oom.c). jansson 2.14 does not
- * survive a failed allocation while it parses: its lexer asserts, or drops
- * a byte and goes on with a damaged string; a hashtable that cannot grow
- * loops for ever. libclipkd therefore gives jansson an allocator that
- * never fails it — a refused malloc is served from a small reserve — and
- * counts those refusals, so that each parse can be checked afterwards and
- * its result thrown away with an "out of memory" error:
- *
- *     unsigned long mark = ckdi_json_failures();
- *     json_t *j = ckd_json_unless_oom(json_loadb(...), mark);
- *     if (!j && ckdi_json_failures() != mark) ... out of memory ...
- */
+/* Parsing JSON when memory may run out (json_oom.c). jansson 2.14 does not
+ * survive a failed allocation in its lexer: it asserts
+ * (lex_scan_string), or drops the byte it could not store and returns a
+ * damaged string; and it reports other failed allocations as syntax errors.
+ * libclipkd parses only through these wrappers: during the parse a refused
+ * allocation is served from a small reserve and counted, so jansson never
+ * sees one, and the result is then thrown away with *oom = 1 (oom may be
+ * NULL). Outside a parse jansson sees failures as they are: its other
+ * functions return NULL or -1 for them, and a string from json_dumps is
+ * always the caller's to free(). */
 #ifndef CKD_CORE_JSON_OOM_H
 #define CKD_CORE_JSON_OOM_H
 
 #include <jansson.h>
 
-/* Allocations of jansson's that malloc refused, in this thread so far. */
-unsigned long ckdi_json_failures(void);
-
-/* j, or NULL (j released) when an allocation failed since mark. */
-static inline json_t *ckd_json_unless_oom(json_t *j, unsigned long mark)
-{
-    if (j && ckdi_json_failures() != mark) {
-        json_decref(j);
-        return NULL;
-    }
-    return j;
-}
+json_t *ckdi_json_loads(const char *text, size_t flags, json_error_t *error, int *oom);
+json_t *ckdi_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *error, int *oom);
+json_t *ckdi_json_load_file(const char *path, size_t flags, json_error_t *error, int *oom);
 
 #endif

@@ -106,11 +106,11 @@ int ckd_dataset_check_spec(json_t *spec, const char *file, const char *json_path
         return ckdd_spec_errorf(&w, "reader", err, "unknown reader \"%s\"%s; the readers are %s",
                                 json_string_value(rn), hint, list);
     }
-    unsigned long oom = ckdi_json_failures();
-    json_t *schema = ckd_json_unless_oom(json_loads(r->schema, 0, NULL), oom);
+    int oom = 0;
+    json_t *schema = ckdi_json_loads(r->schema, 0, NULL, &oom);
     if (!schema)
         return ckd_errorf(err, "data reader %s: %s", r->name,
-                          ckdi_json_failures() != oom ? "out of memory reading its schema" : "its built-in schema is not valid JSON");
+                          oom ? "out of memory reading its schema" : "its built-in schema is not valid JSON");
     int rc = ckd_schema_apply(schema, spec, file, w.path, locate, locate_user, err);
     json_decref(schema);
     if (rc == 0 && r->check)

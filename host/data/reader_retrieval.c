@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "data_internal.h"
+#include "core/json_oom.h"
 
 typedef struct rt_state {
     char *json_path, *root;
@@ -118,7 +119,7 @@ static void *rt_open(ckd_dataset *ds, const json_t *spec, const ckdd_env *env, c
         goto fail;
     json_error_t je;
     /* jansson rejects invalid UTF-8 itself, with the position. */
-    root = json_load_file(s->json_path, JSON_REJECT_DUPLICATES, &je);
+    root = ckdi_json_load_file(s->json_path, JSON_REJECT_DUPLICATES, &je, NULL);
     if (!root) {
         ckd_errorf(err, "%s:%d:%d: %s", s->json_path, je.line, je.column, je.text);
         goto fail;

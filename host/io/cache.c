@@ -25,6 +25,7 @@
 #include <dirent.h>
 
 #include "cache_internal.h"
+#include "core/json_oom.h"
 
 /* ---- where --------------------------------------------------------------- */
 
@@ -227,7 +228,7 @@ static void describe_artifact(ckdi_loaded *l, const struct stat *st)
     if (stat(sc, &sj) != 0)
         return;
     l->e.last_used = (int64_t)sj.st_mtime;
-    json_t *m = json_load_file(sc, 0, NULL);
+    json_t *m = ckdi_json_load_file(sc, 0, NULL, NULL);
     if (!json_is_object(m)) {
         json_decref(m);
         return;

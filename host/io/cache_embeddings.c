@@ -18,6 +18,7 @@
 
 #include "cache_internal.h"
 #include "clipkd/safetensors.h"
+#include "core/json_oom.h"
 
 const char *const ckdi_embeddings_digest_order[] = {"image_embeds", "text_embeds", "text_offsets", "valid",
                                                     "logit_scale",  "class_txt",   "labels"};
@@ -93,7 +94,7 @@ static void describe_data(const json_t *d, char *buf, size_t cap)
 static json_t *header_key(const json_t *header)
 {
     const char *text = str_at(header, "__metadata__", "key");
-    return text ? json_loads(text, 0, NULL) : NULL;
+    return text ? ckdi_json_loads(text, 0, NULL, NULL) : NULL;
 }
 
 static void describe_embeddings(ckdi_loaded *l, const struct stat *st)
@@ -158,7 +159,7 @@ static int check_metadata(const ckd_safetensors *st, const char *name, char *pro
     const char *key = ckd_st_metadata(st, "key"), *sum = ckd_st_metadata(st, "sha256");
     char hex[65];
     ckd_error err;
-    json_t *k = key ? json_loads(key, 0, NULL) : NULL;
+    json_t *k = key ? ckdi_json_loads(key, 0, NULL, NULL) : NULL;
     const char *format = str_at(k, "format", NULL);
     int ours = format && !strcmp(format, CKDI_EMBEDDINGS_FORMAT);
     json_decref(k);

@@ -383,9 +383,9 @@ static int header_length(const char *f, const unsigned char b[8], uint64_t file_
 static json_t *header_json(const char *f, const char *text, uint64_t n, ckd_error *err)
 {
     json_error_t je;
-    unsigned long oom = ckdi_json_failures();
-    json_t *root = ckd_json_unless_oom(json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &je), oom);
-    if (!root && ckdi_json_failures() != oom) {
+    int oom = 0;
+    json_t *root = ckdi_json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &je, &oom);
+    if (!root && oom) {
         ckd_errorf(err, "%s: out of memory reading the %" PRIu64 "-byte header", f, n);
         return NULL;
     }
@@ -699,9 +699,9 @@ static int load_index_metadata(ckd_safetensors *st, const json_t *meta, ckd_erro
 static ckd_safetensors *open_index(const char *path, ckd_error *err)
 {
     json_error_t je;
-    unsigned long oom = ckdi_json_failures();
-    json_t *root = ckd_json_unless_oom(json_load_file(path, JSON_REJECT_DUPLICATES, &je), oom);
-    if (!root && ckdi_json_failures() != oom)
+    int oom = 0;
+    json_t *root = ckdi_json_load_file(path, JSON_REJECT_DUPLICATES, &je, &oom);
+    if (!root && oom)
         return ckd_errorf(err, "%s: out of memory reading the index", path), NULL;
     if (!root) {
         if (je.line < 0) /* could not read it at all; text says why */

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "clipkd/safetensors.h"
+#include "data/data_internal.h"
 
 typedef struct {
     char *name;
@@ -66,12 +67,12 @@ void ckd_st_writer_free(ckd_st_writer *w)
 }
 
 /* jansson refuses strings that are not UTF-8; better to learn it at add time
- * than when saving. */
+ * than when saving (checked without allocating, so that running out of
+ * memory is not mistaken for a bad name). */
 static int is_utf8(const char *s)
 {
-    json_t *j = json_string(s);
-    json_decref(j);
-    return j != NULL;
+    size_t bad;
+    return ckdd_utf8_valid(s, strlen(s), &bad);
 }
 
 static int add(ckd_st_writer *w, const char *name, ckd_dtype dtype, int ndim,

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "clipkd/fetch.h"
@@ -32,7 +33,9 @@ ckd_sha256 *ckd_sha256_new(ckd_error *err)
     }
     h->ctx = EVP_MD_CTX_new();
     if (!h->ctx || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1) {
-        ckd_errorf(err, "sha256: OpenSSL could not start a SHA-256 digest");
+        /* Its only failure short of a broken OpenSSL is a refused allocation. */
+        ckd_errorf(err, "sha256: OpenSSL could not start a SHA-256 digest (out of memory)");
+        ERR_clear_error(); /* the error queue OpenSSL filled, which is ours to empty */
         ckd_sha256_free(h);
         return NULL;
     }

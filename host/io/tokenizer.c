@@ -501,10 +501,10 @@ static ckd_tokenizer *load_vocab_json(const char *path, strmap *m, ckd_error *er
     if (!text)
         return NULL;
     json_error_t jerr;
-    unsigned long oom = ckdi_json_failures();
-    json_t *root = ckd_json_unless_oom(json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr), oom);
+    int oom = 0;
+    json_t *root = ckdi_json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr, &oom);
     free(text);
-    if (!root && ckdi_json_failures() != oom)
+    if (!root && oom)
         return ckd_errorf(err, "%s: out of memory reading the vocabulary", path), NULL;
     if (!root) {
         ckd_errorf(err, "%s: line %d, column %d: invalid JSON: %s", path, jerr.line, jerr.column,

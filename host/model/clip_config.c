@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clipkd/model.h"
+#include "core/json_oom.h"
 
 /* CLIPConfig's defaults (transformers' CLIPTextConfig / CLIPVisionConfig,
  * the ViT-B/32 values); old hub configs leave keys out and rely on them. */
@@ -153,7 +154,7 @@ json_t *ckd_clip_config_to_hf(const json_t *cfg, const char *where, ckd_error *e
 static json_t *load_object(const char *path, ckd_error *err)
 {
     json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
+    json_t *j = ckdi_json_load_file(path, 0, &je, NULL);
     if (!j) {
         ckd_errorf(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
         return NULL;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "clipkd/model.h"
+#include "core/json_oom.h"
 
 static int file_exists(const char *p)
 {
@@ -30,7 +31,7 @@ static int file_exists(const char *p)
 static json_t *load_json(const char *path, ckd_error *err)
 {
     json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
+    json_t *j = ckdi_json_load_file(path, 0, &je, NULL);
     if (!j)
         ckd_errorf(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
     else if (!json_is_object(j)) {

@@ -116,7 +116,9 @@ static void scan_object(scan *s, int depth)
     advance(s); /* { */
     for (;;) {
         skip_ws(s);
-        if (s->p >= s->end || *s->p == '}')
+        /* Out of memory: scan_value no longer advances, so stop here or
+         * loop for ever (recording positions into ever more memory). */
+        if (s->p >= s->end || *s->p == '}' || s->oom)
             break;
         if (*s->p == ',') {
             advance(s);
@@ -128,7 +130,7 @@ static void scan_object(scan *s, int depth)
         size_t old;
         if (esc) {
             /* Rare in recipes; jansson decodes the escapes for us. */
-            json_t *k = json_loadb(k0, (size_t)(s->p - k0), JSON_DECODE_ANY, NULL);
+            json_t *k = ckdi_json_loadb(k0, (size_t)(s->p - k0), JSON_DECODE_ANY, NULL, NULL);
             const char *kv = json_string_value(k);
             old = push(s, kv ? kv : "", kv ? strlen(kv) : 0, 0);
             json_decref(k);
@@ -153,7 +155,7 @@ static void scan_array(scan *s, int depth)
     long i = 0;
     for (;;) {
         skip_ws(s);
-        if (s->p >= s->end || *s->p == ']')
+        if (s->p >= s->end || *s->p == ']' || s->oom)
             break;
         if (*s->p == ',') {
             advance(s);
@@ -190,9 +192,9 @@ ckd_json_source *ckd_json_source_parse(const char *name, const char *text, size_
                                        json_t **root_out, ckd_error *err)
 {
     json_error_t je;
-    unsigned long oom = ckdi_json_failures();
-    json_t *root = ckd_json_unless_oom(json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je), oom);
-    if (!root && ckdi_json_failures() != oom)
+    int oom = 0;
+    json_t *root = ckdi_json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je, &oom);
+    if (!root && oom)
         return ckd_errorf(err, "%s: out of memory reading it", name), NULL;
     if (!root) {
         if (je.line > 0)

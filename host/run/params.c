@@ -7,6 +7,7 @@
 
 #include "clipkd/registry.h"
 #include "clipkd/schema.h"
+#include "core/json_oom.h"
 
 struct ckd_params {
     json_t *obj;
@@ -112,8 +113,9 @@ int ckd_params_set(json_t *obj, const char *assignment, ckd_error *err)
     key[klen] = '\0';
     if (strchr(key, '.'))
         return ckd_errorf(err, "--set %s: a plugin's parameters are flat; '%s' has a dot", assignment, key);
-    json_t *val = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
-    if (!val)
+    int oom = 0;
+    json_t *val = ckdi_json_loads(eq + 1, JSON_DECODE_ANY, NULL, &oom);
+    if (!val && !oom)
         val = json_string(eq + 1);
     if (!val || json_object_set_new(obj, key, val))
         return ckd_errorf(err, "--set %s: out of memory", assignment);

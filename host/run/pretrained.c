@@ -22,6 +22,7 @@
 #include "clipkd/recipe.h"
 #include "clipkd/schema.h"
 #include "recipe_internal.h"
+#include "core/json_oom.h"
 
 /* ---- the registry ------------------------------------------------------------- */
 
@@ -56,7 +57,7 @@ static int check_entry(const char *file, const char *name, const json_t *e, ckd_
 static int add_file(json_t *reg, const char *file, ckd_error *err)
 {
     json_error_t je;
-    json_t *doc = json_load_file(file, JSON_REJECT_DUPLICATES, &je);
+    json_t *doc = ckdi_json_load_file(file, JSON_REJECT_DUPLICATES, &je, NULL);
     if (!doc)
         return ckd_errorf(err, "%s:%d:%d: %s", file, je.line, je.column, je.text);
     const json_t *models = json_object_get(doc, "models");
@@ -190,12 +191,20 @@ int ckd_recipe_lock_path(const char *recipe_path, char *out, size_t cap, ckd_err
 
 json_t *ckd_lock_load(const char *path, ckd_error *err)
 {
-    if (access(path, F_OK) < 0 && errno == ENOENT)
-        return json_pack("{s:i, s:{}}", "clipkd_lock", 1, "artifacts");
+    if (access(path, F_OK) < 0 && errno == ENOENT) {
+        json_t *none = json_pack("{s:i, s:{}}", "clipkd_lock", 1, "artifacts");
+        if (!none)
+            ckd_errorf(err, "%s: out of memory", path);
+        return none;
+    }
     json_error_t je;
-    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    int oom = 0;
+    json_t *doc = ckdi_json_load_file(path, JSON_REJECT_DUPLICATES, &je, &oom);
     if (!doc) {
-        ckd_errorf(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        if (oom)
+            ckd_errorf(err, "%s: out of memory reading it", path);
+        else
+            ckd_errorf(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
         return NULL;
     }
     const json_t *arts = json_object_get(doc, "artifacts");

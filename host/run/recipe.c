@@ -21,6 +21,7 @@
 #include "clipkd/fetch.h"
 #include "clipkd/recipe.h"
 #include "recipe_internal.h"
+#include "core/json_oom.h"
 
 /* extends chains longer than this are surely a mistake (cycles are caught
  * separately, with a better message). */
@@ -523,11 +524,12 @@ static int apply_set(json_t *recipe, const json_t *schema, const char *assignmen
     snprintf(path, sizeof path, "%.*s", (int)(eq - assignment), assignment);
     /* JSON if it parses (numbers, booleans, arrays, "strings"), else the text
      * itself, so that --set name=run1 needs no quotes. */
-    json_t *value = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
-    if (!value)
+    int oom = 0;
+    json_t *value = ckdi_json_loads(eq + 1, JSON_DECODE_ANY, NULL, &oom);
+    if (!value && !oom)
         value = json_string(eq + 1);
     if (!value)
-        return ckd_errorf(err, "--set %s: the value is not valid UTF-8", assignment);
+        return ckd_errorf(err, "--set %s: %s", assignment, oom ? "out of memory" : "the value is not valid UTF-8");
     int rc = assign(recipe, schema, assignment, path, value, norm, err);
     json_decref(value);
     return rc;

@@ -263,9 +263,9 @@ json_t *ckd_schema_parse(const char *text, const char *what, ckd_error *err)
     if (!text || !*text)
         text = "{}";
     json_error_t je;
-    unsigned long oom = ckdi_json_failures();
-    json_t *s = ckd_json_unless_oom(json_loads(text, 0, &je), oom);
-    if (!s && ckdi_json_failures() != oom)
+    int oom = 0;
+    json_t *s = ckdi_json_loads(text, 0, &je, &oom);
+    if (!s && oom)
         return ckd_errorf(err, "%s: out of memory reading its parameter schema", what), NULL;
     if (!s) {
         ckd_errorf(err, "%s: parameter schema is not valid JSON: line %d column %d: %s", what, je.line, je.column,

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "checkpoint_state.h"
+#include "core/json_oom.h"
 
 static int bad(ckd_error *err, const char *file, const char *key, const char *expected)
 {
@@ -47,7 +48,7 @@ int train_state_parse(const char *text, const char *file, int64_t total_steps, i
 {
     memset(out, 0, sizeof *out);
     json_error_t je;
-    json_t *st = text ? json_loads(text, JSON_REJECT_DUPLICATES, &je) : NULL;
+    json_t *st = text ? ckdi_json_loads(text, JSON_REJECT_DUPLICATES, &je, NULL) : NULL;
     int rc = -1;
     out->adam_steps = calloc((size_t)n_params + 1, sizeof *out->adam_steps);
     out->last_terms = calloc((size_t)n_losses + 1, sizeof *out->last_terms);

@@ -17,6 +17,7 @@
 
 #include "clipkd/ops.h"
 #include "train_internal.h"
+#include "core/json_oom.h"
 
 /* CLIP's clamp: λ = exp θ ≤ 100. */
 #define LOGIT_SCALE_MAX 4.605170185988091
@@ -529,7 +530,7 @@ int ckd_train_resume(const ckd_registry *reg, const ckd_recipe *given, const cha
         char path[TRAIN_PATH_MAX + 16];
         json_error_t je;
         snprintf(path, sizeof path, "%s/run.json", run_dir);
-        run = json_load_file(path, 0, &je);
+        run = ckdi_json_load_file(path, 0, &je, NULL);
         const char *rp = json_string_value(json_object_get(run, "recipe"));
         const json_t *js = json_object_get(run, "sets");
         size_t n = 0;
