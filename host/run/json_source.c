@@ -114,7 +114,8 @@ static void scan_value(scan *s, int depth);
 static void scan_object(scan *s, int depth)
 {
     advance(s); /* { */
-    for (;;) {
+    for (const char *last = NULL; s->p != last;) { /* each turn consumes text, or the scan stops */
+        last = s->p;
         skip_ws(s);
         /* Out of memory: scan_value no longer advances, so stop here or
          * loop for ever (recording positions into ever more memory). */
@@ -153,7 +154,8 @@ static void scan_array(scan *s, int depth)
 {
     advance(s); /* [ */
     long i = 0;
-    for (;;) {
+    for (const char *last = NULL; s->p != last;) {
+        last = s->p;
         skip_ws(s);
         if (s->p >= s->end || *s->p == ']' || s->oom)
             break;
@@ -180,8 +182,8 @@ static void scan_value(scan *s, int depth)
     case '{': scan_object(s, depth); break;
     case '[': scan_array(s, depth); break;
     case '"': skip_string(s, &esc); break;
-    default: /* number, true, false, null */
-        while (s->p < s->end && !strchr(",]} \t\r\n", *s->p))
+    default: /* number, true, false, null (strchr finds a NUL byte too: test it apart) */
+        while (s->p < s->end && (!*s->p || !strchr(",]} \t\r\n", *s->p)))
             advance(s);
     }
 }
