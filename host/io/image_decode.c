@@ -309,14 +309,19 @@ static void jpeg_error_exit_handler(j_common_ptr cinfo)
 }
 
 /* Called by libjpeg as it consumes the input: a progressive file with more
- * scans than CKD_JPEG_MAX_SCANS stops here. */
+ * scans than CKD_JPEG_MAX_SCANS stops here. Fuzzing builds (see brace.c)
+ * stop at 50: each scan decodes the whole image again, the same code. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define MAX_SCANS 50
+#else
+#define MAX_SCANS CKD_JPEG_MAX_SCANS
+#endif
 static void jpeg_progress_handler(j_common_ptr cinfo)
 {
     j_decompress_ptr d = (j_decompress_ptr)cinfo;
-    if (cinfo->is_decompressor && d->input_scan_number > CKD_JPEG_MAX_SCANS) {
+    if (cinfo->is_decompressor && d->input_scan_number > MAX_SCANS) {
         struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->err;
-        snprintf(c->msg, sizeof c->msg, "more than %d scans (a progressive JPEG has a handful)",
-                 CKD_JPEG_MAX_SCANS);
+        snprintf(c->msg, sizeof c->msg, "more than %d scans (a progressive JPEG has a handful)", MAX_SCANS);
         longjmp(c->jb, 1);
     }
 }
