@@ -22,7 +22,7 @@ def main():
             t = rows.setdefault(r["target"], {"execs": 0, "runs": 0, "failed": 0})
             t["execs"] += int(r["execs"] or 0)
             t["runs"] += 1
-            t["failed"] += r["result"] != "ok"
+            t["failed"] += r["result"].startswith("FAILED")
             for k in ("exec_per_s", "cov", "ft", "corpus"):
                 t[k] = r[k]
     print("| target | executions | runs | exec/s (last run) | edges | features | corpus | runs stopped by a failure |")
