@@ -590,8 +590,8 @@ Test(image, decompression_bombs_are_refused_before_allocating)
 
 /* The memory budget (ckd_image_max_bytes) and the scan limit, on the
  * regression inputs of the jpeg fuzz target: a 640-byte progressive JPEG
- * claiming 9000 x 9000 (within PIL's pixel limit; libjpeg would keep 486 MB
- * of coefficients and pixels) and a 8 KB progressive JPEG of 600 scans.
+ * claiming 9000 x 9000 (within PIL's pixel limit; its decode peaked at 467 MB RSS
+ * before the budget) and a 8 KB progressive JPEG of 600 scans.
  * Both fail before the memory is taken (address space capped 128 MiB above
  * what the test uses) and name what stopped them. */
 Test(image, progressive_jpeg_over_the_budget_and_many_scans_are_refused)
