@@ -2,8 +2,6 @@
  * reader shares. */
 #include "config.h"
 
-#include <errno.h>
-
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>

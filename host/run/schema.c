@@ -2,8 +2,6 @@
  * messages that say where the value is and what was expected. */
 #include "config.h"
 
-#include <errno.h>
-
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
