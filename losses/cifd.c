@@ -37,24 +37,6 @@
     "\"description\":\"the information bottleneck: noise on the student embedding while training and its rate; "  \
     "false leaves plain feature matching to the teacher and the assistants (the paper's ablation)\"}}}"
 
-/* The tower's density r: three owned tensors `<prefix>.matrices|biases|factors`. */
-static int add_density(ckdl_state *s, const char *prefix, ckd_rng *rng, ckd_error *err)
-{
-    char name[64];
-    ckd_tensor *m = ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_MATRIX_SIZE},
-                                   ckdl_name(name, sizeof name, prefix, "matrices"), err);
-    ckd_tensor *b = m ? ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_BIAS_SIZE},
-                                       ckdl_name(name, sizeof name, prefix, "biases"), err)
-                      : NULL;
-    ckd_tensor *f = b ? ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_FACTOR_SIZE},
-                                       ckdl_name(name, sizeof name, prefix, "factors"), err)
-                      : NULL;
-    if (!f)
-        return -1;
-    ckd_factorized_init(m, b, f, rng);
-    return 0;
-}
-
 static int cifd_create(const ckd_params *params, const ckd_loss_dims *dims, ckd_rng *rng, void **out,
                        ckd_error *err)
 {
@@ -71,7 +53,7 @@ static int cifd_create(const ckd_params *params, const ckd_loss_dims *dims, ckd_
         }
     s->weight[IBM] = ckd_params_bool(params, "ibm", 1);
     if (ckdl_need_dims(s, 1, err) || ckdl_add_projections(s, 1, rng, err) ||
-        (s->weight[IBM] && (add_density(s, "ibm_img", rng, err) || add_density(s, "ibm_txt", rng, err))))
+        (s->weight[IBM] && (ckdl_add_density(s, "ibm_img", rng, err) || ckdl_add_density(s, "ibm_txt", rng, err))))
         return ckdl_fail_create(s, out);
     *out = s;
     return 0;
@@ -103,10 +85,7 @@ static ckd_tensor *tower(ckd_ctx *c, const ckdl_state *s, const char *proj, cons
     if (!ibm_on)
         return dist;
     /* The rate, summed over channels, per sample. */
-    ckd_tensor *rate = ckd_factorized_nll(c, what, ckdl_find(s, ibm, "matrices"), ckdl_find(s, ibm, "biases"),
-                                          ckdl_find(s, ibm, "factors"));
-    ckd_tensor *r = ckd_scale(c, ckd_sum_all(c, rate), (float)(s->weight[LAMBDA_I] / (double)w->shape[0]));
-    return ckd_add(c, dist, r);
+    return ckd_add(c, dist, ckdl_rate(c, s, ibm, what, s->weight[LAMBDA_I]));
 }
 
 static ckd_tensor *cifd_forward(void *state, ckd_ctx *c, const ckd_loss_batch *b)

@@ -212,6 +212,35 @@ static inline int ckdl_add_projections(ckdl_state *s, int txt, ckd_rng *rng, ckd
     return txt ? ckdl_add_linear(s, "proj_txt", s->s_dim, s->t_dim, rng, err) : 0;
 }
 
+/* CIFD's bottleneck density r over the student's s_dim channels: three
+ * owned tensors `<prefix>.matrices|biases|factors` (ckd_factorized_nll's
+ * layout), initialised as CompressAI's. */
+static inline int ckdl_add_density(ckdl_state *s, const char *prefix, ckd_rng *rng, ckd_error *err)
+{
+    char name[64];
+    ckd_tensor *m = ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_MATRIX_SIZE},
+                                   ckdl_name(name, sizeof name, prefix, "matrices"), err);
+    ckd_tensor *b = m ? ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_BIAS_SIZE},
+                                       ckdl_name(name, sizeof name, prefix, "biases"), err)
+                      : NULL;
+    ckd_tensor *f = b ? ckdl_add_param(s, 2, (int64_t[]){s->s_dim, CKD_FD_FACTOR_SIZE},
+                                       ckdl_name(name, sizeof name, prefix, "factors"), err)
+                      : NULL;
+    if (!f)
+        return -1;
+    ckd_factorized_init(m, b, f, rng);
+    return 0;
+}
+
+/* −log r(w) summed over channels, batch-mean (nats per sample), times weight. */
+static inline ckd_tensor *ckdl_rate(ckd_ctx *c, const ckdl_state *s, const char *prefix, ckd_tensor *w,
+                                    double weight)
+{
+    ckd_tensor *nll = ckd_factorized_nll(c, w, ckdl_find(s, prefix, "matrices"), ckdl_find(s, prefix, "biases"),
+                                         ckdl_find(s, prefix, "factors"));
+    return w ? ckd_scale(c, ckd_sum_all(c, nll), (float)(weight / (double)w->shape[0])) : NULL;
+}
+
 /* ---- forward helpers --------------------------------------------------------------
  * All of them take and return NULL-propagating tensors (the context keeps the
  * first error), so a loss reads as its formula. */
@@ -242,6 +271,8 @@ static inline int ckdl_check_batch(ckd_ctx *c, const ckdl_state *s, const ckd_lo
         {CKD_NEED_T_LOGITS, b->t_logits, "t_logits"},
         {CKD_NEED_CENTROIDS, b->centroids, "centroids"},
         {CKD_NEED_S_IMG_MASKED, b->s_img_masked, "s_img_masked"},
+        /* a field of ABI minor 3: read only when the host's batch has it */
+        {CKD_NEED_S_IMG_NOISY, CKD_LOSS_BATCH_HAS(b, s_img_noisy) ? b->s_img_noisy : NULL, "s_img_noisy"},
         {CKDL_USE_S_SCALE, b->s_logit_scale, "s_logit_scale"},
         {CKDL_USE_T_SCALE, b->t_logit_scale, "t_logit_scale"},
     };

@@ -208,6 +208,17 @@ Test(reference, cifd_same_width_heavy) { check_against(CIFD_SAME, "cifd", CIFD_H
 Test(reference, cifd_without_ibm) { check_against(CIFD_PROJ, "cifd", "{\"ibm\": false}", "cifd_no_ibm"); }
 Test(reference, cifd_without_ibm_same_width) { check_against(CIFD_SAME, "cifd", "{\"ibm\": false}", "cifd_no_ibm"); }
 
+/* cifd_cls (the classifier form) against tests/fixtures/cifd/make_cifd_cls_fixtures.py, as loss-eval runs it
+ * (not training: no source dropped, no noise added). */
+#define CIFD_CLS_PROJ "tests/fixtures/cifd/cifd_cls_proj.safetensors"
+#define CIFD_CLS_SAME "tests/fixtures/cifd/cifd_cls_same.safetensors"
+#define CIFD_CLS_HEAVY "{\"lambda_kl\": 3, \"w_emb\": 10, \"lambda_i\": 0.05, \"tau\": 4}"
+Test(reference, cifd_cls_projected) { check_against(CIFD_CLS_PROJ, "cifd_cls", NULL, "cifd_cls"); }
+Test(reference, cifd_cls_projected_heavy) { check_against(CIFD_CLS_PROJ, "cifd_cls", CIFD_CLS_HEAVY, "cifd_cls_heavy"); }
+Test(reference, cifd_cls_same_width) { check_against(CIFD_CLS_SAME, "cifd_cls", NULL, "cifd_cls"); }
+Test(reference, cifd_cls_same_width_heavy) { check_against(CIFD_CLS_SAME, "cifd_cls", CIFD_CLS_HEAVY, "cifd_cls_heavy"); }
+Test(reference, cifd_cls_without_ibm) { check_against(CIFD_CLS_PROJ, "cifd_cls", "{\"ibm\": false}", "cifd_cls_no_ibm"); }
+
 /* The fixture has no `ce` entry: the reference is computed here, in double,
  * from the same inputs: mean_i −log softmax(z_i)[y_i] and its gradient
  * (softmax(z_i) − onehot(y_i)) / N. */
@@ -401,13 +412,18 @@ GRADCHECK(cifd, "cifd", NULL, 1e-4)
  * quotient carries noise of ≈ 1e-4. */
 GRADCHECK(cifd_heavy, "cifd", CIFD_HEAVY, 5e-4)
 GRADCHECK(cifd_no_ibm, "cifd", "{\"ibm\": false}", 1e-4)
+/* The loss is ≈ 15-40 (w_emb 100 on the feature terms), so a float32
+ * difference quotient resolves gradients only to ≈ 5e-4, as gd's above. */
+GRADCHECK(cifd_cls, "cifd_cls", NULL, 1e-3)
+GRADCHECK(cifd_cls_heavy, "cifd_cls", CIFD_CLS_HEAVY, 1e-3)
+GRADCHECK(cifd_cls_no_ibm, "cifd_cls", "{\"ibm\": false}", 1e-3)
 
 /* ---- descriptors, owned parameters, bad parameters ---------------------------------- */
 
 TestSuite(plugins, .init = open_registry, .fini = close_registry, .timeout = 30);
 
 static const char *const all_losses[] = {"clip", "crd", "fd",  "gd",      "icl", "afd",
-                                         "kd",   "ce",  "l2", "vl", "embed_kd", "cifd"};
+                                         "kd",   "ce",  "l2", "vl", "embed_kd", "cifd", "cifd_cls"};
 
 Test(plugins, descriptors)
 {
@@ -639,4 +655,61 @@ Test(plugins, loss_eval_rejects_misshapen_assistants)
     json_decref(j);
     unlink(in);
     rmdir(dir);
+}
+
+/* ---- cifd_cls's KD dropout ---------------------------------------------------------
+ * While training, each guidance source sits out a step with probability p;
+ * never at inference. With the bottleneck off and no assistants the loss is
+ * either the teacher's terms or 0, so the draws can be counted. */
+static ckd_tensor *filled(ckd_ctx *c, int64_t rows, int64_t cols, ckd_rng *r, int normalise)
+{
+    ckd_tensor *t = ckd_tensor_new(c, 2, (int64_t[]){rows, cols});
+    cr_assert_not_null(t);
+    for (int64_t i = 0; i < t->n; i++)
+        t->data[i] = (float)(normalise ? ckd_rng_uniform(r) : 2 * ckd_rng_normal(r));
+    return normalise ? ckd_l2_normalize(c, t, 1e-12f) : t;
+}
+
+static int dropped_of(const char *params, int training, int draws, double *value)
+{
+    ckd_error err = {{0}};
+    ckd_loss *l = make_loss("cifd_cls", params, 16, 24, &err);
+    cr_assert_not_null(l, "%s", err.msg);
+    ckd_ctx *c = ckd_ctx_new(0, 11, &err);
+    cr_assert_not_null(c, "%s", err.msg);
+    ckd_ctx_set_training(c, training);
+    ckd_ctx_set_grad(c, 0);
+    ckd_rng r;
+    ckd_rng_seed(&r, 5);
+    int dropped = 0;
+    *value = 0;
+    for (int k = 0; k < draws; k++) {
+        ckd_ctx_reset(c);
+        ckd_rng_seed(&r, 5); /* the same batch every time */
+        ckd_loss_batch b = {.struct_size = sizeof b, .n = 8};
+        b.s_img = b.s_img_noisy = filled(c, 8, 16, &r, 0);
+        b.s_logits = filled(c, 8, 5, &r, 0);
+        b.t_img = filled(c, 8, 24, &r, 1);
+        b.t_logits = filled(c, 8, 5, &r, 0);
+        ckd_tensor *y = ckd_loss_forward(l, c, &b);
+        cr_assert_not_null(y);
+        if (y->data[0] == 0.0f)
+            dropped++;
+        else
+            *value = y->data[0];
+    }
+    ckd_ctx_free(c);
+    ckd_loss_free(l);
+    return dropped;
+}
+
+Test(plugins, cifd_cls_kd_dropout)
+{
+    double v0, v1, v2;
+    int d = dropped_of("{\"ibm\": false, \"kd_dropout\": 0.25}", 1, 800, &v0);
+    cr_log_info("cifd_cls: teacher dropped in %d of 800 training steps at p = 0.25", d);
+    cr_expect(d > 140 && d < 260, "dropped %d of 800 at p = 0.25", d);
+    cr_expect_eq(dropped_of("{\"ibm\": false, \"kd_dropout\": 0.25}", 0, 50, &v1), 0, "dropout at inference");
+    cr_expect_eq(dropped_of("{\"ibm\": false, \"kd_dropout\": 0}", 1, 50, &v2), 0, "dropout at p = 0");
+    cr_expect(v0 > 0 && v0 == v1 && v1 == v2, "a kept source gives the same loss: %g, %g, %g", v0, v1, v2);
 }

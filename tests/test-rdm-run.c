@@ -264,3 +264,23 @@ Test(assistants, bad_pairings_refused, .init = setup, .fini = teardown, .timeout
                    "assistants: teaching assistants reconstruct a teacher's embeddings: the recipe needs a "
                    "\"teacher\"");
 }
+
+/* A mid-sized CLIP as the assistant of a CLIP student: its run trained first,
+ * its image and caption embeddings cached like the teacher's, both towers
+ * in the batch; the cifd loss then has one more term. */
+Test(assistants, a_clip_model, .init = setup, .fini = teardown, .timeout = 180)
+{
+    write_student_recipes();
+    write_file("mid.json", "{\"extends\": \"teacher.json\", \"name\": \"mid\", \"seed\": 9,"
+                           " \"student\": {\"config\": {\"vision\": {\"width\": 8}, \"text\": {\"width\": 8}}}}");
+    write_file("takd.json", "{\"extends\": \"student.json\", \"assistants\": [{\"model\": \"mid.json\"}]}");
+    seen_student with = {0}, without = {0};
+    run_into("takd.json", NULL, 0, "takd", on_student, &with);
+    const char *none[] = {"assistants=[]"};
+    run_into("takd.json", none, 1, "alone", on_student, &without);
+    cr_log_info("first-step loss %.5f with the model assistant, %.5f without", with.first_loss, without.first_loss);
+    cr_expect_gt(with.first_loss, without.first_loss + 1e-3, "%.5f vs %.5f", with.first_loss, without.first_loss);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls -d %s/runs/mid-[0-9a-f]*/final >/dev/null", tmp);
+    cr_expect_eq(system(cmd), 0, "the assistant's run was trained first");
+}

@@ -36,7 +36,8 @@ static ckd_rdm *rdm_from_fixture(const char *cs, int out_relu, int64_t classes)
     return r;
 }
 
-static void run_case(const char *cs, int noise, int out_relu, int64_t classes, double R)
+/* eq5: {λ_CE, λ_KL, τ} of the classifier form's terms, or NULL. */
+static void run_case(const char *cs, int noise, int out_relu, int64_t classes, double R, const double *eq5)
 {
     ckd_rdm *r = rdm_from_fixture(cs, out_relu, classes);
     ckd_tensor *x = fixture_param(cs, "x"), *u = fixture_param(cs, "u");
@@ -48,6 +49,22 @@ static void run_case(const char *cs, int noise, int out_relu, int64_t classes, d
     double dist = 0, rate = 0;
     ckd_tensor *loss = ckd_rdm_loss(C, &o, x, R, &dist, &rate);
     cr_assert_not_null(loss, "%s", ckd_ctx_error(C));
+    ckd_tensor *lab = NULL, *tl = NULL;
+    if (eq5) {
+        lab = fixture_param(cs, "labels");
+        tl = fixture_param(cs, "t_logits");
+        cr_assert(lab && tl);
+        tl->requires_grad = 0;
+        int32_t y[64];
+        for (int64_t i = 0; i < lab->n && i < 64; i++)
+            y[i] = (int32_t)lab->data[i];
+        double ce = 0, kl = 0;
+        loss = ckd_add(C, loss, ckd_rdm_class_loss(C, &o, y, tl, eq5[0], eq5[1], eq5[2], &ce, &kl));
+        cr_assert_not_null(loss, "%s", ckd_ctx_error(C));
+        float p2[2] = {(float)ce, (float)kl};
+        fixture_check(cs, "ce", p2, 1, TOL, 1);
+        fixture_check(cs, "kl", p2 + 1, 1, TOL, 1);
+    }
     fixture_check(cs, "loss", loss->data, 1, TOL, 1);
     float parts[2] = {(float)dist, (float)rate};
     fixture_check(cs, "distortion", parts, 1, TOL, 1);
@@ -64,12 +81,15 @@ static void run_case(const char *cs, int noise, int out_relu, int64_t classes, d
     }
     ckd_param_free(x);
     ckd_param_free(u);
+    ckd_param_free(lab);
+    ckd_param_free(tl);
     ckd_rdm_free(r);
 }
 
-Test(torch, rdm_noise) { run_case("noise", 1, 0, 0, 2.0); }
-Test(torch, rdm_round_straight_through) { run_case("round", 0, 0, 0, 2.0); }
-Test(torch, rdm_relu_output_and_head) { run_case("relu_head", 1, 1, 4, 0.5); }
+Test(torch, rdm_noise) { run_case("noise", 1, 0, 0, 2.0, NULL); }
+Test(torch, rdm_round_straight_through) { run_case("round", 0, 0, 0, 2.0, NULL); }
+Test(torch, rdm_relu_output_and_head) { run_case("relu_head", 1, 1, 4, 0.5, NULL); }
+Test(torch, rdm_classifier_form_eq5) { run_case("eq5", 1, 1, 4, 0.5, (const double[]){1.0, 0.7, 2.0}); }
 
 /* ---- finite differences, noise held fixed ---- */
 typedef struct gc_user {
@@ -171,7 +191,7 @@ Test(rdm, rate_distortion_trade_off, .timeout = 120)
         o.batch = 128;
         o.lr = 3e-3;
         cr_assert_eq(ckd_rdm_train(r, train, n, &o, &err), 0, "%s", err.msg);
-        cr_assert_eq(ckd_rdm_evaluate(r, test, nt, &rep[k], &err), 0, "%s", err.msg);
+        cr_assert_eq(ckd_rdm_evaluate(r, test, NULL, nt, &rep[k], &err), 0, "%s", err.msg);
         cr_log_info("R %g: held-out distortion %.5f (mean-row %.5f), rate %.3f nats", Rs[k], rep[k].distortion, var,
                     rep[k].rate);
         ckd_rdm_free(r);

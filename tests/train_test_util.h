@@ -90,9 +90,10 @@ static inline ckd_recipe *load(const char *name, const char *const *sets, size_t
 }
 
 /* Trains recipe file (in tmp, with the overrides) into tmp/<out>, teachers
- * and other named runs under tmp/runs, every event to on_event(user, ...). */
-static inline void run_into(const char *file, const char *const *sets, size_t n, const char *out,
-                            void (*on_event)(void *, const ckd_train_event *), void *user)
+ * and other named runs under tmp/runs, every event to on_event(user, ...):
+ * ckd_train_run's result, err set on failure. */
+static inline int try_run_into(const char *file, const char *const *sets, size_t n, const char *out,
+                               void (*on_event)(void *, const ckd_train_event *), void *user, ckd_error *err)
 {
     ckd_recipe *r = load(file, sets, n);
     char dir[512], runs[512];
@@ -104,9 +105,17 @@ static inline void run_into(const char *file, const char *const *sets, size_t n,
     o.runs_root = runs;
     o.progress = on_event;
     o.user = user;
-    ckd_error err = {{0}};
-    cr_assert_eq(ckd_train_run(reg, r, &o, NULL, 0, &err), 0, "%s", err.msg);
+    int rc = ckd_train_run(reg, r, &o, NULL, 0, err);
     ckd_recipe_free(r);
+    return rc;
+}
+
+/* The same, which must succeed. */
+static inline void run_into(const char *file, const char *const *sets, size_t n, const char *out,
+                            void (*on_event)(void *, const ckd_train_event *), void *user)
+{
+    ckd_error err = {{0}};
+    cr_assert_eq(try_run_into(file, sets, n, out, on_event, user, &err), 0, "%s", err.msg);
 }
 
 static inline char *slurp(const char *dir, const char *file, long *len)

@@ -130,15 +130,37 @@ ckd_tensor *ckd_rdm_loss(ckd_ctx *c, const ckd_rdm_out *o, ckd_tensor *x, double
     return ckd_add(c, ckd_scale(c, d, (float)R), q);
 }
 
+ckd_tensor *ckd_rdm_class_loss(ckd_ctx *c, const ckd_rdm_out *o, const int32_t *labels, ckd_tensor *t_logits,
+                               double lambda_ce, double lambda_kl, double tau, double *ce, double *kl)
+{
+    if (!o->logits || ckd_ctx_failed(c))
+        return ckd_ctx_failed(c) ? NULL : ckd_ctx_fail(c, "rdm: the module has no class head");
+    float inv = (float)(1.0 / tau);
+    ckd_tensor *a = ckd_cross_entropy(c, o->logits, labels);
+    ckd_tensor *b = ckd_scale(c, ckd_kl_div(c, ckd_scale(c, t_logits, inv), ckd_scale(c, o->logits, inv)),
+                              (float)(tau * tau));
+    if (!a || !b)
+        return NULL;
+    if (ce)
+        *ce = a->data[0];
+    if (kl)
+        *kl = b->data[0];
+    return ckd_add(c, ckd_scale(c, a, (float)lambda_ce), ckd_scale(c, b, (float)lambda_kl));
+}
+
 /* ---- stage 1 ---------------------------------------------------------------------- */
 void ckd_rdm_train_default_opts(ckd_rdm_train_opts *o)
 {
+    memset(o, 0, sizeof *o);
     o->R = 1.0;
     o->steps = 2000;
     o->batch = 256;
     o->lr = 1e-3;
     o->weight_decay = 0.0;
     o->seed = 0;
+    o->lambda_ce = 1.0;
+    o->lambda_kl = 1.0;
+    o->tau = 2.0;
 }
 
 /* Rows idx[0..b) of X into a [b, D] arena tensor. */
@@ -156,7 +178,15 @@ int ckd_rdm_train(ckd_rdm *r, const float *X, int64_t n, const ckd_rdm_train_opt
         return ckd_errorf(err, "rdm: training needs rows, steps, a batch, R >= 0 and lr > 0 (n %lld, steps %lld, "
                                "batch %lld, R %g, lr %g)",
                           (long long)n, (long long)o->steps, (long long)o->batch, o->R, o->lr);
-    int64_t D = r->cfg.in_dim, b = o->batch < n ? o->batch : n;
+    int classes = r->cfg.n_classes > 0;
+    if (classes != (o->labels && o->teacher_logits))
+        return ckd_errorf(err, classes ? "rdm: a module with a class head trains on labels and the teacher's class "
+                                         "logits (the classifier form), and these are missing"
+                                       : "rdm: labels and teacher logits given to a module without a class head");
+    if (classes && !(o->tau > 0))
+        return ckd_errorf(err, "rdm: tau must be positive, got %g", o->tau);
+    int64_t D = r->cfg.in_dim, K = r->cfg.n_classes, b = o->batch < n ? o->batch : n;
+    int32_t *lab = classes ? malloc((size_t)b * sizeof *lab) : NULL;
     double wd[N_SLOTS];
     for (int i = 0; i < r->n; i++)
         wd[i] = r->p[i]->ndim == 2 && strstr(r->p[i]->name, ".weight") ? o->weight_decay : 0.0;
@@ -167,9 +197,9 @@ int ckd_rdm_train(ckd_rdm *r, const float *X, int64_t n, const ckd_rdm_train_opt
     ckd_adamw *opt = perm ? ckd_adamw_new(r->p, wd, r->n, &ao, err) : NULL;
     ckd_ctx *c = opt ? ckd_ctx_new(0, o->seed, err) : NULL;
     int rc = -1;
-    if (!perm)
+    if (!perm || (classes && !lab))
         ckd_errorf(err, "rdm: out of memory");
-    if (!c)
+    if (!c || (classes && !lab))
         goto out;
     ckd_rng order;
     ckd_rng_seed(&order, o->seed ^ 0x5eedULL);
@@ -187,10 +217,17 @@ int ckd_rdm_train(ckd_rdm *r, const float *X, int64_t n, const ckd_rdm_train_opt
         ckd_ctx_reset(c);
         ckd_adamw_set_lr(opt, o->lr * 0.5 * (1 + cos(3.14159265358979323846 * (double)step / (double)o->steps)));
         ckd_tensor *x = gather(c, X, D, perm + pos, b);
-        pos += b;
         ckd_rdm_out fo;
         ckd_rdm_forward(r, c, x, NULL, &fo);
         ckd_tensor *loss = ckd_rdm_loss(c, &fo, x, o->R, NULL, NULL);
+        if (classes) {
+            for (int64_t i = 0; i < b; i++)
+                lab[i] = o->labels[perm[pos + i]];
+            ckd_tensor *tl = gather(c, o->teacher_logits, K, perm + pos, b);
+            loss = ckd_add(c, loss,
+                           ckd_rdm_class_loss(c, &fo, lab, tl, o->lambda_ce, o->lambda_kl, o->tau, NULL, NULL));
+        }
+        pos += b;
         if (ckd_backward(c, loss, err)) {
             ckd_error_prefix(err, "rdm: step %lld", (long long)step);
             goto out;
@@ -209,12 +246,16 @@ out:
     ckd_ctx_free(c);
     ckd_adamw_free(opt);
     free(perm);
+    free(lab);
     return rc;
 }
 
-int ckd_rdm_evaluate(ckd_rdm *r, const float *X, int64_t n, ckd_rdm_report *rep, ckd_error *err)
+int ckd_rdm_evaluate(ckd_rdm *r, const float *X, const int32_t *labels, int64_t n, ckd_rdm_report *rep,
+                     ckd_error *err)
 {
     memset(rep, 0, sizeof *rep);
+    int64_t K = r->cfg.n_classes, right = 0;
+    int scored = K > 0 && labels;
     ckd_ctx *c = ckd_ctx_new(0, 0, err);
     if (!c)
         return -1;
@@ -235,10 +276,18 @@ int ckd_rdm_evaluate(ckd_rdm *r, const float *X, int64_t n, ckd_rdm_report *rep,
         }
         dist += d * (double)b;
         rate += q * (double)b;
+        for (int64_t i = 0; scored && i < b; i++) { /* top-1, the first maximum on ties */
+            const float *z = fo.logits->data + i * K;
+            int64_t best = 0;
+            for (int64_t k = 1; k < K; k++)
+                best = z[k] > z[best] ? k : best;
+            right += best == labels[s + i];
+        }
     }
     ckd_ctx_free(c);
     rep->n = n;
     rep->distortion = n ? dist / (double)n : 0;
     rep->rate = n ? rate / (double)n : 0;
+    rep->accuracy = scored && n ? (double)right / (double)n : -1;
     return 0;
 }

@@ -18,18 +18,29 @@
 #include "clipkd/rdm.h"
 #include "train/train_internal.h"
 
-/* The tower's cached rows of valid samples, shuffled by seed: [*n, dim]. */
-static float *cached_rows(const train_tcache *tc, int text, uint64_t seed, int64_t *n_out, ckd_error *err)
+/* The tower's cached rows of valid samples, shuffled by seed: [*n, dim];
+ * with classes (image rows of a classifier teacher), each row's label and
+ * the teacher's class logits in the same order into *labels, *logits. */
+static float *cached_rows(const train_tcache *tc, int text, uint64_t seed, int64_t *n_out, int32_t **labels,
+                          float **logits, ckd_error *err)
 {
     int64_t n = 0, D = tc->dim;
     for (int64_t i = 0; i < tc->n; i++)
         if (tc->valid[i])
             n += text ? tc->off[i + 1] - tc->off[i] : 1;
     float *X = n ? malloc((size_t)(n * D) * sizeof(float)) : NULL;
-    int64_t *perm = n ? malloc((size_t)n * sizeof *perm) : NULL;
-    if (!X || !perm) {
+    int64_t *perm = n ? malloc((size_t)n * sizeof *perm) : NULL, K = tc->n_logits;
+    if (labels) {
+        *labels = n ? malloc((size_t)n * sizeof **labels) : NULL;
+        *logits = n ? malloc((size_t)(n * K) * sizeof **logits) : NULL;
+    }
+    if (!X || !perm || (labels && (!*labels || !*logits))) {
         free(X);
         free(perm);
+        if (labels) {
+            free(*labels), free(*logits);
+            *labels = NULL, *logits = NULL;
+        }
         ckd_errorf(err, "rdm: %s", n ? "out of memory" : "the teacher cache holds no readable sample");
         return NULL;
     }
@@ -44,8 +55,13 @@ static float *cached_rows(const train_tcache *tc, int text, uint64_t seed, int64
             continue;
         int64_t lo = text ? tc->off[i] : i, hi = text ? tc->off[i + 1] : i + 1;
         const float *src = text ? tc->txt : tc->img;
-        for (int64_t row = lo; row < hi; row++, k++)
+        for (int64_t row = lo; row < hi; row++, k++) {
             memcpy(X + perm[k] * D, src + row * D, (size_t)D * sizeof(float));
+            if (labels) {
+                (*labels)[perm[k]] = tc->labels[i];
+                memcpy(*logits + perm[k] * K, tc->logits + i * K, (size_t)K * sizeof(float));
+            }
+        }
     }
     free(perm);
     *n_out = n;
@@ -74,8 +90,35 @@ static int save_final(const train_run *t, ckd_rdm *r, const char *tower, double 
 
 static json_t *report_json(const ckd_rdm_report *rep)
 {
-    return json_pack("{s:f, s:f, s:I}", "rate_nats", rep->rate, "distortion", rep->distortion, "rows",
-                     (json_int_t)rep->n);
+    json_t *j = json_pack("{s:f, s:f, s:I}", "rate_nats", rep->rate, "distortion", rep->distortion, "rows",
+                          (json_int_t)rep->n);
+    if (j && rep->accuracy >= 0)
+        json_object_set_new(j, "top1", json_real(100.0 * rep->accuracy));
+    return j;
+}
+
+/* The classifier form's inputs: a class head needs the cache of a classifier
+ * teacher (its class logits) with every sample's label. */
+static int class_setup(const train_run *t, int text, ckd_rdm_config *cfg, ckd_rdm_train_opts *o, ckd_error *err)
+{
+    const json_t *rdm = json_object_get(t->rj, "rdm");
+    if (!json_is_true(json_object_get(rdm, "classes")))
+        return 0;
+    if (text || !t->tc.logits || !t->tc.labels)
+        return ckd_recipe_errorf(t->recipe, "rdm.classes", err,
+                                 "a class head learns from the teacher's class logits and the labels: it needs the "
+                                 "image tower of a classifier teacher (this one is %s)",
+                                 text ? "the text tower" : "a CLIP model");
+    for (int64_t i = 0; i < t->tc.n; i++)
+        if (t->tc.valid[i] && (t->tc.labels[i] < 0 || t->tc.labels[i] >= t->tc.n_logits))
+            return ckd_recipe_errorf(t->recipe, "rdm.classes", err,
+                                     "sample %lld has label %d, outside the teacher's %lld classes", (long long)i,
+                                     t->tc.labels[i], (long long)t->tc.n_logits);
+    cfg->n_classes = t->tc.n_logits;
+    o->lambda_ce = train_num(t->rj, "rdm.lambda_ce", 1);
+    o->lambda_kl = train_num(t->rj, "rdm.lambda_kl", 1);
+    o->tau = train_num(t->rj, "rdm.tau", 2);
+    return 0;
 }
 
 int train_rdm_stage(train_run *t, ckd_error *err)
@@ -100,11 +143,16 @@ int train_rdm_stage(train_run *t, ckd_error *err)
                           .out_relu = json_is_true(json_object_get(json_object_get(rj, "rdm"), "out_relu"))};
 
     int64_t n = 0;
-    float *X = cached_rows(&t->tc, text, seed, &n, err);
-    ckd_rdm *r = X ? ckd_rdm_new(&cfg, seed, err) : NULL;
+    int32_t *labels = NULL;
+    float *logits = NULL, *X = NULL;
+    ckd_rdm *r = NULL;
     int rc = -1;
-    if (!r)
+    if (class_setup(t, text, &cfg, &o, err) ||
+        !(X = cached_rows(&t->tc, text, seed, &n, cfg.n_classes ? &labels : NULL, &logits, err)) ||
+        !(r = ckd_rdm_new(&cfg, seed, err)))
         goto out;
+    o.labels = labels;
+    o.teacher_logits = logits;
     /* The held-out rows are the last of the shuffled order. */
     int64_t n_hold = (int64_t)((double)n * holdout), n_train = n - n_hold;
     train_message(t, "rdm: %s tower, %lld rows (%lld held out), R %g, %lld steps", tower, (long long)n_train,
@@ -116,13 +164,16 @@ int train_rdm_stage(train_run *t, ckd_error *err)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     ckd_rdm_report tr, ho = {0};
-    if (ckd_rdm_evaluate(r, X, n_train, &tr, err) ||
-        (n_hold && ckd_rdm_evaluate(r, X + n_train * cfg.in_dim, n_hold, &ho, err)))
+    if (ckd_rdm_evaluate(r, X, labels, n_train, &tr, err) ||
+        (n_hold && ckd_rdm_evaluate(r, X + n_train * cfg.in_dim, labels ? labels + n_train : NULL, n_hold, &ho, err)))
         goto out;
     const ckd_rdm_report *main_rep = n_hold ? &ho : &tr;
     train_message(t, "rdm: rate %.3f nats, distortion %.6f (%s rows); training rows %.3f nats, %.6f; %.1f s",
                   main_rep->rate, main_rep->distortion, n_hold ? "held-out" : "training", tr.rate, tr.distortion,
                   secs);
+    if (main_rep->accuracy >= 0)
+        train_message(t, "rdm: class head top-1 %.2f%% (%s rows)", 100.0 * main_rep->accuracy,
+                      n_hold ? "held-out" : "training");
     if (save_final(t, r, tower, o.R, err))
         goto out;
     json_int_t n_params = 0;
@@ -138,5 +189,7 @@ int train_rdm_stage(train_run *t, ckd_error *err)
 out:
     ckd_rdm_free(r);
     free(X);
+    free(labels);
+    free(logits);
     return rc;
 }

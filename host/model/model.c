@@ -18,6 +18,11 @@ struct ckd_model {
 
 static const ckd_model_vtable *vt(const ckd_model *m) { return m->plugin->desc->model; }
 
+static int has_classify(const ckd_model *m)
+{
+    return vt(m)->struct_size >= offsetof(ckd_model_vtable, classify) + sizeof(void *) && vt(m)->classify;
+}
+
 ckd_model *ckd_model_new(const ckd_plugin *p, const json_t *config, const char *where, int init, uint64_t seed,
                          ckd_error *err)
 {
@@ -53,6 +58,9 @@ ckd_model *ckd_model_new(const ckd_plugin *p, const json_t *config, const char *
         m->info.towers = CKD_TOWER_IMAGE | CKD_TOWER_TEXT;
     if (!vt(m)->encode_text || !vt(m)->logit_scale)
         m->info.towers &= ~(uint32_t)CKD_TOWER_TEXT;
+    /* a head of its own only with a classify entry the plugin's vtable has */
+    if (!has_classify(m) || !(m->info.towers & CKD_TOWER_CLASSIFIER) || m->info.feature_dim < 0)
+        m->info.feature_dim = 0;
     return m;
 }
 
@@ -130,6 +138,23 @@ ckd_tensor *ckd_model_encode_text(ckd_model *m, ckd_ctx *c, const int32_t *ids, 
     ckd_tensor *y = vt(m)->encode_text(m->state, c, ids, B, T, out);
     if (!y && !ckd_ctx_failed(c))
         ckd_ctx_fail(c, "model %s: encode_text returned no result", ckd_model_plugin_name(m));
+    return y;
+}
+
+int64_t ckd_model_feature_dim(const ckd_model *m) { return m->info.feature_dim; }
+
+ckd_tensor *ckd_model_classify(ckd_model *m, ckd_ctx *c, ckd_tensor *features)
+{
+    if (ckd_ctx_failed(c))
+        return NULL;
+    if (!m->info.feature_dim)
+        return ckd_ctx_fail(c, "model %s has no separate classifier head", ckd_model_plugin_name(m));
+    if (!features || features->ndim != 2 || features->shape[1] != m->info.feature_dim)
+        return ckd_ctx_fail(c, "model %s: classify takes features [B, %lld]", ckd_model_plugin_name(m),
+                            (long long)m->info.feature_dim);
+    ckd_tensor *y = vt(m)->classify(m->state, c, features);
+    if (!y && !ckd_ctx_failed(c))
+        ckd_ctx_fail(c, "model %s: classify returned no result", ckd_model_plugin_name(m));
     return y;
 }
 

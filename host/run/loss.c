@@ -59,8 +59,9 @@ uint32_t ckd_loss_needs(const ckd_loss *l) { return l->plugin->desc->loss->needs
 int ckd_loss_n_params(const ckd_loss *l) { return l->plugin->desc->loss->n_params(l->state); }
 ckd_tensor *ckd_loss_param(const ckd_loss *l, int i) { return l->plugin->desc->loss->param(l->state, i); }
 
-static const char *const need_names[] = {"s_img",     "s_txt",    "t_img",    "t_txt",     "labels",
-                                         "class_txt", "s_logits", "t_logits", "centroids", "s_img_masked"};
+static const char *const need_names[] = {"s_img",    "s_txt",     "t_img",        "t_txt",
+                                         "labels",   "class_txt", "s_logits",     "t_logits",
+                                         "centroids", "s_img_masked", "s_img_noisy"};
 
 const char *ckd_loss_needs_str(uint32_t needs, char *buf, size_t cap)
 {
@@ -74,8 +75,8 @@ const char *ckd_loss_needs_str(uint32_t needs, char *buf, size_t cap)
 
 static uint32_t batch_has(const ckd_loss_batch *b)
 {
-    const void *fields[] = {b->s_img,     b->s_txt,    b->t_img,    b->t_txt,     b->labels,
-                            b->class_txt, b->s_logits, b->t_logits, b->centroids, b->s_img_masked};
+    const void *fields[] = {b->s_img,     b->s_txt,    b->t_img,    b->t_txt,     b->labels,       b->class_txt,
+                            b->s_logits, b->t_logits, b->centroids, b->s_img_masked, b->s_img_noisy};
     uint32_t has = 0;
     for (unsigned i = 0; i < sizeof fields / sizeof fields[0]; i++)
         if (fields[i])

@@ -14,7 +14,8 @@
  * fields receive gradients; teacher fields never do. */
 enum {
     S_IMG, S_TXT, T_IMG, T_TXT, S_SCALE, T_SCALE, CLASS_TXT, S_LOGITS, T_LOGITS, CENTROIDS, S_IMG_MASKED,
-    A_IMG, A_TXT, A_WEIGHT, /* teaching assistants: [A, N, Dt], [A, N, Dt], [A] */
+    S_IMG_NOISY,
+    A_IMG, A_TXT, A_WEIGHT, A_LOGITS, /* teaching assistants: [A, N, Dt], [A, N, Dt], [A], [A, N, K] */
     N_SLOTS
 };
 static const struct {
@@ -27,9 +28,9 @@ static const struct {
     {"student_logit_scale", 1, 0},        {"teacher_logit_scale", 0, 0},
     {"class_txt", 0, CKD_NEED_CLASS_TXT}, {"s_logits", 1, CKD_NEED_S_LOGITS},
     {"t_logits", 0, CKD_NEED_T_LOGITS},   {"centroids", 0, CKD_NEED_CENTROIDS},
-    {"s_img_masked", 1, CKD_NEED_S_IMG_MASKED},
+    {"s_img_masked", 1, CKD_NEED_S_IMG_MASKED}, {"s_img_noisy", 1, CKD_NEED_S_IMG_NOISY},
     {"a_img", 0, 0},                      {"a_txt", 0, 0},
-    {"a_weight", 0, 0},
+    {"a_weight", 0, 0},                   {"a_logits", 0, 0},
 };
 
 typedef struct probe {
@@ -66,11 +67,13 @@ static ckd_tensor *probe_loss(ckd_ctx *c, void *user)
     b.t_logits = p->t[T_LOGITS];
     b.centroids = p->t[CENTROIDS];
     b.s_img_masked = p->t[S_IMG_MASKED];
+    b.s_img_noisy = p->t[S_IMG_NOISY];
     if (p->t[A_WEIGHT]) {
         b.n_assistants = p->t[A_WEIGHT]->n;
         b.a_weight = p->t[A_WEIGHT]->data;
         b.a_img = p->t[A_IMG];
         b.a_txt = p->t[A_TXT];
+        b.a_logits = p->t[A_LOGITS];
     }
     return ckd_loss_forward(p->loss, c, &b);
 }
@@ -85,7 +88,10 @@ static ckd_tensor *slot_tensor(int slot, int ndim, const int64_t *shape, ckd_err
 
 static void dims_from(const probe *p, ckd_loss_dims *d)
 {
-    const ckd_tensor *s = p->t[S_IMG] ? p->t[S_IMG] : p->t[S_TXT] ? p->t[S_TXT] : p->t[S_IMG_MASKED];
+    const ckd_tensor *s = p->t[S_IMG]          ? p->t[S_IMG]
+                          : p->t[S_TXT]        ? p->t[S_TXT]
+                          : p->t[S_IMG_MASKED] ? p->t[S_IMG_MASKED]
+                                               : p->t[S_IMG_NOISY];
     const ckd_tensor *t = p->t[T_IMG] ? p->t[T_IMG] : p->t[T_TXT] ? p->t[T_TXT] : p->t[CLASS_TXT] ? p->t[CLASS_TXT] : p->t[CENTROIDS];
     const ckd_tensor *k = p->t[S_LOGITS] ? p->t[S_LOGITS] : p->t[T_LOGITS];
     d->s_dim = s && s->ndim == 2 ? s->shape[1] : 0;
@@ -126,13 +132,14 @@ static int load_inputs(probe *p, const ckd_safetensors *st, const char *file, ck
             i < A_IMG)
             p->n = p->t[i]->shape[0];
     }
-    /* Assistants: [A, N, Dt] per tower, with A weights. */
+    /* Assistants: [A, N, Dt] per tower and [A, N, K] logits, with A weights. */
     int64_t A = p->t[A_WEIGHT] ? p->t[A_WEIGHT]->n : 0;
-    for (int i = A_IMG; i <= A_TXT; i++)
-        if (p->t[i] && (!A || p->t[i]->ndim != 3 || p->t[i]->shape[0] != A || p->t[i]->shape[1] != p->n))
-            return ckd_errorf(err, "%s: input.%s must be [A, N, Dt] with A = the %lld entries of input.a_weight "
+    for (int i = A_IMG; i <= A_LOGITS; i++)
+        if (i != A_WEIGHT && p->t[i] &&
+            (!A || p->t[i]->ndim != 3 || p->t[i]->shape[0] != A || p->t[i]->shape[1] != p->n))
+            return ckd_errorf(err, "%s: input.%s must be [A, N, %s] with A = the %lld entries of input.a_weight "
                                    "and N = the batch's %lld rows",
-                              file, slots[i].name, (long long)A, (long long)p->n);
+                              file, slots[i].name, i == A_LOGITS ? "K" : "Dt", (long long)A, (long long)p->n);
     const ckd_st_tensor *lab = ckd_st_find(st, "input.labels");
     if (lab) {
         int64_t n = ckd_st_numel(lab);
@@ -306,6 +313,14 @@ int ckd_loss_gradcheck(const ckd_plugin *pl, const json_t *params, const ckd_los
     }
     p.t[A_WEIGHT]->data[0] = 1.0f;
     p.t[A_WEIGHT]->data[1] = 0.5f;
+    /* ABI minor 3's inputs, drawn last for the same reason. */
+    if (!(p.t[S_IMG_NOISY] = random_slot(S_IMG_NOISY, o.n, o.s_dim, &r, 1, 0, err)) ||
+        !(p.t[A_LOGITS] = random_slot(A_LOGITS, 2 * o.n, K, &r, 3, 0, err)))
+        goto out;
+    p.t[A_LOGITS]->ndim = 3;
+    p.t[A_LOGITS]->shape[0] = 2;
+    p.t[A_LOGITS]->shape[1] = o.n;
+    p.t[A_LOGITS]->shape[2] = K;
     ckd_loss_dims dims = {o.s_dim, o.t_dim, K};
     if (!(p.loss = ckd_loss_new(pl, params, "gradcheck", &dims, o.seed, err)) || !(c = ckd_ctx_new(0, o.seed, err)))
         goto out;

@@ -89,7 +89,7 @@ static const char recipe_schema[] =
     "    \"templates\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"
     "    \"batch_size\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256}}},"
     "  \"assistants\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"properties\": {"
-    "    \"image\": {\"type\": \"string\"}, \"text\": {\"type\": \"string\"},"
+    "    \"image\": {\"type\": \"string\"}, \"text\": {\"type\": \"string\"}, \"model\": {\"type\": \"string\"},"
     "    \"weight\": {\"type\": \"number\", \"minimum\": 0, \"default\": 1}}}},"
     "  \"rdm\": {\"type\": \"object\", \"required\": [\"R\"], \"properties\": {"
     "    \"tower\": {\"type\": \"string\", \"enum\": [\"image\", \"text\"], \"default\": \"image\"},"
@@ -98,7 +98,13 @@ static const char recipe_schema[] =
     "    \"bottleneck\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 0},"
     "    \"out_relu\": {\"type\": \"boolean\", \"default\": false},"
     "    \"steps\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 2000},"
-    "    \"holdout\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 0.5, \"default\": 0.05}}}"
+    "    \"holdout\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 0.5, \"default\": 0.05},"
+    /* The classifier form (eq 5); no defaults, so that the hashes of the
+     * recipes written before these keys stay what they were. */
+    "    \"classes\": {\"type\": \"boolean\"},"
+    "    \"lambda_ce\": {\"type\": \"number\", \"minimum\": 0},"
+    "    \"lambda_kl\": {\"type\": \"number\", \"minimum\": 0},"
+    "    \"tau\": {\"type\": \"number\", \"exclusiveMinimum\": 0}}}"
     "}}";
 
 const char *ckd_recipe_schema_text(void)
@@ -114,8 +120,10 @@ typedef struct where {
 } where;
 
 /* Teaching assistants: each names the rdm recipe of one tower or of both,
- * every entry the same towers (the batch holds one [A, N, Dt] tensor per
- * tower), at most CKD_MAX_ASSISTANTS, and only beside a teacher. */
+ * or a model's recipe (whose towers are the teacher's kind's, checked when
+ * it is loaded), every rdm entry the same towers (the batch holds one
+ * [A, N, Dt] tensor per tower), at most CKD_MAX_ASSISTANTS, and only beside
+ * a teacher. */
 static int check_assistants(const where *w, json_t *recipe)
 {
     json_t *list = json_object_get(recipe, "assistants"), *a;
@@ -133,9 +141,17 @@ static int check_assistants(const where *w, json_t *recipe)
         char path[48];
         snprintf(path, sizeof path, "assistants[%zu]", i);
         int t = (json_object_get(a, "image") != NULL) | (json_object_get(a, "text") != NULL) << 1;
+        int model = json_object_get(a, "model") != NULL;
+        if (model && t)
+            return ckd_json_errorf(w->locate, w->user, w->file, path, w->err,
+                                   "\"model\" names a whole model as the assistant: no \"image\" or \"text\" "
+                                   "rdm recipes beside it");
+        if (model)
+            continue;
         if (!t)
             return ckd_json_errorf(w->locate, w->user, w->file, path, w->err,
-                                   "expected \"image\" and/or \"text\": the rdm recipe of each tower");
+                                   "expected \"image\" and/or \"text\" (the rdm recipe of each tower), or "
+                                   "\"model\" (a model's recipe)");
         if (towers >= 0 && t != towers)
             return ckd_json_errorf(w->locate, w->user, w->file, path, w->err,
                                    "every assistant must name the same towers as assistants[0]");

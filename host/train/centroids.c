@@ -81,7 +81,9 @@ out:
  * dataset order, as the cache computes them (unreadable samples skipped). */
 static int centroids_live(train_run *t, ckd_error *err)
 {
-    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = ckd_model_embed_dim(t->teacher), n = 0;
+    int cls = t->t_kind == TEACHER_CLASSIFIER; /* t_img is a classifier's features */
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), n = 0;
+    int64_t D = cls ? ckd_model_feature_dim(t->teacher) : ckd_model_embed_dim(t->teacher);
     int bs = (int)train_num(t->rj, "eval.batch_size", 256);
     float *img = malloc((size_t)(N * D) * sizeof *img);
     int32_t *labels = malloc((size_t)N * sizeof *labels);
@@ -89,8 +91,10 @@ static int centroids_live(train_run *t, ckd_error *err)
     int rc = -1, was = ckd_ctx_set_grad(t->ctx, 0);
     if (!img || !labels || !index)
         ckd_errorf(err, "out of memory for the teacher embeddings of %lld images", (long long)N);
-    else if (!train_encode_images(t->teacher, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, img, labels, index, &n,
-                                  err))
+    else if (!(cls ? train_encode_features(t->teacher, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, img, NULL, labels,
+                                           index, &n, err)
+                   : train_encode_images(t->teacher, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, img, labels, index, &n,
+                                         err)))
         rc = centroids_from(t, img, labels, n, D, err);
     t->teacher_encoded += n;
     ckd_ctx_reset(t->ctx);

@@ -67,8 +67,9 @@ int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, 
     return 0;
 }
 
-int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
-                        int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
+/* Both of the below: features picks a classifier's features over its output. */
+static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, int features,
+                       float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
 {
     const ckd_model_info *info = ckd_model_get_info(m);
     ckd_loader_opts lo;
@@ -84,19 +85,23 @@ int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs,
     ckd_loader *l = ckd_loader_new(ds, &lo, err);
     if (!l)
         return -1;
-    int64_t D = ckd_model_embed_dim(m), n = 0;
+    int64_t K = ckd_model_embed_dim(m), D = features ? ckd_model_feature_dim(m) : K, n = 0;
     const ckd_batch *b;
     int rc;
     while ((rc = ckd_loader_next(l, &b, err)) == 0) {
         ckd_ctx_reset(c);
         int64_t shape[4] = {b->n, 3, b->image_size, b->image_size};
         ckd_tensor *px = ckd_tensor_from(c, 4, shape, b->pixel_values);
-        ckd_tensor *e = ckd_l2_normalize(c, ckd_model_encode_image(m, c, px, 1.0f, NULL), 1e-12f);
+        ckd_tower_out out = {0};
+        ckd_tensor *y = ckd_model_encode_image(m, c, px, 1.0f, features ? &out : NULL);
+        ckd_tensor *e = ckd_l2_normalize(c, features ? out.pooled : y, 1e-12f);
         if (ckd_ctx_check(c, err)) {
             rc = ckd_error_prefix(err, "image embeddings");
             break;
         }
         memcpy(img + n * D, e->data, (size_t)(b->n * D) * sizeof *img);
+        if (logits)
+            memcpy(logits + n * K, y->data, (size_t)(b->n * K) * sizeof *logits);
         for (int i = 0; i < b->n; i++)
             labels[n + i] = b->labels[i], index[n + i] = b->indices[i];
         n += b->n;
@@ -104,6 +109,18 @@ int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs,
     ckd_loader_free(l);
     *n_out = n;
     return rc < 0 ? -1 : 0;
+}
+
+int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
+                        int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
+{
+    return encode_rows(m, c, ds, bs, on_error, 0, img, NULL, labels, index, n_out, err);
+}
+
+int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
+                          float *logits, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
+{
+    return encode_rows(m, c, ds, bs, on_error, 1, img, logits, labels, index, n_out, err);
 }
 
 int train_class_prompt_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const ckd_eval_opts *o, int64_t T,

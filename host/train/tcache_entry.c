@@ -7,11 +7,11 @@
 #include "clipkd/fetch.h"
 #include "tcache_entry.h"
 
-/* The tensors in the order their bytes are hashed. labels came last, so an
- * entry written before it existed still checks out (it is computed again
- * only for a run that needs the labels). */
+/* The tensors in the order their bytes are hashed. labels and logits came
+ * last, so an entry written before them still checks out (it is computed
+ * again only for a run that needs them). */
 static const char *const digest_order[] = {"image_embeds", "text_embeds", "text_offsets", "valid", "logit_scale",
-                                           "class_txt", "labels"};
+                                           "class_txt", "labels", "logits"};
 
 int tcache_digest(tcache_bytes_fn get, void *user, char hex[65], ckd_error *err)
 {
@@ -54,10 +54,10 @@ static const ckd_st_tensor *want(const ckd_safetensors *st, const char *name, ck
 }
 
 int tcache_entry_check(const ckd_safetensors *st, const char *key, int64_t N, int64_t D, int need_labels,
-                       tcache_arrays *out, ckd_error *err)
+                       int64_t K, tcache_arrays *out, ckd_error *err)
 {
     const char *mk = ckd_st_metadata(st, "key"), *sum = ckd_st_metadata(st, "sha256");
-    const ckd_st_tensor *img, *txt, *off, *valid, *scale, *labels = NULL;
+    const ckd_st_tensor *img, *txt, *off, *valid, *scale, *labels = NULL, *logits = NULL;
     char hex[65];
     if (!mk || strcmp(mk, key))
         return ckd_errorf(err, "its key is not this run's");
@@ -67,7 +67,10 @@ int tcache_entry_check(const ckd_safetensors *st, const char *key, int64_t N, in
         !(valid = want(st, "valid", CKD_DT_U8, 1, N, 0, err)) ||
         !(scale = want(st, "logit_scale", CKD_DT_F32, 0, 0, 0, err)) ||
         /* labels: checked when present, required for class centroids */
-        ((ckd_st_find(st, "labels") || need_labels) && !(labels = want(st, "labels", CKD_DT_I32, 1, N, 0, err))))
+        ((ckd_st_find(st, "labels") || need_labels) && !(labels = want(st, "labels", CKD_DT_I32, 1, N, 0, err))) ||
+        /* logits: a classifier teacher's, required when K > 0 */
+        ((ckd_st_find(st, "logits") || K > 0) &&
+         !(logits = want(st, "logits", CKD_DT_F32, 2, N, K > 0 ? K : -1, err))))
         return -1;
     if (!sum || tcache_digest(st_bytes, (void *)st, hex, err) || strcmp(hex, sum))
         return ckd_errorf(err, "its content does not match its checksum");
@@ -76,6 +79,7 @@ int tcache_entry_check(const ckd_safetensors *st, const char *key, int64_t N, in
         if (o[i] < (i ? o[i - 1] : 0) || o[i] > txt->shape[0])
             return ckd_errorf(err, "text_offsets are not increasing within text_embeds");
     *out = (tcache_arrays){.img = img->data, .txt = txt->data, .off = o, .valid = valid->data,
-                           .labels = labels ? labels->data : NULL, .n = N, .n_txt = txt->shape[0], .dim = D};
+                           .labels = labels ? labels->data : NULL, .logits = logits ? logits->data : NULL,
+                           .n = N, .n_txt = txt->shape[0], .dim = D, .n_logits = logits ? logits->shape[1] : 0};
     return 0;
 }

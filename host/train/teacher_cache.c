@@ -19,7 +19,10 @@
  * (0: the sample could not be read), labels [N] (class ids, -1 where unknown
  * or unreadable: the class centroids are computed from them), logit_scale []
  * (θ of the teacher) and, when the data have classes and templates,
- * class_txt [K, D] (the teacher's prompt-ensembled class embeddings); its
+ * class_txt [K, D] (the teacher's prompt-ensembled class embeddings). For
+ * a classifier teacher (one with a separate head) image_embeds are its
+ * normalised penultimate features [N, F], logits [N, K] its class logits,
+ * and there are no captions (text_embeds [0, F]) or class embeddings; its
  * metadata holds the key's JSON and
  * the SHA-256 of the tensor bytes, both checked on every open, so a damaged
  * or mismatched file is noticed and computed again. It is written through a
@@ -43,7 +46,7 @@
 #define FORMAT "clipkd teacher embeddings 1"
 
 /* The key's JSON (canonical: compact, sorted keys). */
-static char *key_json(const train_run *t, ckd_model *m, const char *weights_id)
+static char *key_json(const train_run *t, ckd_model *m, const char *weights_id, int kind)
 {
     const ckd_model_info *info = ckd_model_get_info(m);
     ckd_loader_opts lo;
@@ -65,40 +68,49 @@ static char *key_json(const train_run *t, ckd_model *m, const char *weights_id)
         "context_length", (json_int_t)info->context_length, "data", "spec",
         (json_t *)json_object_get(json_object_get(t->rj, "data"), "train"), "source", source, "size",
         (json_int_t)ckd_dataset_size(t->train_ds));
+    if (k && kind == TEACHER_CLASSIFIER) /* what a classifier's rows are (CLIP keys stay as they were) */
+        json_object_set_new(k, "rows", json_string("normalised penultimate features, class logits"));
     char *text = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
     return text;
 }
 
-/* Opens and checks an entry: 0 with t->tc set, -1 (err says why) when it
- * is damaged, was written for another key, or predates the labels this run
- * needs. */
-static int entry_open(train_run *t, const char *path, const char *key, int64_t D, ckd_error *err)
+/* The width of an entry's image rows: a classifier's features, else the embedding. */
+static int64_t entry_width(int kind, const ckd_model *m)
+{
+    return kind == TEACHER_CLASSIFIER ? ckd_model_feature_dim(m) : ckd_model_embed_dim(m);
+}
+
+/* Opens and checks an entry: 0 with *tc set, -1 (err says why) when it is
+ * damaged, was written for another key, or predates the labels or logits
+ * this run needs. */
+static int entry_open(const train_run *t, const char *path, const char *key, int64_t D, int64_t K, train_tcache *tc,
+                      ckd_error *err)
 {
     ckd_safetensors *st = ckd_st_open(path, err);
     if (!st)
         return -1;
     tcache_arrays a;
     if (tcache_entry_check(st, key, (int64_t)ckd_dataset_size(t->train_ds), D, (t->needs & CKD_NEED_CENTROIDS) != 0,
-                           &a, err)) {
+                           K, &a, err)) {
         ckd_st_close(st);
         return -1;
     }
-    t->tc = (train_tcache){.st = st, .img = a.img, .txt = a.txt, .off = a.off, .valid = a.valid, .labels = a.labels,
-                           .n = a.n, .n_txt = a.n_txt, .dim = a.dim};
-    snprintf(t->tc.path, sizeof t->tc.path, "%s", path);
+    *tc = (train_tcache){.st = st, .img = a.img, .txt = a.txt, .off = a.off, .valid = a.valid, .labels = a.labels,
+                         .logits = a.logits, .n = a.n, .n_txt = a.n_txt, .dim = a.dim, .n_logits = a.n_logits};
+    snprintf(tc->path, sizeof tc->path, "%s", path);
     return 0;
 }
 
 /* ---- computing an entry ------------------------------------------------------ */
 
 typedef struct entry {
-    float *img, *txt, *cls, scale;
+    float *img, *txt, *cls, *logits, scale;
     int64_t *off;
     uint8_t *valid;
     int32_t *labels;
-    int64_t n_txt, K;
-    size_t img_bytes, txt_bytes, off_bytes, valid_bytes, cls_bytes, labels_bytes;
+    int64_t n_txt, K, n_logits;
+    size_t img_bytes, txt_bytes, off_bytes, valid_bytes, cls_bytes, labels_bytes, logits_bytes;
 } entry;
 
 static const void *entry_bytes(void *user, const char *name, size_t *nbytes)
@@ -110,6 +122,7 @@ static const void *entry_bytes(void *user, const char *name, size_t *nbytes)
                     : !strcmp(name, "valid")        ? (void *)e->valid
                     : !strcmp(name, "logit_scale")  ? (void *)&e->scale
                     : !strcmp(name, "labels")       ? (void *)e->labels
+                    : !strcmp(name, "logits")       ? (void *)e->logits
                                                     : (void *)e->cls;
     *nbytes = !strcmp(name, "image_embeds")   ? e->img_bytes
               : !strcmp(name, "text_embeds")  ? e->txt_bytes
@@ -117,6 +130,7 @@ static const void *entry_bytes(void *user, const char *name, size_t *nbytes)
               : !strcmp(name, "valid")        ? e->valid_bytes
               : !strcmp(name, "logit_scale")  ? sizeof e->scale
               : !strcmp(name, "labels")       ? e->labels_bytes
+              : !strcmp(name, "logits")       ? e->logits_bytes
                                               : e->cls_bytes;
     return p;
 }
@@ -154,9 +168,10 @@ static int embed_captions(train_run *t, ckd_model *m, const int64_t *index, int6
     return 0;
 }
 
-static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
+static int compute(train_run *t, ckd_model *m, int kind, entry *e, ckd_error *err)
 {
-    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = ckd_model_embed_dim(m), n = 0;
+    int classifier = kind == TEACHER_CLASSIFIER;
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = entry_width(kind, m), n = 0;
     int bs = (int)train_num(t->rj, "eval.batch_size", 256);
     int32_t *labels = malloc((size_t)N * sizeof *labels);
     int64_t *index = malloc((size_t)N * sizeof *index);
@@ -169,7 +184,16 @@ static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
         ckd_errorf(err, "out of memory for the embeddings of %lld samples", (long long)N);
         goto out;
     }
-    if (train_encode_images(m, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, e->img, labels, index, &n, err))
+    if (classifier) {
+        e->n_logits = ckd_model_embed_dim(m);
+        if (!(e->logits = malloc((size_t)(N * e->n_logits) * sizeof *e->logits))) {
+            ckd_errorf(err, "out of memory for the class logits of %lld samples", (long long)N);
+            goto out;
+        }
+    }
+    if (classifier ? train_encode_features(m, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, e->img, e->logits, labels,
+                                           index, &n, err)
+                   : train_encode_images(m, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, e->img, labels, index, &n, err))
         goto out;
     t->teacher_encoded += n;
     /* Rows in dataset order, with gaps where samples were skipped: moving
@@ -178,19 +202,26 @@ static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
         e->labels[i] = -1;
     for (int64_t r = n - 1; r >= 0; r--) {
         memmove(e->img + index[r] * D, e->img + r * D, (size_t)D * sizeof *e->img);
+        if (e->logits)
+            memmove(e->logits + index[r] * e->n_logits, e->logits + r * e->n_logits,
+                    (size_t)e->n_logits * sizeof *e->logits);
         e->valid[index[r]] = 1;
         e->labels[index[r]] = labels[r];
     }
     for (int64_t i = 0; i < N; i++)
-        if (!e->valid[i])
+        if (!e->valid[i]) {
             memset(e->img + i * D, 0, (size_t)D * sizeof *e->img);
-    if (embed_captions(t, m, index, n, bs, e, err))
+            if (e->logits)
+                memset(e->logits + i * e->n_logits, 0, (size_t)e->n_logits * sizeof *e->logits);
+        }
+    /* a classifier has no text: no captions, class prompts or logit scale */
+    if (!classifier && embed_captions(t, m, index, n, bs, e, err))
         goto out;
     for (int64_t i = 0; i < N; i++)
         e->off[i + 1] += e->off[i];
-    e->scale = ckd_model_logit_scale(m)->data[0];
+    e->scale = classifier ? 0.0f : ckd_model_logit_scale(m)->data[0];
     e->K = (int64_t)ckd_dataset_n_classes(t->train_ds);
-    if (e->K > 0 && ckd_dataset_n_templates(t->train_ds) > 0) {
+    if (!classifier && e->K > 0 && ckd_dataset_n_templates(t->train_ds) > 0) {
         ckd_eval_opts eo;
         ckd_eval_opts_init(&eo);
         if (!(e->cls = malloc((size_t)(e->K * D) * sizeof *e->cls))) {
@@ -208,6 +239,7 @@ static int compute(train_run *t, ckd_model *m, entry *e, ckd_error *err)
     e->valid_bytes = (size_t)N;
     e->labels_bytes = (size_t)N * sizeof *e->labels;
     e->cls_bytes = e->cls ? (size_t)(e->K * D) * sizeof(float) : 0;
+    e->logits_bytes = e->logits ? (size_t)(N * e->n_logits) * sizeof(float) : 0;
     rc = 0;
 out:
     ckd_ctx_reset(t->ctx);
@@ -232,6 +264,7 @@ static int entry_save(const entry *e, int64_t N, int64_t D, const char *key, con
         ckd_st_writer_add(w, "labels", CKD_DT_I32, 1, (int64_t[]){N}, e->labels, err) ||
         ckd_st_writer_add(w, "logit_scale", CKD_DT_F32, 0, NULL, &e->scale, err) ||
         (e->cls && ckd_st_writer_add(w, "class_txt", CKD_DT_F32, 2, (int64_t[]){e->K, D}, e->cls, err)) ||
+        (e->logits && ckd_st_writer_add(w, "logits", CKD_DT_F32, 2, (int64_t[]){N, e->n_logits}, e->logits, err)) ||
         ckd_st_writer_set_metadata(w, "key", key, err) || ckd_st_writer_set_metadata(w, "sha256", hex, err) ||
         ckd_st_writer_save(w, path, err))
         goto out;
@@ -246,55 +279,46 @@ static void entry_free(entry *e)
     free(e->img);
     free(e->txt);
     free(e->cls);
+    free(e->logits);
     free(e->off);
     free(e->valid);
     free(e->labels);
 }
 
-/* Loads the teacher's weights into m, computes the entry and writes it. */
-static int build(train_run *t, ckd_model *m, const char *key, const char *path, ckd_error *err)
+/* What a cache entry is for: the model it embeds with, the identity of its
+ * weights, its kind, where its weights are (a run's final/, or NULL: the
+ * recipe's teacher) and the role messages name. */
+typedef struct cache_for {
+    ckd_model *m;
+    const char *weights_id, *weights_dir, *role;
+    int kind;
+} cache_for;
+
+/* Loads the model's weights, computes the entry and writes it. */
+static int build(train_run *t, const cache_for *f, const char *key, const char *path, ckd_error *err)
 {
-    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = ckd_model_embed_dim(m);
-    train_message(t, "teacher embeddings: computing %lld images and their captions into %s", (long long)N, path);
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = entry_width(f->kind, f->m);
+    train_message(t, "%s embeddings: computing %lld images%s into %s", f->role, (long long)N,
+                  f->kind == TEACHER_CLASSIFIER ? " (features and class logits)" : " and their captions", path);
     entry e = {0};
-    int rc = train_teacher_fill(t, m, err) || compute(t, m, &e, err) || entry_save(&e, N, D, key, path, err) ? -1 : 0;
+    int rc = (f->weights_dir ? ckd_model_load(f->m, f->weights_dir, err) : train_teacher_fill(t, f->m, err)) ||
+                     compute(t, f->m, f->kind, &e, err) || entry_save(&e, N, D, key, path, err)
+                 ? -1
+                 : 0;
     entry_free(&e);
-    return rc ? ckd_error_prefix(err, "teacher embedding cache") : 0;
+    return rc ? ckd_error_prefix(err, "%s embedding cache", f->role) : 0;
 }
 
-/* The entry's class embeddings and logit scale as the run's tensors. */
-static int adopt(train_run *t, ckd_error *err)
+/* Opens the entry of f's model on the training data into *tc, computing it
+ * first when it is missing or damaged. */
+static int cache_open(train_run *t, const cache_for *f, train_tcache *tc, ckd_error *err)
 {
-    const ckd_st_tensor *scale = ckd_st_find(t->tc.st, "logit_scale"), *cls = ckd_st_find(t->tc.st, "class_txt");
-    if (!(t->t_scale = ckd_param_new(0, NULL, "teacher.logit_scale", err)))
-        return -1;
-    t->t_scale->requires_grad = 0;
-    memcpy(t->t_scale->data, scale->data, sizeof(float));
-    if (!(t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)))
-        return 0;
-    if (!cls || cls->dtype != CKD_DT_F32 || cls->ndim != 2 || cls->shape[0] != t->n_classes ||
-        cls->shape[1] != t->tc.dim)
-        return ckd_errorf(err, "%s: no class embeddings [%lld, %lld] for the losses that need them", t->tc.path,
-                          (long long)t->n_classes, (long long)t->tc.dim);
-    if (!(t->class_txt = ckd_param_new(2, cls->shape, "class_txt", err)))
-        return -1;
-    t->class_txt->requires_grad = 0;
-    memcpy(t->class_txt->data, cls->data, cls->nbytes);
-    return 0;
-}
-
-int train_teacher_cache_open(train_run *t, ckd_error *err)
-{
-    char weights_id[96], dir[TRAIN_PATH_MAX], path[TRAIN_PATH_MAX + 128], hex[65];
-    ckd_model *m = train_teacher_shell(t, weights_id, sizeof weights_id, err);
-    if (!m)
-        return -1;
-    snprintf(t->teacher_weights, sizeof t->teacher_weights, "%s", weights_id);
+    char dir[TRAIN_PATH_MAX], path[TRAIN_PATH_MAX + 128], hex[65];
     int rc = -1, fd = -1, locked = 0;
-    int64_t D = ckd_model_embed_dim(m);
-    char *key = key_json(t, m, weights_id);
+    int64_t D = entry_width(f->kind, f->m), K = f->kind == TEACHER_CLASSIFIER ? ckd_model_embed_dim(f->m) : 0;
+    char *key = key_json(t, f->m, f->weights_id, f->kind);
     if (!key) {
-        ckd_errorf(err, "teacher embedding cache: out of memory");
+        ckd_errorf(err, "%s embedding cache: out of memory", f->role);
         goto out;
     }
     if (ckd_sha256_buffer(key, strlen(key), hex, err) || ckd_cache_dir(dir, sizeof dir, err))
@@ -310,20 +334,94 @@ int train_teacher_cache_open(train_run *t, ckd_error *err)
     struct stat sb;
     ckd_error why = {{0}};
     if (stat(path, &sb) == 0) {
-        if (entry_open(t, path, key, D, &why) == 0) {
-            train_message(t, "teacher embeddings: reusing %s", path);
-            rc = adopt(t, err);
+        if (entry_open(t, path, key, D, K, tc, &why) == 0) {
+            train_message(t, "%s embeddings: reusing %s", f->role, path);
+            rc = 0;
             goto out;
         }
-        train_message(t, "teacher embeddings: %s is damaged or incomplete (%s); computing it again", path, why.msg);
+        train_message(t, "%s embeddings: %s is damaged or incomplete (%s); computing it again", f->role, path,
+                      why.msg);
     }
-    if (build(t, m, key, path, err) || entry_open(t, path, key, D, err))
-        goto out;
-    rc = adopt(t, err);
+    rc = build(t, f, key, path, err) || entry_open(t, path, key, D, K, tc, err) ? -1 : 0;
 out:
     if (locked)
         ckd_cache_unlock(path, fd);
     free(key);
+    return rc;
+}
+
+/* The entry's class embeddings and logit scale as the run's tensors. */
+static int adopt(train_run *t, ckd_error *err)
+{
+    const ckd_st_tensor *scale = ckd_st_find(t->tc.st, "logit_scale"), *cls = ckd_st_find(t->tc.st, "class_txt");
+    if (!(t->t_scale = ckd_param_new(0, NULL, "teacher.logit_scale", err)))
+        return -1;
+    t->t_scale->requires_grad = 0;
+    memcpy(t->t_scale->data, scale->data, sizeof(float));
+    /* a classifier's logits are per sample (tc.logits), not from class prompts */
+    if (t->t_kind == TEACHER_CLASSIFIER || !(t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)))
+        return 0;
+    if (!cls || cls->dtype != CKD_DT_F32 || cls->ndim != 2 || cls->shape[0] != t->n_classes ||
+        cls->shape[1] != t->tc.dim)
+        return ckd_errorf(err, "%s: no class embeddings [%lld, %lld] for the losses that need them", t->tc.path,
+                          (long long)t->n_classes, (long long)t->tc.dim);
+    if (!(t->class_txt = ckd_param_new(2, cls->shape, "class_txt", err)))
+        return -1;
+    t->class_txt->requires_grad = 0;
+    memcpy(t->class_txt->data, cls->data, cls->nbytes);
+    return 0;
+}
+
+int train_teacher_cache_open(train_run *t, ckd_error *err)
+{
+    char weights_id[96];
+    ckd_model *m = train_teacher_shell(t, weights_id, sizeof weights_id, err);
+    if (!m)
+        return -1;
+    snprintf(t->teacher_weights, sizeof t->teacher_weights, "%s", weights_id);
+    int rc = -1;
+    if ((t->t_kind = train_teacher_kind(m, err)) < 0)
+        ckd_error_prefix(err, "teacher");
+    else
+        rc = cache_open(t, &(cache_for){m, weights_id, NULL, "teacher", t->t_kind}, &t->tc, err) || adopt(t, err)
+                 ? -1
+                 : 0;
     ckd_model_free(m); /* the embeddings are all the run needs of it */
     return rc;
+}
+
+int train_model_cache_open(train_run *t, const char *dir, const char *role, int *kind, train_tcache *tc,
+                           ckd_error *err)
+{
+    char weights_id[96];
+    ckd_model *m = train_model_shell(t, dir, weights_id, sizeof weights_id, err);
+    if (!m)
+        return ckd_error_prefix(err, "%s", role);
+    int rc = -1;
+    if ((*kind = train_teacher_kind(m, err)) < 0)
+        ckd_error_prefix(err, "%s", role);
+    else
+        rc = cache_open(t, &(cache_for){m, weights_id, dir, role, *kind}, tc, err);
+    ckd_model_free(m);
+    return rc;
+}
+
+int train_tcache_rows(const train_tcache *tc, const ckd_batch *b, float *img, float *txt, float *logits,
+                      ckd_error *err)
+{
+    int64_t D = tc->dim, K = tc->n_logits;
+    for (int64_t i = 0; i < b->n; i++) {
+        int64_t idx = b->indices[i], cap = b->captions[i] < 0 || !txt ? 0 : b->captions[i];
+        if (idx < 0 || idx >= tc->n || !tc->valid[idx] || (txt && tc->off[idx] + cap >= tc->off[idx + 1]) ||
+            (logits && !tc->logits))
+            return ckd_errorf(err, "%s: no embedding for sample %lld caption %lld (the sample could not be read "
+                                   "when the cache was built; remove the file to rebuild it)",
+                              tc->path, (long long)idx, (long long)cap);
+        memcpy(img + i * D, tc->img + idx * D, (size_t)D * sizeof(float));
+        if (txt)
+            memcpy(txt + i * D, tc->txt + (tc->off[idx] + cap) * D, (size_t)D * sizeof(float));
+        if (logits)
+            memcpy(logits + i * K, tc->logits + idx * K, (size_t)K * sizeof(float));
+    }
+    return 0;
 }

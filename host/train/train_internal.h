@@ -28,9 +28,15 @@ typedef struct train_tcache {
     const int64_t *off;
     const uint8_t *valid;
     const int32_t *labels;
-    int64_t n, n_txt, dim;
+    const float *logits;              /* [n, n_logits]: a classifier teacher's class logits, or NULL */
+    int64_t n, n_txt, dim, n_logits;
     char path[TRAIN_PATH_MAX];
 } train_tcache;
+
+/* What the teacher is (train_teacher_kind): a two-tower CLIP model, or a
+ * classifier with a separate head (its features are t_img, its outputs
+ * t_logits; no text). Unknown until the teacher is set up. */
+enum { TEACHER_UNKNOWN, TEACHER_CLIP, TEACHER_CLASSIFIER };
 
 typedef struct train_run {
     const ckd_registry *reg;
@@ -48,6 +54,11 @@ typedef struct train_run {
      * text_teacher: the teacher model loaded for evaluating it in cache
      * mode (its text tower classifies the student's images), or NULL. */
     int s_image_only, s_classifier;
+    /* s_feat: the student is a classifier with a separate head, so s_img is
+     * its features and s_logits its head's output; ibm_noise: a loss reading
+     * s_img_noisy wants the bottleneck's noise (CKD_NEED_S_IMG_NOISY). */
+    int s_feat, ibm_noise;
+    int t_kind;                       /* TEACHER_* */
     ckd_model *text_teacher;
     char teacher_dir[TRAIN_PATH_MAX]; /* teacher.recipe's final/, or "" */
     char teacher_weights[96];         /* cache mode: what identifies its weights ("sha256:..."), or "" */
@@ -61,6 +72,11 @@ typedef struct train_run {
     ckd_rdm *assist_img[CKD_MAX_ASSISTANTS], *assist_txt[CKD_MAX_ASSISTANTS];
     float assist_w[CKD_MAX_ASSISTANTS];
     int n_assistants;
+    /* model assistants (recipe "assistants"[k].model): their embedding
+     * caches (st NULL for a module assistant) */
+    train_tcache assist_tc[CKD_MAX_ASSISTANTS];
+    int assist_towers;                /* 1 image, 2 text: what every assistant gives */
+    int assist_logits;                /* every assistant gives class logits: a_logits */
     double assist_seconds;            /* their runs' stage-1 training time, summed */
     ckd_loss *loss[CKD_TRAIN_MAX_TERMS];
     double weight[CKD_TRAIN_MAX_TERMS];
@@ -108,7 +124,7 @@ int train_recipe_final_dir(train_run *t, const char *json_path, const char *role
  * first when missing) and checked against the teacher's width; then, per
  * batch, lb's a_img / a_txt / a_weight from lb's teacher embeddings. */
 int train_assistants_load(train_run *t, ckd_error *err);
-int train_assistants_fill(train_run *t, ckd_loss_batch *lb, ckd_error *err);
+int train_assistants_fill(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_error *err);
 /* For runs without a student (a CIFD rate-distortion module's stage 1): the
  * training data, the tokenizer, the context and the cached teacher (t->tc). */
 int train_setup_teacher_only(train_run *t, ckd_error *err);
@@ -122,12 +138,29 @@ ckd_loader_cursor train_cursor_for(const train_run *t, int64_t step);
  * identifies the weights ("sha256:<hex>" of the file, "init:<seed>" for a
  * random initialisation); then the weights themselves. */
 ckd_model *train_teacher_shell(train_run *t, char *weights_id, size_t cap, ckd_error *err);
+/* The model of a run's final/ dir, unloaded, and "sha256:<hex>" of its weights. */
+ckd_model *train_model_shell(train_run *t, const char *dir, char *weights_id, size_t cap, ckd_error *err);
+/* TEACHER_CLIP or TEACHER_CLASSIFIER for a teacher model, or -1 with err
+ * set when it can be neither (an image encoder without text, a classifier
+ * without a separate head). */
+int train_teacher_kind(const ckd_model *m, ckd_error *err);
 int train_teacher_fill(train_run *t, ckd_model *m, ckd_error *err);
 
 /* teacher_cache.c: sets t->tc, t->t_scale and (when the losses need it)
  * t->class_txt from the cache entry of this teacher and training data,
  * computing the entry first when it is missing or damaged. */
 int train_teacher_cache_open(train_run *t, ckd_error *err);
+/* The cached rows of batch b's samples: image rows into img [n, dim], with
+ * txt the rows of the captions the loader drew, with logits the class
+ * logits [n, n_logits] (either may be NULL). -1 with err naming the file
+ * when a sample has no row. */
+int train_tcache_rows(const train_tcache *tc, const ckd_batch *b, float *img, float *txt, float *logits,
+                      ckd_error *err);
+/* The same for the model of a run's final/ dir (a model assistant): its
+ * kind (TEACHER_*) into *kind and its entry on the training data into *tc,
+ * computed first when missing; role names it in messages. */
+int train_model_cache_open(train_run *t, const char *dir, const char *role, int *kind, train_tcache *tc,
+                           ckd_error *err);
 
 /* centroids.c: t->centroids from the teacher embedding cache, or from the
  * live teacher's embeddings of the un-augmented training images. */
@@ -159,6 +192,11 @@ int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, 
  * with on_error CKD_LOADER_SKIP when some cannot be read). */
 int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
                         int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
+/* The same for a classifier with a separate head: img receives its
+ * normalised features [n, feature_dim], logits (may be NULL) its class
+ * logits [n, K]. */
+int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
+                          float *logits, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
 /* Every caption of the n samples index[0..n), tokenised to rows of T (the
  * tensors reader's ready-made ids, cut or padded with 0, count as the one
  * caption); owner[r] = position in index of row r's sample. Both malloc'd. */

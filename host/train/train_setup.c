@@ -151,16 +151,21 @@ int train_recipe_final_dir(train_run *t, const char *json_path, const char *role
     return 0;
 }
 
+ckd_model *train_model_shell(train_run *t, const char *dir, char *weights_id, size_t cap, ckd_error *err)
+{
+    char p[TRAIN_PATH_MAX + 32], hex[65];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (ckd_sha256_file(p, hex, NULL, err))
+        return NULL;
+    snprintf(weights_id, cap, "sha256:%s", hex);
+    return ckd_model_from_dir_config(t->reg, dir, err);
+}
+
 ckd_model *train_teacher_shell(train_run *t, char *weights_id, size_t cap, ckd_error *err)
 {
     const json_t *teacher = json_object_get(t->rj, "teacher");
     if (t->teacher_dir[0]) {
-        char p[TRAIN_PATH_MAX + 32], hex[65];
-        snprintf(p, sizeof p, "%s/model.safetensors", t->teacher_dir);
-        if (ckd_sha256_file(p, hex, NULL, err))
-            return ckd_error_prefix(err, "teacher"), NULL;
-        snprintf(weights_id, cap, "sha256:%s", hex);
-        ckd_model *m = ckd_model_from_dir_config(t->reg, t->teacher_dir, err);
+        ckd_model *m = train_model_shell(t, t->teacher_dir, weights_id, cap, err);
         return m ? m : (ckd_error_prefix(err, "teacher"), NULL);
     }
     const json_t *weights = json_object_get(teacher, "weights");
@@ -175,6 +180,18 @@ ckd_model *train_teacher_shell(train_run *t, char *weights_id, size_t cap, ckd_e
         snprintf(weights_id, cap, "init:%llu", (unsigned long long)seed);
     }
     return model_create(t, teacher, "teacher", !weights, seed, err);
+}
+
+int train_teacher_kind(const ckd_model *m, ckd_error *err)
+{
+    if (ckd_model_has_text(m))
+        return TEACHER_CLIP;
+    if (ckd_model_feature_dim(m) > 0)
+        return TEACHER_CLASSIFIER;
+    return ckd_errorf(err, "model %s is %s: a teacher is a two-tower CLIP model, or a classifier whose head runs on "
+                           "its features (feature_dim)",
+                      ckd_model_plugin_name(m),
+                      ckd_model_is_classifier(m) ? "a classifier without a separate head" : "an image encoder without text");
 }
 
 int train_teacher_fill(train_run *t, ckd_model *m, ckd_error *err)
@@ -197,7 +214,7 @@ static int make_teacher(train_run *t, const json_t *teacher, ckd_error *err)
     uint64_t seed = (uint64_t)train_num(t->rj, "seed", 0);
     t->teacher = t->teacher_dir[0] ? ckd_model_from_pretrained(t->reg, t->teacher_dir, err)
                                    : model_from(t, teacher, "teacher", 1, seed, err);
-    if (!t->teacher)
+    if (!t->teacher || (t->t_kind = train_teacher_kind(t->teacher, err)) < 0)
         return ckd_error_prefix(err, "teacher");
     /* A fixed teacher: no tape, no gradients. */
     for (int i = 0; i < ckd_model_n_params(t->teacher); i++)
@@ -206,24 +223,34 @@ static int make_teacher(train_run *t, const json_t *teacher, ckd_error *err)
 }
 
 /* What the run can put in a loss batch. Class names with templates give
- * class prompts: the student's own zero-shot logits, and with a teacher its
- * class embeddings and logits; labels with a teacher give class centroids. */
+ * class prompts: the student's own zero-shot logits, and with a CLIP teacher
+ * its class embeddings and logits; a classifier teacher gives its logits on
+ * any data with classes; labels with a teacher give class centroids. Before
+ * the teacher is set up (t_kind unknown) it may be either kind. */
 static uint32_t available(const train_run *t, int has_teacher, int has_classes)
 {
     int has_prompts = has_classes && ckd_dataset_n_templates(t->train_ds) > 0;
+    int clip_t = has_teacher && t->t_kind != TEACHER_CLASSIFIER, cls_t = has_teacher && t->t_kind != TEACHER_CLIP;
     uint32_t a = CKD_NEED_S_IMG | (t->s_image_only ? 0 : CKD_NEED_S_TXT) | CKD_NEED_S_IMG_MASKED;
+    /* the bottleneck sits on an embedding, or before a classifier's own head */
+    if (!t->s_classifier || t->s_feat)
+        a |= CKD_NEED_S_IMG_NOISY;
     if (has_teacher)
-        a |= CKD_NEED_T_IMG | CKD_NEED_T_TXT;
+        a |= CKD_NEED_T_IMG;
+    if (clip_t)
+        a |= CKD_NEED_T_TXT;
     if (has_classes)
         a |= CKD_NEED_LABELS;
     /* s_logits: a classifier's outputs; an image-only encoder's zero-shot
      * logits against the teacher's class prompts; else the student's own */
-    if (t->s_classifier ? has_classes : has_prompts && (!t->s_image_only || has_teacher))
+    if (t->s_classifier ? has_classes : has_prompts && (!t->s_image_only || clip_t))
         a |= CKD_NEED_S_LOGITS;
     if (has_teacher && has_classes)
         a |= CKD_NEED_CENTROIDS;
-    if (has_teacher && has_prompts)
+    if (clip_t && has_prompts)
         a |= CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS;
+    if (cls_t && has_classes)
+        a |= CKD_NEED_T_LOGITS;
     return a;
 }
 
@@ -236,7 +263,7 @@ static void missing_why(const train_run *t, uint32_t missing, int has_teacher, i
     const uint32_t from_classes =
         CKD_NEED_LABELS | CKD_NEED_CLASS_TXT | CKD_NEED_S_LOGITS | CKD_NEED_T_LOGITS | CKD_NEED_CENTROIDS;
     const uint32_t from_prompts = CKD_NEED_CLASS_TXT | CKD_NEED_S_LOGITS | CKD_NEED_T_LOGITS;
-    const char *why[4];
+    const char *why[6];
     int n = 0;
     if (!has_teacher && (missing & from_teacher))
         why[n++] = "the recipe has no teacher";
@@ -247,6 +274,11 @@ static void missing_why(const train_run *t, uint32_t missing, int has_teacher, i
     if (t->s_image_only && (missing & (CKD_NEED_S_TXT | CKD_NEED_S_LOGITS)))
         why[n++] = "the student has no text tower (an image-only model: use losses on its image embeddings,"
                    " e.g. l2, vl, or kd/ce on zero-shot logits from the teacher's class prompts)";
+    if (t->t_kind == TEACHER_CLASSIFIER && (missing & (CKD_NEED_T_TXT | CKD_NEED_CLASS_TXT | CKD_NEED_S_LOGITS)))
+        why[n++] = "the teacher is a classifier (no text tower: it gives its features as t_img and its class "
+                   "logits as t_logits)";
+    if (missing & CKD_NEED_S_IMG_NOISY)
+        why[n++] = "the student is a classifier whose head cannot run apart from it (no feature_dim)";
     size_t len = 0;
     snprintf(out, cap, "this trainer does not provide it");
     for (int i = 0; i < n && len < cap; i++)
@@ -262,6 +294,8 @@ static int host_settings(train_run *t, const json_t *l, uint32_t needs, const ch
     const json_t *params = json_object_get(l, "params");
     if (needs & CKD_NEED_S_IMG_MASKED)
         t->keep_ratio = (float)(1.0 - train_num(params, "mask_ratio", 0.5));
+    if ((needs & CKD_NEED_S_IMG_NOISY) && !json_is_false(json_object_get(params, "ibm")))
+        t->ibm_noise = 1;
     if (!(needs & CKD_NEED_CENTROIDS) || !json_is_number(json_object_get(params, "centroid_images")))
         return 0;
     int64_t n = (int64_t)train_num(params, "centroid_images", 0);
@@ -280,6 +314,8 @@ static int check_needs(train_run *t, int has_teacher, int has_classes, ckd_error
     const json_t *losses = json_object_get(t->rj, "losses");
     uint32_t have = available(t, has_teacher, has_classes);
     t->centroid_images = -1;
+    t->needs = 0;
+    t->ibm_noise = 0;
     if (json_array_size(losses) > CKD_TRAIN_MAX_TERMS)
         return ckd_recipe_errorf(t->recipe, "losses", err, "at most %d losses", CKD_TRAIN_MAX_TERMS);
     for (size_t i = 0; i < json_array_size(losses); i++) {
@@ -311,8 +347,11 @@ static int check_needs(train_run *t, int has_teacher, int has_classes, ckd_error
 static int make_losses(train_run *t, ckd_error *err)
 {
     const json_t *losses = json_object_get(t->rj, "losses");
-    ckd_loss_dims dims = {.s_dim = ckd_model_embed_dim(t->student),
-                          .t_dim = t->teacher ? ckd_model_embed_dim(t->teacher) : t->tc.dim,
+    /* a classifier takes part through its features (clipkd/plugin.h) */
+    ckd_loss_dims dims = {.s_dim = t->s_feat ? ckd_model_feature_dim(t->student) : ckd_model_embed_dim(t->student),
+                          .t_dim = !t->teacher                       ? t->tc.dim
+                                   : t->t_kind == TEACHER_CLASSIFIER ? ckd_model_feature_dim(t->teacher)
+                                                                     : ckd_model_embed_dim(t->teacher),
                           .n_classes = t->n_classes};
     uint64_t seed = (uint64_t)train_num(t->rj, "seed", 0);
     for (size_t i = 0; i < json_array_size(losses); i++) {
@@ -369,7 +408,7 @@ static int make_loader(train_run *t, ckd_error *err)
     /* token rows for the towers that read captions: an image-only student's
      * teacher's, or CLIP's 77 when nothing reads them */
     int64_t T = t->s_image_only ? CKD_TOKENIZER_CONTEXT_LEN : si->context_length;
-    if (t->s_image_only && t->teacher)
+    if (t->s_image_only && t->teacher && t->t_kind == TEACHER_CLIP)
         T = ckd_model_get_info(t->teacher)->context_length;
     if (t->teacher) { /* live; the cache has the teacher's own preprocessing */
         const ckd_model_info *ti = ckd_model_get_info(t->teacher);
@@ -378,7 +417,7 @@ static int make_loader(train_run *t, ckd_error *err)
                                      "the teacher takes %lld-pixel images, the student %lld: a live teacher sees the "
                                      "student's pixels, so both must be the same",
                                      (long long)ti->image_size, (long long)si->image_size);
-        if (ti->context_length < T)
+        if (t->t_kind == TEACHER_CLIP && ti->context_length < T)
             T = ti->context_length; /* both towers read the same token rows */
     }
     ckd_loader_opts lo;
@@ -442,8 +481,10 @@ static int make_class_txt(train_run *t, ckd_error *err)
  * loaded for evaluation (only when there is an evaluation set). */
 static int image_only_checks(train_run *t, ckd_error *err)
 {
+    if (t->s_classifier || t->t_kind != TEACHER_CLIP) /* nothing here reads the teacher's text tower */
+        return 0;
     int64_t ds = ckd_model_embed_dim(t->student), dt = t->teacher ? ckd_model_embed_dim(t->teacher) : t->tc.dim;
-    if (!t->s_classifier && ds != dt && (t->needs & CKD_NEED_S_LOGITS))
+    if (ds != dt && (t->needs & CKD_NEED_S_LOGITS))
         return ckd_recipe_errorf(t->recipe, "student", err,
                                  "the image-only student embeds in %lld dimensions, the teacher in %lld: its"
                                  " zero-shot logits use the teacher's class prompts, so the widths must agree",
@@ -504,11 +545,13 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     t->s_image_only = !ckd_model_has_text(t->student);
     t->s_classifier = ckd_model_is_classifier(t->student);
+    t->s_feat = ckd_model_feature_dim(t->student) > 0;
     if (check_needs(t, teacher != NULL, has_classes, err))
         return -1;
     if (setup_tokenizer_and_ctx(t, err))
         return -1;
-    if (teacher && make_teacher(t, teacher, err))
+    /* The teacher's kind is known once it is set up: check again, exactly. */
+    if (teacher && (make_teacher(t, teacher, err) || check_needs(t, 1, has_classes, err)))
         return -1;
     if (teacher && t->s_image_only && image_only_checks(t, err))
         return -1;
@@ -516,7 +559,8 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     if (make_loader(t, err) || make_losses(t, err) || make_optimizer(t, err))
         return -1;
-    if (t->teacher && (t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) && make_class_txt(t, err))
+    if (t->teacher && t->t_kind == TEACHER_CLIP && (t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) &&
+        make_class_txt(t, err))
         return -1;
     if ((t->needs & CKD_NEED_S_LOGITS) && !t->s_image_only && make_student_prompts(t, err))
         return -1;
@@ -551,6 +595,7 @@ void train_free(train_run *t)
     for (int i = 0; i < t->n_assistants; i++) {
         ckd_rdm_free(t->assist_img[i]);
         ckd_rdm_free(t->assist_txt[i]);
+        ckd_st_close(t->assist_tc[i].st);
     }
     ckd_tokenizer_free(t->tok);
     ckd_ctx_free(t->ctx);

@@ -63,10 +63,10 @@ static ckd_tensor *zero_shot_logits(ckd_ctx *c, ckd_tensor *img_n, ckd_tensor *c
 
 /* The student's s_logits: its text tower runs on every class prompt in each
  * micro-batch, so that the loss trains both towers (and θ_s). */
-static ckd_tensor *student_logits(train_run *t, ckd_loss_batch *lb)
+static ckd_tensor *student_logits(train_run *t, ckd_loss_batch *lb, ckd_tensor *s_out)
 {
-    if (t->s_classifier)
-        return lb->s_img;
+    if (t->s_classifier) /* through the bottleneck when a loss reads it: the IBM decodes with the head */
+        return t->s_feat && lb->s_img_noisy ? ckd_model_classify(t->student, t->ctx, lb->s_img_noisy) : s_out;
     if (t->s_image_only) /* the teacher's class prompts and scale, fixed */
         return zero_shot_logits(t->ctx, lb->s_img_n, t->class_txt, lb->t_logit_scale);
     ckd_tensor *cls = train_prompt_ensemble(t->student, t->ctx, t->s_prompts, t->n_classes, t->s_prompt_nt,
@@ -80,20 +80,16 @@ static ckd_tensor *student_logits(train_run *t, ckd_loss_batch *lb)
 static int cached_teacher(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_error *err)
 {
     const train_tcache *tc = &t->tc;
-    int64_t n = b->n, D = tc->dim;
+    int64_t n = b->n, D = tc->dim, K = tc->n_logits;
+    int cls = t->t_kind == TEACHER_CLASSIFIER; /* features and logits, no captions */
     lb->t_img = ckd_tensor_new(t->ctx, 2, (int64_t[]){n, D});
-    lb->t_txt = ckd_tensor_new(t->ctx, 2, (int64_t[]){n, D});
-    if (ckd_ctx_check(t->ctx, err))
+    if (cls)
+        lb->t_logits = ckd_tensor_new(t->ctx, 2, (int64_t[]){n, K});
+    else
+        lb->t_txt = ckd_tensor_new(t->ctx, 2, (int64_t[]){n, D});
+    if (ckd_ctx_check(t->ctx, err) || train_tcache_rows(tc, b, lb->t_img->data, cls ? NULL : lb->t_txt->data,
+                                                        cls ? lb->t_logits->data : NULL, err))
         return -1;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t idx = b->indices[i], cap = b->captions[i] < 0 ? 0 : b->captions[i];
-        if (idx < 0 || idx >= tc->n || !tc->valid[idx] || tc->off[idx] + cap >= tc->off[idx + 1])
-            return ckd_errorf(err, "%s: no teacher embedding for sample %lld caption %lld (the sample could not be "
-                                   "read when the cache was built; remove the file to rebuild it)",
-                              tc->path, (long long)idx, (long long)cap);
-        memcpy(lb->t_img->data + i * D, tc->img + idx * D, (size_t)D * sizeof(float));
-        memcpy(lb->t_txt->data + i * D, tc->txt + (tc->off[idx] + cap) * D, (size_t)D * sizeof(float));
-    }
     lb->t_logit_scale = t->t_scale;
     return 0;
 }
@@ -107,8 +103,13 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
     memset(lb, 0, sizeof *lb);
     lb->struct_size = sizeof *lb;
     lb->n = n;
-    lb->s_img = ckd_model_encode_image(t->student, c, px, 1.0f, NULL);
+    ckd_tower_out so = {0};
+    ckd_tensor *s_out = ckd_model_encode_image(t->student, c, px, 1.0f, t->s_feat ? &so : NULL);
+    lb->s_img = t->s_feat ? so.pooled : s_out; /* a classifier takes part through its features */
     lb->s_img_n = normed(c, lb->s_img);
+    if (t->needs & CKD_NEED_S_IMG_NOISY) /* CIFD's bottleneck: U[−½, ½) noise while training */
+        lb->s_img_noisy =
+            t->ibm_noise && ckd_ctx_training(c) ? ckd_quantize(c, lb->s_img, CKD_QUANT_NOISE) : lb->s_img;
     if (!t->s_image_only) {
         lb->s_txt = ckd_model_encode_text(t->student, c, b->input_ids, n, T, NULL);
         lb->s_txt_n = normed(c, lb->s_txt);
@@ -127,7 +128,12 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
     if (t->teacher || t->tc.st) {
         /* a teacher is fixed and in eval mode (BatchNorm on its statistics) */
         int was = ckd_ctx_set_grad(c, 0), was_training = ckd_ctx_set_training(c, 0);
-        if (t->teacher) {
+        if (t->teacher && t->t_kind == TEACHER_CLASSIFIER) {
+            ckd_tower_out to = {0};
+            lb->t_logits = ckd_model_encode_image(t->teacher, c, px, 1.0f, &to);
+            lb->t_img = normed(c, to.pooled);
+            t->teacher_encoded += n;
+        } else if (t->teacher) {
             lb->t_img = normed(c, ckd_model_encode_image(t->teacher, c, px, 1.0f, NULL));
             lb->t_txt = normed(c, ckd_model_encode_text(t->teacher, c, b->input_ids, n, T, NULL));
             lb->t_logit_scale = ckd_model_logit_scale(t->teacher);
@@ -137,7 +143,7 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
             ckd_ctx_set_training(c, was_training);
             return -1;
         }
-        if (t->n_assistants && train_assistants_fill(t, lb, err)) {
+        if (t->n_assistants && train_assistants_fill(t, b, lb, err)) {
             ckd_ctx_set_grad(c, was);
             ckd_ctx_set_training(c, was_training);
             return -1;
@@ -150,7 +156,7 @@ static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_
         ckd_ctx_set_training(c, was_training);
     }
     if (t->needs & CKD_NEED_S_LOGITS) /* after the teacher: an image-only student uses its prompts */
-        lb->s_logits = student_logits(t, lb);
+        lb->s_logits = student_logits(t, lb, s_out);
     return ckd_ctx_check(c, err);
 }
 

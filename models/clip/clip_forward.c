@@ -110,7 +110,7 @@ ckd_tensor *clip_encode_image(void *state, ckd_ctx *c, ckd_tensor *pixels, float
                                 (double)keep_ratio);
         if (out)
             out->n_hidden = 0;
-        return rn_tower_forward(m->rn, c, pixels);
+        return rn_tower_forward(m->rn, c, pixels, NULL);
     }
     char s0[64];
     if (pixels->ndim != 4 || pixels->shape[1] != cfg->channels || pixels->shape[2] != cfg->image_size ||

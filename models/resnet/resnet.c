@@ -89,6 +89,8 @@ static void resnet_info(void *state, ckd_model_info *out)
         .vision_layers = m->tower->n_blocks,
         .vision_heads = c->heads,
         .towers = CKD_TOWER_IMAGE | (m->classifier ? CKD_TOWER_CLASSIFIER : 0),
+        /* the fc head runs alone on the pooled features (CIFD's bottleneck sits before it) */
+        .feature_dim = m->classifier && c->arch != RN_MODIFIED ? m->tower->feat_dim : 0,
     };
     size_t n = out->struct_size < sizeof i ? out->struct_size : sizeof i;
     uint32_t keep = out->struct_size;
@@ -103,7 +105,15 @@ static ckd_tensor *resnet_encode_image(void *state, ckd_ctx *c, ckd_tensor *pixe
         return ckd_ctx_fail(c, "resnet: patch masking (keep_ratio %g) needs a ViT image tower", keep_ratio);
     if (out)
         out->n_hidden = 0;
-    return rn_tower_forward(((resnet_model *)state)->tower, c, pixels);
+    return rn_tower_forward(((resnet_model *)state)->tower, c, pixels, out ? &out->pooled : NULL);
+}
+
+static ckd_tensor *resnet_classify(void *state, ckd_ctx *c, ckd_tensor *features)
+{
+    resnet_model *m = state;
+    if (!m->classifier || m->tower->cfg.arch == RN_MODIFIED)
+        return ckd_ctx_fail(c, "resnet: only a torchvision-form classifier has a separate head");
+    return rn_tower_head(m->tower, c, features);
 }
 
 /* A file, a sharded index, a PyTorch checkpoint, or a model directory
@@ -156,6 +166,7 @@ static const ckd_model_vtable resnet_vtable = {
     .save = resnet_save,
     .n_buffers = resnet_n_buffers,
     .buffer = resnet_buffer,
+    .classify = resnet_classify,
 };
 
 static const ckd_plugin_descriptor resnet_descriptor = {

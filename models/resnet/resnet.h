@@ -131,6 +131,11 @@ int rn_tower_add_buffers(rn_tower *t, ckd_st_writer *w, ckd_error *err);
 int rn_tower_is_buffer(const rn_tower *t, const char *name);
 
 /* resnet_forward.c: pixels [B, channels, image_size, image_size] -> [B, out_dim]. */
-ckd_tensor *rn_tower_forward(rn_tower *t, ckd_ctx *c, ckd_tensor *pixels);
+/* pixels -> the tower's output; *features (may be NULL) receives the
+ * torchvision form's global-average-pooled features [B, feat_dim], the fc
+ * head's input (NULL for the ModifiedResNet). */
+ckd_tensor *rn_tower_forward(rn_tower *t, ckd_ctx *c, ckd_tensor *pixels, ckd_tensor **features);
+/* The torchvision form's fc head alone: [B, feat_dim] -> [B, out_dim]. */
+ckd_tensor *rn_tower_head(rn_tower *t, ckd_ctx *c, ckd_tensor *features);
 
 #endif

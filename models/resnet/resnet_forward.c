@@ -86,7 +86,7 @@ static ckd_tensor *attnpool(ckd_ctx *c, const rn_tower *t, ckd_tensor *x)
     return ckd_linear(c, pooled, t->ap_c_w, t->ap_c_b);
 }
 
-ckd_tensor *rn_tower_forward(rn_tower *t, ckd_ctx *c, ckd_tensor *px)
+ckd_tensor *rn_tower_forward(rn_tower *t, ckd_ctx *c, ckd_tensor *px, ckd_tensor **features)
 {
     const rn_cfg *cfg = &t->cfg;
     if (!px || ckd_ctx_failed(c))
@@ -114,5 +114,13 @@ ckd_tensor *rn_tower_forward(rn_tower *t, ckd_ctx *c, ckd_tensor *px)
         x = block(c, t, &t->blocks[i], x);
     if (cfg->arch == RN_MODIFIED)
         return attnpool(c, t, x);
-    return ckd_linear(c, ckd_global_avgpool2d(c, x), t->fc_w, t->fc_b);
+    ckd_tensor *pooled = ckd_global_avgpool2d(c, x);
+    if (features)
+        *features = pooled;
+    return rn_tower_head(t, c, pooled);
+}
+
+ckd_tensor *rn_tower_head(rn_tower *t, ckd_ctx *c, ckd_tensor *features)
+{
+    return ckd_linear(c, features, t->fc_w, t->fc_b);
 }

@@ -37,10 +37,12 @@ FUZZ_TARGET(cache_entry)
     if (st) {
         tcache_arrays a;
         volatile float sum = 0;
-        if (!tcache_entry_check(st, "k", 4, 8, 1, &a, &err))
-            for (int64_t i = 0; i < a.n; i++)
-                for (int64_t j = a.off[i]; j < a.off[i + 1]; j++)
-                    sum += a.img[i * a.dim] * a.txt[j * a.dim] + (float)a.valid[i] + (float)a.labels[i];
+        int ok = !tcache_entry_check(st, "k", 4, 8, 1, 0, &a, &err);
+        for (int64_t i = 0; ok && i < a.n; i++)
+            for (int64_t j = a.off[i]; j < a.off[i + 1]; j++)
+                sum += a.img[i * a.dim] * a.txt[j * a.dim] + (float)a.valid[i] + (float)a.labels[i];
+        for (int64_t i = 0; ok && a.logits && i < a.n * a.n_logits; i++) /* [n, n_logits] when present */
+            sum += a.logits[i];
         ckd_st_close(st);
     }
     snprintf(dir, sizeof dir, "%s/cache", fuzz_dir());

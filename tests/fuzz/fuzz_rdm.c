@@ -28,8 +28,9 @@ FUZZ_TARGET(rdm)
         for (int64_t i = 0; x && i < 2 * d; i++)
             x[i] = 1.0f;
         ckd_rdm_report rep;
+        const int32_t labels[2] = {0, 0}; /* class 0 exists whenever the module has a head */
         if (x)
-            ckd_rdm_evaluate(r, x, 2, &rep, &err);
+            ckd_rdm_evaluate(r, x, labels, 2, &rep, &err);
         free(x);
         ckd_rdm_free(r);
     }

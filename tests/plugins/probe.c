@@ -51,7 +51,10 @@ static int save(const probe *s, const ckd_loss_batch *b, ckd_error *err)
         return ckd_errorf(err, "out of memory");
     int rc = add(w, "s_img_n", b->s_img_n, err) || add(w, "s_logit_scale", b->s_logit_scale, err) ||
                      add(w, "s_logits", b->s_logits, err) || add(w, "centroids", b->centroids, err) ||
-                     add(w, "t_logits", b->t_logits, err) ||
+                     add(w, "t_logits", b->t_logits, err) || add(w, "s_img", b->s_img, err) ||
+                     add(w, "t_img", b->t_img, err) ||
+                     (CKD_LOSS_BATCH_HAS(b, a_logits) &&
+                      (add(w, "a_img", b->a_img, err) || add(w, "a_logits", b->a_logits, err))) ||
                      ckd_st_writer_add_copy(w, "labels", CKD_DT_I32, 1, (int64_t[]){b->n}, b->labels, err) ||
                      ckd_st_writer_save(w, s->out, err)
                  ? -1

@@ -59,6 +59,12 @@ ckd_tensor *ckd_model_encode_image(ckd_model *m, ckd_ctx *c, ckd_tensor *pixels,
                                    ckd_tower_out *out);
 ckd_tensor *ckd_model_encode_text(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t B, int64_t T,
                                   ckd_tower_out *out);
+/* A classifier with a separate head (ckd_model_info.feature_dim > 0):
+ * encode_image's out->pooled are its features [B, F]; ckd_model_classify
+ * runs the head on features -> [B, K]. feature_dim is 0 for other models
+ * (and for plugins older than ABI minor 3), where classify fails. */
+int64_t ckd_model_feature_dim(const ckd_model *m);
+ckd_tensor *ckd_model_classify(ckd_model *m, ckd_ctx *c, ckd_tensor *features);
 
 /* Weights: a file, a sharded index, or a directory (see the plugin). */
 int ckd_model_load(ckd_model *m, const char *path, ckd_error *err);

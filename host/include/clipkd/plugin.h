@@ -37,8 +37,10 @@ extern "C" {
 #define CKD_PLUGIN_ABI_MAJOR 1
 /* Bumped when fields are appended to them (compatible both ways: see above).
  * 1: ckd_model_info.towers, ckd_model_vtable.n_buffers / buffer.
- * 2: ckd_loss_batch.n_assistants, a_img, a_txt, a_weight. */
-#define CKD_PLUGIN_ABI_MINOR 2
+ * 2: ckd_loss_batch.n_assistants, a_img, a_txt, a_weight.
+ * 3: ckd_model_info.feature_dim, ckd_model_vtable.classify;
+ *    ckd_loss_batch.s_img_noisy, a_logits; CKD_NEED_S_IMG_NOISY. */
+#define CKD_PLUGIN_ABI_MINOR 3
 /* The name of the one exported symbol. */
 #define CKD_PLUGIN_ENTRY "ckd_plugin_entry"
 
@@ -94,6 +96,14 @@ enum {
      * schema; the host reads it from the loss's validated parameters and
      * runs the student's image tower with keep_ratio = 1 − mask_ratio. */
     CKD_NEED_S_IMG_MASKED = 1u << 9,
+    /* s_img_noisy (ABI minor 3): the student's image embedding W through
+     * CIFD's information bottleneck, Ŵ = W + u with u ~ U[−½, ½) per element
+     * while training, W itself at inference. A loss that sets this bit
+     * declares the boolean parameter `ibm` (default true, in its schema);
+     * when it is false the host adds no noise. For a classifier student the
+     * bottleneck sits before its head: the run's s_logits are then the
+     * head's output on Ŵ (the IBM's decoder is the student's own head). */
+    CKD_NEED_S_IMG_NOISY = 1u << 10,
 };
 
 typedef struct ckd_loss_dims {
@@ -104,7 +114,11 @@ typedef struct ckd_loss_dims {
 
 /* One batch of N samples. Fields a recipe cannot provide are NULL. Student
  * tensors carry gradients back into the student; teacher tensors never
- * require gradients. */
+ * require gradients. A classifier with a separate head (feature_dim > 0)
+ * takes part through its penultimate features: as the student, s_img is
+ * its features [N, F] (Ds = F) and s_logits its head's output; as the
+ * teacher, t_img is its normalised features (Dt = F), t_logits its class
+ * logits, and it has no t_txt. */
 typedef struct ckd_loss_batch {
     uint32_t struct_size;      /* sizeof(ckd_loss_batch) as the host built it */
     int64_t n;
@@ -133,6 +147,11 @@ typedef struct ckd_loss_batch {
     int64_t n_assistants;
     ckd_tensor *a_img, *a_txt;
     const float *a_weight;
+    /* ABI minor 3. */
+    ckd_tensor *s_img_noisy;        /* [N, Ds] see CKD_NEED_S_IMG_NOISY */
+    /* [A, N, K] the assistants' class logits (modules with a class head,
+     * CIFD's classifier form; NULL otherwise) */
+    ckd_tensor *a_logits;
 } ckd_loss_batch;
 
 /* Does batch b (built by a host of any ABI minor) have field f? */
@@ -205,6 +224,10 @@ typedef struct ckd_model_info {
      * text tower (encode_text and logit_scale may be NULL); with
      * CKD_TOWER_CLASSIFIER its image output is class logits, not an embedding. */
     uint32_t towers;
+    /* Appended in ABI minor 3: a classifier's penultimate width F, when it
+     * can run its head on its own (classify below): encode_image then puts
+     * the head's input [B, F] in out->pooled. 0 otherwise. */
+    int64_t feature_dim;
 } ckd_model_info;
 
 enum {
@@ -255,6 +278,12 @@ typedef struct ckd_model_vtable {
      * gradient (requires_grad 0). Both NULL, or n_buffers returning 0, for none. */
     int (*n_buffers)(void *state);
     ckd_tensor *(*buffer)(void *state, int i);
+    /* ---- appended in ABI minor 3 ----
+     * A classifier's head alone: features [B, feature_dim] (what encode_image
+     * put in out->pooled, possibly altered, e.g. noised) -> class logits
+     * [B, embed_dim], on the tape like encode_image. NULL when the model has
+     * no separate head (feature_dim 0). */
+    ckd_tensor *(*classify)(void *state, ckd_ctx *c, ckd_tensor *features);
 } ckd_model_vtable;
 
 typedef struct ckd_plugin_descriptor {

@@ -13,7 +13,10 @@
  * 1 trains it alone on the teacher's embeddings with
  *     L = R · mse(X, X̂) + (1/N) Σ_i Σ_c −log q(Ŷ_ic)
  * (mse a mean over elements, the rate in nats per sample: cifd.md A2); a
- * larger R buys more rate for less distortion, a "bigger" assistant.
+ * larger R buys more rate for less distortion, a "bigger" assistant. A
+ * module with a class head (the classifier form, eq 5) adds
+ *     λ_CE · CE(V̂, labels) + λ_KL · τ² · KL(softmax(V̂_T/τ) ‖ softmax(V̂/τ))
+ * with V̂_T the teacher's class logits (A5: λ_CE = λ_KL = 1, τ = 2).
  *
  * Parameters (PyTorch's Linear layout, [out, in]): enc.weight/bias,
  * bottleneck.weight/bias, dec.weight/bias, head.weight/bias (with classes),
@@ -69,6 +72,12 @@ int ckd_rdm_forward(ckd_rdm *r, ckd_ctx *c, ckd_tensor *x, const float *noise, c
 ckd_tensor *ckd_rdm_loss(ckd_ctx *c, const ckd_rdm_out *o, ckd_tensor *x, double R, double *distortion,
                          double *rate);
 
+/* The classifier form's terms λ_CE · CE + λ_KL · KL_τ on o->logits (see
+ * above); t_logits [N, K] the teacher's. A scalar on the tape; *ce and *kl
+ * (either may be NULL) receive the two parts. */
+ckd_tensor *ckd_rdm_class_loss(ckd_ctx *c, const ckd_rdm_out *o, const int32_t *labels, ckd_tensor *t_logits,
+                               double lambda_ce, double lambda_kl, double tau, double *ce, double *kl);
+
 /* ---- stage 1 on an embedding matrix ---------------------------------------------- */
 typedef struct ckd_rdm_train_opts {
     double R;            /* rate-distortion trade-off (default 1) */
@@ -77,20 +86,28 @@ typedef struct ckd_rdm_train_opts {
     double lr;           /* default 1e-3, cosine-decayed to 0 */
     double weight_decay; /* on the Linear weights (default 0) */
     uint64_t seed;       /* batch order and noise (default 0) */
+    /* The classifier form, for a module with a class head: each row's label
+     * and the teacher's class logits [n, K] (both required then, NULL
+     * otherwise), and the weights of eq 5 (defaults 1, 1, τ 2). */
+    const int32_t *labels;
+    const float *teacher_logits;
+    double lambda_ce, lambda_kl, tau;
 } ckd_rdm_train_opts;
 void ckd_rdm_train_default_opts(ckd_rdm_train_opts *o);
 
 /* Rate and distortion of X under the RDM in inference mode (rounded
- * bottleneck): mse(X, X̂) and the mean −log q per sample in nats. */
+ * bottleneck): mse(X, X̂) and the mean −log q per sample in nats; with a
+ * class head and labels, the head's top-1 accuracy in [0, 1] (else −1). */
 typedef struct ckd_rdm_report {
-    double distortion, rate;
+    double distortion, rate, accuracy;
     int64_t n;
 } ckd_rdm_report;
 
 /* Trains on rows X [n, D] (row-major floats, e.g. a teacher-embedding cache).
  * Returns 0, or -1 with err set. */
 int ckd_rdm_train(ckd_rdm *r, const float *X, int64_t n, const ckd_rdm_train_opts *o, ckd_error *err);
-int ckd_rdm_evaluate(ckd_rdm *r, const float *X, int64_t n, ckd_rdm_report *rep, ckd_error *err);
+int ckd_rdm_evaluate(ckd_rdm *r, const float *X, const int32_t *labels, int64_t n, ckd_rdm_report *rep,
+                     ckd_error *err);
 
 /* ---- as a directory (an "rdm" run's final/) ------------------------------------- */
 /* dir/model.safetensors and dir/config.json {"rdm": {in_dim, hidden,
