@@ -81,6 +81,10 @@ fi
 # (the teacher's cached between calls) in _build/runs/.
 export CLIPKD_PLUGIN_PATH="$PWD/models/.libs:$PWD/losses/.libs" CLIPKD_DATA_DIR="$PWD/../models/clip"
 if [ "$mode" = table ]; then
+  # OpenMP threads that sleep when idle: on a 2-core machine the data
+  # loader's thread shares the cores, and spinning threads then cost the
+  # small ResNet runs half their time (results do not depend on it).
+  export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
   echo "== clipkd table $table $*"
   exec ./clipkd table "$table" --runs runs "$@"
 fi

@@ -10,8 +10,10 @@
  * input.s_txt [N, Ds]; input.t_img, input.t_txt [N, Dt];
  * input.student_logit_scale, input.teacher_logit_scale (scalars θ);
  * input.labels [N] (I32/I64); input.class_txt [K, Dt]; input.centroids [K, Dt];
- * input.s_logits, input.t_logits [N, K]; input.s_img_masked [N, Ds]; and an
- * owned parameter P is read from input.P when present.
+ * input.s_logits, input.t_logits [N, K]; input.s_img_masked [N, Ds];
+ * input.s_img_noisy [N, Ds]; the assistants' input.a_img, input.a_txt
+ * [A, N, Dt], input.a_logits [A, N, K] and input.a_weight [A]; and an owned
+ * parameter P is read from input.P when present.
  */
 #ifndef CLIPKD_LOSS_H
 #define CLIPKD_LOSS_H
@@ -43,8 +45,8 @@ const char *ckd_loss_needs_str(uint32_t needs, char *buf, size_t cap);
 ckd_tensor *ckd_loss_forward(ckd_loss *l, ckd_ctx *c, const ckd_loss_batch *b);
 
 /* `clipkd loss-eval`: writes "loss" and "grad.<name>" for every student
- * input present (s_img, s_txt, student_logit_scale, s_logits, s_img_masked)
- * and every owned parameter. */
+ * input present (s_img, s_txt, student_logit_scale, s_logits, s_img_masked,
+ * s_img_noisy) and every owned parameter. */
 int ckd_loss_eval_file(const ckd_plugin *p, const json_t *params, const char *inputs_path, const char *out_path,
                        ckd_error *err);
 
