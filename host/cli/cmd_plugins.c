@@ -67,7 +67,7 @@ static void show_params(const json_t *schema)
                      *en = json_object_get(s, "enum"), *desc = json_object_get(s, "description");
         printf("  %-12s %-8s", key, json_is_string(t) ? json_string_value(t) : "any");
         if (def) {
-            char *d = json_dumps(def, JSON_ENCODE_ANY);
+            char *d = json_dumps(def, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)); /* 0.005, not 0.0050000000000000001 */
             printf(" default %s", d ? d : "?");
             free(d);
         }
