@@ -6,6 +6,8 @@
  * a loss that needs the student's text tower refused before compute. */
 #include "config.h"
 
+#include "clipkd/data.h"
+#include "clipkd/loader.h"
 #include "train_test_util.h"
 
 /* A CIFAR-style ResNet classifier on 192 Fashion-MNIST test images. */
@@ -145,4 +147,81 @@ Test(train_image, text_losses_are_refused_for_an_image_only_student, .init = set
     struct stat sb;
     cr_expect_neq(stat(d, &sb), 0, "nothing is created");
     ckd_recipe_free(r);
+}
+
+/* A classifier is evaluated on its raw logits: top-1, and calibration from
+ * softmax(logits) — the confidence and the true-class probability on the
+ * images it gets wrong — as recomputed here from its outputs. */
+Test(train_image, classifier_calibration_is_on_its_logits, .init = setup, .fini = teardown, .timeout = 60)
+{
+    ckd_error err = {{0}};
+    json_t *cfg = json_pack("{s:s, s:s, s:s, s:[i, i], s:i, s:i, s:i}", "arch", "torchvision", "block", "basic",
+                            "stem", "cifar", "layers", 1, 1, "width", 8, "image_size", 28, "num_classes", 10);
+    ckd_model *m = ckd_model_new(ckd_registry_find(reg, CKD_PLUGIN_MODEL, "resnet", &err), cfg, "test", 1, 3, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    /* sharpen the random head so that the probabilities are far from uniform */
+    ckd_tensor *w = ckd_model_find_param(m, "fc.weight");
+    cr_assert_not_null(w);
+    for (int64_t i = 0; i < w->n; i++)
+        w->data[i] *= 20.0f;
+    json_t *spec = json_pack("{s:s, s:s, s:s, s:i}", "reader", "fashion-mnist", "split", "test", "dir", FMNIST_DIR,
+                             "limit", 48);
+    ckd_eval_result er;
+    cr_assert_eq(ckd_evaluate(m, spec, NULL, NULL, &er, &err), 0, "%s", err.msg);
+    cr_assert(er.has_zero_shot && er.has_calibration);
+
+    /* the same 48 images, in order, without augmentation */
+    ckd_dataset *ds = ckd_dataset_open(spec, NULL, &err);
+    cr_assert_not_null(ds, "%s", err.msg);
+    ckd_loader_opts lo;
+    ckd_loader_opts_init(&lo);
+    lo.batch_size = 48;
+    lo.shuffle = 0;
+    lo.epochs = 1;
+    lo.augment = 0;
+    lo.image_size = 28;
+    lo.threads = 1;
+    ckd_loader *l = ckd_loader_new(ds, &lo, &err);
+    cr_assert_not_null(l, "%s", err.msg);
+    const ckd_batch *b;
+    cr_assert_eq(ckd_loader_next(l, &b, &err), 0, "%s", err.msg);
+    ckd_ctx *c = ckd_ctx_new(0, 0, &err);
+    ckd_ctx_set_grad(c, 0);
+    ckd_tensor *px = ckd_tensor_from(c, 4, (int64_t[]){b->n, 3, 28, 28}, b->pixel_values);
+    ckd_tensor *z = ckd_model_encode_image(m, c, px, 1.0f, NULL);
+    cr_assert_not_null(z, "%s", ckd_ctx_error(c));
+    int right = 0, wrong = 0;
+    double conf = 0, truep = 0;
+    for (int64_t i = 0; i < b->n; i++) {
+        const float *r = z->data + i * 10;
+        int best = 0;
+        double mx = r[0], sum = 0;
+        for (int k = 1; k < 10; k++)
+            if (r[k] > r[best])
+                best = k, mx = r[k];
+        for (int k = 0; k < 10; k++)
+            sum += exp(r[k] - mx);
+        if (best == b->labels[i]) {
+            right++;
+        } else {
+            wrong++;
+            conf += 1.0 / sum;
+            truep += exp(r[b->labels[i]] - mx) / sum;
+        }
+    }
+    cr_log_info("48 images: %d right; wrong: confidence %.4f (%.4f), true class %.4f (%.4f)", right,
+                er.calibration.wrong_conf, conf / wrong, er.calibration.wrong_true_prob, truep / wrong);
+    cr_expect(fabs(er.zero_shot.top1 - right / 48.0) < 1e-9, "top-1 %g vs %g", er.zero_shot.top1, right / 48.0);
+    cr_assert_gt(wrong, 0);
+    cr_expect_eq(er.calibration.n_wrong, wrong);
+    cr_expect(fabs(er.calibration.wrong_conf - conf / wrong) < 1e-4, "wrong-label confidence %g, expected %g",
+              er.calibration.wrong_conf, conf / wrong);
+    cr_expect(fabs(er.calibration.wrong_true_prob - truep / wrong) < 1e-4, "true-class probability %g, expected %g",
+              er.calibration.wrong_true_prob, truep / wrong);
+    ckd_ctx_free(c);
+    ckd_loader_free(l);
+    ckd_dataset_close(ds);
+    json_decref(spec);
+    json_decref(cfg);
+    ckd_model_free(m);
 }

@@ -67,9 +67,11 @@ int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, 
     return 0;
 }
 
-/* Both of the below: features picks a classifier's features over its output. */
+/* The three below: features picks a classifier's features over its output;
+ * normalise, L2-normalised rows. */
 static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, int features,
-                       float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
+                       int normalise, float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out,
+                       ckd_error *err)
 {
     const ckd_model_info *info = ckd_model_get_info(m);
     ckd_loader_opts lo;
@@ -94,7 +96,9 @@ static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, 
         ckd_tensor *px = ckd_tensor_from(c, 4, shape, b->pixel_values);
         ckd_tower_out out = {0};
         ckd_tensor *y = ckd_model_encode_image(m, c, px, 1.0f, features ? &out : NULL);
-        ckd_tensor *e = ckd_l2_normalize(c, features ? out.pooled : y, 1e-12f);
+        ckd_tensor *e = features ? out.pooled : y;
+        if (normalise)
+            e = ckd_l2_normalize(c, e, 1e-12f);
         if (ckd_ctx_check(c, err)) {
             rc = ckd_error_prefix(err, "image embeddings");
             break;
@@ -114,13 +118,13 @@ static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, 
 int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
                         int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
 {
-    return encode_rows(m, c, ds, bs, on_error, 0, img, NULL, labels, index, n_out, err);
+    return encode_rows(m, c, ds, bs, on_error, 0, 1, img, NULL, labels, index, n_out, err);
 }
 
 int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
                           float *logits, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
 {
-    return encode_rows(m, c, ds, bs, on_error, 1, img, logits, labels, index, n_out, err);
+    return encode_rows(m, c, ds, bs, on_error, 1, 1, img, logits, labels, index, n_out, err);
 }
 
 int train_class_prompt_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const ckd_eval_opts *o, int64_t T,
@@ -309,10 +313,8 @@ static int zero_shot(ckd_model *m, const ckd_eval_opts *o, const float *img, con
                      const float *cls, int64_t K, ckd_eval_result *r, ckd_error *err)
 {
     int64_t D = ckd_model_embed_dim(m);
-    if (ckd_model_is_classifier(m)) { /* cls is the identity: its (normalised) logits rank the classes */
-        r->has_zero_shot = o->zero_shot && !ckd_zero_shot_eval(img, labels, n, cls, K, D, &r->zero_shot, err);
-        return o->zero_shot && !r->has_zero_shot ? -1 : 0;
-    }
+    /* a classifier: img holds its raw logits and cls is the identity, so z = logits */
+    int classifier = ckd_model_is_classifier(m);
     if (o->zero_shot) {
         if (ckd_zero_shot_eval(img, labels, n, cls, K, D, &r->zero_shot, err))
             return -1;
@@ -321,24 +323,28 @@ static int zero_shot(ckd_model *m, const ckd_eval_opts *o, const float *img, con
     if (!o->calibration)
         return 0;
     float *probs = malloc((size_t)(n * K) * sizeof *probs);
-    if (!probs)
+    double *z = malloc((size_t)K * sizeof *z); /* one row's logits, any number of classes */
+    if (!probs || !z) {
+        free(probs);
+        free(z);
         return ckd_errorf(err, "out of memory for %lld x %lld probabilities", (long long)n, (long long)K);
-    double lambda = exp(ckd_model_logit_scale(m)->data[0]);
+    }
+    double lambda = classifier ? 1.0 : exp(ckd_model_logit_scale(m)->data[0]);
     for (int64_t i = 0; i < n; i++) {
-        double mx = -INFINITY, sum = 0, z[1024];
-        int64_t kk = K < 1024 ? K : 1024;
-        for (int64_t k = 0; k < kk; k++) {
+        double mx = -INFINITY, sum = 0;
+        for (int64_t k = 0; k < K; k++) {
             double s = 0;
             for (int64_t d = 0; d < D; d++)
                 s += (double)img[i * D + d] * cls[k * D + d];
             z[k] = lambda * s;
             mx = fmax(mx, z[k]);
         }
-        for (int64_t k = 0; k < kk; k++)
+        for (int64_t k = 0; k < K; k++)
             sum += (z[k] = exp(z[k] - mx));
-        for (int64_t k = 0; k < kk; k++)
+        for (int64_t k = 0; k < K; k++)
             probs[i * K + k] = (float)(z[k] / sum);
     }
+    free(z);
     int rc = ckd_calibration_eval(probs, labels, n, K, o->calibration_bins, &r->calibration, err);
     free(probs);
     r->has_calibration = rc == 0;
@@ -390,7 +396,8 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
         ckd_errorf(err, "out of memory for %zu embeddings", N);
         goto out;
     }
-    if (train_encode_images(m, c, ds, o.batch_size, CKD_LOADER_FAIL, img, labels, index, &n, err))
+    /* a classifier's raw logits: softmax gives its probabilities (calibration) */
+    if (encode_rows(m, c, ds, o.batch_size, CKD_LOADER_FAIL, 0, !classifier, img, NULL, labels, index, &n, err))
         goto out;
     r->n_images = n;
     int has_labels = n > 0;
