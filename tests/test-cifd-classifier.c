@@ -210,6 +210,15 @@ Test(cifd_classifier, refusals, .init = setup, .fini = teardown, .timeout = 180)
                        "{\"extends\": \"rdm.json\", \"name\": \"rdm-clip\", \"teacher\": {\"recipe\": "
                        "\"clip-teacher.json\"}}",
                        "rdm.classes", "needs the image tower of a classifier teacher");
+    /* class sets that differ: a student, then a teacher, of 7 classes on 10-class data */
+    expect_run_refused("seven.json", "{\"extends\": \"student.json\", \"assistants\": [],"
+                                     " \"losses\": [{\"name\": \"ce\"}], \"student\": {\"config\": {\"num_classes\": 7}}}",
+                       "student", "the student classifies into 7 classes, the training data has 10");
+    expect_run_refused("by7.json", "{\"extends\": \"student.json\", \"assistants\": [], \"losses\": [{\"name\": \"kd\"}],"
+                                   " \"teacher\": {\"model\": \"resnet\", \"mode\": \"live\", \"recipe\": null,"
+                                   " \"config\": {\"arch\": \"torchvision\", \"block\": \"basic\", \"layers\": [1],"
+                                   " \"width\": 8, \"image_size\": 28, \"num_classes\": 7}}}",
+                       "teacher", "the teacher classifies into 7 classes, the training data has 10");
     /* a loss that reads the teacher's text */
     expect_run_refused("text.json", "{\"extends\": \"student.json\", \"assistants\": [],"
                                     " \"losses\": [{\"name\": \"ce\"}, {\"name\": \"vl\"}]}",

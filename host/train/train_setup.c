@@ -498,6 +498,18 @@ static int image_only_checks(train_run *t, ckd_error *err)
     return 0;
 }
 
+/* A classifier (student or teacher: role) of K outputs must classify the
+ * training data's classes, when its logits are read: a mismatch would only
+ * show as a shape error mid-step, or as labels it cannot predict. */
+static int class_count_checks(train_run *t, const char *role, int64_t K, ckd_error *err)
+{
+    if (!K || K == t->n_classes || !(t->needs & (CKD_NEED_S_LOGITS | CKD_NEED_T_LOGITS | CKD_NEED_LABELS)))
+        return 0;
+    return ckd_recipe_errorf(t->recipe, role, err,
+                             "the %s classifies into %lld classes, the training data has %lld (data.train)", role,
+                             (long long)K, (long long)t->n_classes);
+}
+
 /* What every run needs first: its thread count and its training data. */
 static int setup_threads_and_data(train_run *t, ckd_error *err)
 {
@@ -550,8 +562,13 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     if (setup_tokenizer_and_ctx(t, err))
         return -1;
+    if (class_count_checks(t, "student", t->s_classifier ? ckd_model_embed_dim(t->student) : 0, err))
+        return -1;
     /* The teacher's kind is known once it is set up: check again, exactly. */
     if (teacher && (make_teacher(t, teacher, err) || check_needs(t, 1, has_classes, err)))
+        return -1;
+    if (teacher && t->t_kind == TEACHER_CLASSIFIER &&
+        class_count_checks(t, "teacher", t->teacher ? ckd_model_embed_dim(t->teacher) : t->tc.n_logits, err))
         return -1;
     if (teacher && t->s_image_only && image_only_checks(t, err))
         return -1;
