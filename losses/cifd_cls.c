@@ -59,11 +59,10 @@ static int cifd_cls_create(const ckd_params *params, const ckd_loss_dims *dims, 
             return ckdl_fail_create(s, out);
         }
     }
-    s->option = ckd_params_bool(params, "ibm", 1); /* the bottleneck's density and rate term */
-    if (!s->option)
-        s->weight[W_I] = 0;
+    /* the bottleneck: its density (ibm.*) and rate term; without it neither exists */
+    int ibm = ckd_params_bool(params, "ibm", 1);
     if (ckdl_need_dims(s, 1, err) || ckdl_add_projections(s, 0, rng, err) ||
-        (s->option && ckdl_add_density(s, "ibm", rng, err)))
+        (ibm && ckdl_add_density(s, "ibm", rng, err)))
         return ckdl_fail_create(s, out);
     *out = s;
     return 0;
@@ -108,7 +107,7 @@ static ckd_tensor *cifd_cls_forward(void *state, ckd_ctx *c, const ckd_loss_batc
         double wk = kept(c, s) ? (double)b->a_weight[k] : 0.0;
         loss = ckd_add(c, loss, source(c, s, uhat, block(c, b->a_img, k), block(c, b->a_logits, k), b->s_logits, wk));
     }
-    if (s->option)
+    if (ckdl_find(s, "ibm", "matrices"))
         loss = ckd_add(c, loss, ckdl_rate(c, s, "ibm", w, s->weight[W_I]));
     return loss;
 }

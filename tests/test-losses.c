@@ -680,7 +680,6 @@ static int dropped_of(const char *params, int training, int draws, double *value
     ckd_ctx_set_training(c, training);
     ckd_ctx_set_grad(c, 0);
     ckd_rng r;
-    ckd_rng_seed(&r, 5);
     int dropped = 0;
     *value = 0;
     for (int k = 0; k < draws; k++) {

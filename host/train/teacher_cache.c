@@ -410,10 +410,11 @@ int train_tcache_rows(const train_tcache *tc, const ckd_batch *b, float *img, fl
                       ckd_error *err)
 {
     int64_t D = tc->dim, K = tc->n_logits;
+    if (logits && !tc->logits)
+        return ckd_errorf(err, "%s: the entry holds no class logits", tc->path);
     for (int64_t i = 0; i < b->n; i++) {
         int64_t idx = b->indices[i], cap = b->captions[i] < 0 || !txt ? 0 : b->captions[i];
-        if (idx < 0 || idx >= tc->n || !tc->valid[idx] || (txt && tc->off[idx] + cap >= tc->off[idx + 1]) ||
-            (logits && !tc->logits))
+        if (idx < 0 || idx >= tc->n || !tc->valid[idx] || (txt && tc->off[idx] + cap >= tc->off[idx + 1]))
             return ckd_errorf(err, "%s: no embedding for sample %lld caption %lld (the sample could not be read "
                                    "when the cache was built; remove the file to rebuild it)",
                               tc->path, (long long)idx, (long long)cap);
