@@ -113,6 +113,22 @@ Test(cifd_classifier, stage1_on_the_cache_then_the_student, .init = setup, .fini
     seen with = {0}, without = {0};
     run_into("student.json", NULL, 0, "student", on_event, &with);
     cr_expect_eq(with.encoded, 0, "the cached teacher ran %lld times", (long long)with.encoded);
+    /* The run's results carry its teacher run's own figures (a table's
+     * "teacher." metrics read them). */
+    json_t *sr = results("student"), *rec = json_object_get(sr, "teacher");
+    const char *trun = json_string_value(json_object_get(rec, "run"));
+    cr_assert(trun && !strncmp(trun, "teacher-", 8), "results.json has no teacher record");
+    char tres[600];
+    snprintf(tres, sizeof tres, "runs/%s", trun);
+    json_t *tr = results(tres);
+    cr_expect(json_equal(json_object_get(rec, "eval"), json_object_get(tr, "eval")), "the teacher's evaluation");
+    cr_expect(json_object_get(json_object_get(rec, "eval"), "calibration"), "a classifier teacher's calibration");
+    cr_expect_eq(json_integer_value(json_object_get(rec, "parameters")),
+                 json_integer_value(json_object_get(tr, "parameters")));
+    cr_expect_neq(json_integer_value(json_object_get(rec, "parameters")),
+                  json_integer_value(json_object_get(sr, "parameters")), "the teacher's count, not the student's");
+    json_decref(tr);
+    json_decref(sr);
     char p[600];
     snprintf(p, sizeof p, "%s/probe.safetensors", tmp);
     ckd_error err = {{0}};

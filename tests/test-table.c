@@ -113,6 +113,12 @@ Test(table_load, metric_value_not_an_evaluation_field)
     expect_load_error("bad/unknown-value.json", want, 2);
 }
 
+Test(table_load, plot_of_unknown_metric)
+{
+    const char *want[] = {"plots[1].x", "unknown metric \"teacher_size\"", "the table has: top1"};
+    expect_load_error("bad/plot-unknown-metric.json", want, 3);
+}
+
 Test(table_load, misspelt_key)
 {
     const char *want[] = {"profiles.mini", "seds", "did you mean \"seeds\""};
@@ -226,6 +232,28 @@ Test(table_recipe, metric_no_evaluation_provides)
     ckd_table_free(t);
 }
 
+/* A teacher's figure is read from the run's copy of its teacher's results:
+ * a row without a teacher (the student alone) has none, and is not an
+ * error, while the student's own metrics are still checked. */
+Test(table_recipe, teacher_metrics_on_a_row_without_teacher)
+{
+    ckd_table *t = load("plot.json");
+    ckd_error err;
+    for (size_t row = 0; row < 2; row++) {
+        ckd_recipe *r = ckd_table_row_recipe(t, "mini", row, 0, NULL, 0, any_plugin, NULL, &err);
+        cr_assert(r, "%s", err.msg);
+        cr_expect_eq(ckd_table_check_metrics(t, "mini", row, r, &err), 0, "row %zu: %s", row, err.msg);
+        ckd_recipe_free(r);
+    }
+    ckd_recipe *r = ckd_table_row_recipe(t, "mini", 0, 0, (const char *[]){"eval.zero_shot=false"}, 1, any_plugin,
+                                         NULL, &err);
+    cr_assert(r, "%s", err.msg);
+    cr_expect_neq(ckd_table_check_metrics(t, "mini", 0, r, &err), 0);
+    cr_expect(strstr(err.msg, "metrics[0].value"), "the student's own metric: %s", err.msg);
+    ckd_recipe_free(r);
+    ckd_table_free(t);
+}
+
 /* ---- summaries ------------------------------------------------------------------ */
 
 /* Outcomes of the tiny table: the baseline at 0.10 and 0.20 (mean 15%,
@@ -309,6 +337,17 @@ Test(table_summary, metric_value_from_results)
     cr_expect(ckd_table_metric_value(&m, res, &v) && v == 0.5);
     m.value = "calibration.ece";
     cr_expect(!ckd_table_metric_value(&m, res, &v));
+    m.value = "teacher.parameters";
+    cr_expect(!ckd_table_metric_value(&m, res, &v), "a run without a teacher record");
+    /* The teacher's figures, as the run copies them from its teacher's run. */
+    json_object_set_new(res, "parameters", json_integer(7));
+    json_object_set_new(res, "teacher", json_pack("{s:I, s:{s:{s:f}}}", "parameters", (json_int_t)1234, "eval",
+                                                  "calibration", "wrong_conf", 0.75));
+    cr_expect(ckd_table_metric_value(&m, res, &v) && v == 1234, "teacher.parameters, not the student's");
+    m.value = "teacher.calibration.wrong_conf";
+    cr_expect(ckd_table_metric_value(&m, res, &v) && v == 0.75);
+    m.value = "teacher.zero_shot.top1";
+    cr_expect(!ckd_table_metric_value(&m, res, &v), "not the student's top-1");
     json_decref(res);
 }
 
@@ -394,5 +433,83 @@ Test(table_render, svg_escapes_text)
     cr_expect(strstr(svg, ">A &amp; B &lt;c&gt;</text>") != NULL, "the row label, escaped");
     cr_expect(strstr(svg, "A & B") == NULL && strstr(svg, "<c>") == NULL, "no raw markup from the table");
     free(svg);
+    ckd_table_free(t);
+}
+
+/* The plot of student top-1 against teacher parameters: a line per group
+ * through its rows in the order of x, error bars, the row without a group
+ * as a dashed reference line, and the legend. */
+/* Outcomes of plot.json: rows alone, sup-s, sup-l, clip-s; per row two
+ * seeds of top1 and the teacher's size (none for the student alone). */
+static void fill_plot(ckd_table_outcome *o)
+{
+    memset(o, 0, 4 * sizeof *o);
+    const double top1[4][2] = {{0.80, 0.82}, {0.84, 0.86}, {0.83, 0.85}, {0.85, 0.85}};
+    const double size[4] = {0, 1000, 10000, 5000000};
+    for (int r = 0; r < 4; r++) {
+        o[r].status = CKD_TABLE_DONE;
+        o[r].n = 2;
+        for (int s = 0; s < 2; s++) {
+            o[r].value[0][s] = top1[r][s], o[r].has[0][s] = 1;
+            o[r].value[1][s] = size[r], o[r].has[1][s] = r > 0;
+        }
+    }
+}
+
+Test(table_render, svg_plot_by_group)
+{
+    ckd_table *t = load("plot.json");
+    ckd_table_outcome o[4];
+    fill_plot(o);
+    o[3].value[1][0] = o[3].value[1][1] = 5000;
+    int sel[4] = {1, 1, 1, 1};
+    ckd_error err;
+    char *svg = ckd_table_render(t, "mini", o, sel, CKD_TABLE_SVG, &err);
+    cr_assert(svg, "%s", err.msg);
+    cr_expect(strstr(svg, "student top-1 (%) against teacher parameters") != NULL, "%s", svg);
+    cr_expect(strstr(svg, "teacher parameters (log scale)") != NULL);
+    cr_expect(strstr(svg, "<title>supervised S: 1000, 85.00 ± 1.41</title>") != NULL, "%s", svg);
+    cr_expect(strstr(svg, "<title>supervised L: 10000, 84.00 ± 1.41</title>") != NULL);
+    cr_expect(strstr(svg, "<title>CLIP S: 5000, 85.00 ± 0.00</title>") != NULL);
+    cr_expect(strstr(svg, "stroke-dasharray=\"6 4\"/><text") != NULL && strstr(svg, ">student alone</text>"),
+              "the reference line");
+    cr_expect(strstr(svg, ">supervised</text>") && strstr(svg, ">CLIP</text>"), "the legend");
+    /* The supervised line has two points, left to right (1000 before 10000). */
+    const char *pl = strstr(svg, "<polyline");
+    cr_assert(pl);
+    double x1, y1, x2, y2;
+    cr_assert_eq(sscanf(strstr(pl, "points=\"") + 8, "%lf,%lf %lf,%lf", &x1, &y1, &x2, &y2), 4);
+    cr_expect(x1 < x2 && y1 < y2, "85%% sits above 84%% (smaller y), at the smaller x");
+    /* On a log axis 5000 sits at log10(5)/1 of the way from 1000 to 10000. */
+    const char *c = strstr(svg, "<title>CLIP S");
+    const char *circ = c;
+    while (circ > svg && strncmp(circ, "<circle", 7))
+        circ--;
+    double cx;
+    cr_assert_eq(sscanf(circ, "<circle cx=\"%lf\"", &cx), 1);
+    cr_expect_float_eq((cx - x1) / (x2 - x1), log10(5.0), 2e-3);
+    free(svg);
+    ckd_table_free(t);
+}
+
+/* A study the paper gives no figures for: no paper columns, our Δ only for
+ * the metric that has one, parameter counts without decimals, and one line
+ * instead of a "none to compare" per metric. */
+Test(table_render, markdown_without_paper_figures)
+{
+    ckd_table *t = load("plot.json");
+    ckd_table_outcome o[4];
+    fill_plot(o);
+    int sel[4] = {1, 1, 1, 1};
+    ckd_error err;
+    char *md = ckd_table_render(t, "mini", o, sel, CKD_TABLE_MD, &err);
+    cr_assert(md, "%s", err.msg);
+    cr_expect(strstr(md, "| row | student top-1 (%), ours | n | Δ ours | teacher parameters, ours | n | teacher "
+                         "wrong-label confidence (%), ours | n |\n|---|---:|---:|---:|---:|---:|---:|---:|\n") != NULL,
+              "%s", md);
+    cr_expect(strstr(md, "| CLIP S | 85.00 ± 0.00 | 2 | +4.00 | 5000000 ± 0 | 2 | — | 0 |") != NULL, "%s", md);
+    cr_expect(strstr(md, "| student alone | 81.00 ± 1.41 | 2 | — | — | 0 | — | 0 |") != NULL, "%s", md);
+    cr_expect(strstr(md, "no orderings to check") != NULL && strstr(md, "none to compare") == NULL, "%s", md);
+    free(md);
     ckd_table_free(t);
 }

@@ -17,12 +17,16 @@
 /* The figures a metric may read, as the evaluation writes them into
  * results.json (host/train/evaluate.c, ckd_eval_result_json), and the
  * student's parameter count and training time (and with assistants' stage 1,
- * pipeline time) that results.json records beside them. */
+ * pipeline time) that results.json records beside them; "teacher." reads the
+ * same figures of the run's teacher (teacher.recipe), which the run copies
+ * from the teacher run's results.json into its own. */
 #define METRIC_VALUES                                                                                  \
     "\"zero_shot.top1\", \"zero_shot.top5\", \"retrieval.i2t_r1\", \"retrieval.i2t_r5\", "             \
     "\"retrieval.i2t_r10\", \"retrieval.t2i_r1\", \"retrieval.t2i_r5\", \"retrieval.t2i_r10\", "       \
     "\"calibration.ece\", \"calibration.wrong_conf\", \"calibration.wrong_true_prob\", \"parameters\", "     \
-    "\"train_seconds\", \"pipeline_seconds\""
+    "\"train_seconds\", \"pipeline_seconds\", \"teacher.zero_shot.top1\", \"teacher.zero_shot.top5\", "       \
+    "\"teacher.calibration.ece\", \"teacher.calibration.wrong_conf\", "                                 \
+    "\"teacher.calibration.wrong_true_prob\", \"teacher.parameters\""
 
 static const char table_schema[] =
     "{\"type\": \"object\", \"required\": [\"name\", \"source\", \"metrics\", \"profiles\", \"rows\"],"
@@ -41,6 +45,10 @@ static const char table_schema[] =
     "      \"value\": {\"type\": \"string\", \"enum\": [" METRIC_VALUES "]},"
     "      \"scale\": {\"type\": \"number\", \"exclusiveMinimum\": 0, \"default\": 100}}}},"
     "  \"baseline\": {\"type\": \"string\"},"
+    "  \"plots\": {\"type\": \"array\", \"items\": {\"type\": \"object\","
+    "    \"required\": [\"x\", \"y\"], \"properties\": {"
+    "      \"x\": {\"type\": \"string\"}, \"y\": {\"type\": \"string\"},"
+    "      \"title\": {\"type\": \"string\"}, \"log_x\": {\"type\": \"boolean\", \"default\": false}}}},"
     "  \"profiles\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"object\","
     "    \"required\": [\"recipe\"], \"properties\": {"
     "      \"recipe\": {\"type\": \"string\"}, \"description\": {\"type\": \"string\"},"
@@ -53,6 +61,7 @@ static const char table_schema[] =
     "      \"id\": {\"type\": \"string\"}, \"label\": {\"type\": \"string\"},"
     "      \"note\": {\"type\": \"string\"}, \"recipe\": {\"type\": \"string\"},"
     "      \"baseline\": {\"type\": \"string\"}, \"blocked\": {\"type\": \"string\"},"
+    "      \"group\": {\"type\": \"string\"},"
     "      \"set\": {\"type\": \"object\", \"additionalProperties\": true},"
     "      \"profiles\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"object\","
     "                     \"additionalProperties\": true}},"
@@ -71,6 +80,8 @@ struct ckd_table {
     int baseline;
     const char *profiles[MAX_PROFILES];
     size_t n_profiles;
+    table_plot plots[TABLE_MAX_PLOTS];
+    size_t n_plots;
 };
 
 static const char *str(const json_t *o, const char *k)
@@ -145,6 +156,17 @@ static int unknown_name(const ckd_table *t, const char *at, const char *kind, co
     return t ? errorf_at(t, at, err, what) : ckd_errorf(err, "%s", what);
 }
 
+/* A metric id named at json path `at`: its index into *out, or an error. */
+static int metric_named(const ckd_table *t, const char *id, const char *at, int *out, ckd_error *err)
+{
+    if ((*out = metric_index(t, id)) >= 0)
+        return 0;
+    const char *ids[CKD_TABLE_MAX_METRICS];
+    for (size_t j = 0; j < t->n_metrics; j++)
+        ids[j] = t->metrics[j].id;
+    return unknown_name(t, at, "metric", id, ids, t->n_metrics, err);
+}
+
 static int load_row(ckd_table *t, size_t i, const json_t *r, ckd_error *err)
 {
     ckd_table_row *x = &t->rows[i];
@@ -153,6 +175,7 @@ static int load_row(ckd_table *t, size_t i, const json_t *r, ckd_error *err)
     x->label = str(r, "label") ? str(r, "label") : x->id;
     x->note = str(r, "note");
     x->blocked = str(r, "blocked");
+    x->group = str(r, "group");
     t->row_json[i] = r;
     for (size_t j = 0; j < i; j++)
         if (!strcmp(t->rows[j].id, x->id)) {
@@ -164,14 +187,10 @@ static int load_row(ckd_table *t, size_t i, const json_t *r, ckd_error *err)
     const json_t *v;
     json_object_foreach((json_t *)json_object_get(r, "paper"), k, v)
     {
-        int m = metric_index(t, k);
+        int m;
         snprintf(at, sizeof at, "rows[%zu].paper.%s", i, k);
-        if (m < 0) {
-            const char *ids[CKD_TABLE_MAX_METRICS];
-            for (size_t j = 0; j < t->n_metrics; j++)
-                ids[j] = t->metrics[j].id;
-            return unknown_name(t, at, "metric", k, ids, t->n_metrics, err);
-        }
+        if (metric_named(t, k, at, &m, err))
+            return -1;
         x->has_paper[m] = 1;
         x->paper[m] = json_number_value(v);
     }
@@ -189,6 +208,37 @@ static int load_row(ckd_table *t, size_t i, const json_t *r, ckd_error *err)
     return 0;
 }
 
+static int load_plots(ckd_table *t, ckd_error *err)
+{
+    const json_t *ps = json_object_get(t->root, "plots"), *p;
+    size_t i;
+    char at[64], what[128];
+    if (json_array_size(ps) > TABLE_MAX_PLOTS) {
+        snprintf(what, sizeof what, "expected at most %d plots, got %zu", TABLE_MAX_PLOTS, json_array_size(ps));
+        return errorf_at(t, "plots", err, what);
+    }
+    json_array_foreach(ps, i, p)
+    {
+        table_plot *x = &t->plots[i];
+        snprintf(at, sizeof at, "plots[%zu].x", i);
+        if (metric_named(t, str(p, "x"), at, &x->x, err))
+            return -1;
+        snprintf(at, sizeof at, "plots[%zu].y", i);
+        if (metric_named(t, str(p, "y"), at, &x->y, err))
+            return -1;
+        x->title = str(p, "title");
+        x->log_x = json_is_true(json_object_get(p, "log_x"));
+    }
+    t->n_plots = json_array_size(ps);
+    return 0;
+}
+
+size_t table_plots(const ckd_table *t, const table_plot **out)
+{
+    *out = t->plots;
+    return t->n_plots;
+}
+
 static int load_profiles(ckd_table *t, ckd_error *err)
 {
     const char *name;
@@ -204,13 +254,12 @@ static int load_profiles(ckd_table *t, ckd_error *err)
         t->profiles[t->n_profiles++] = name;
         const json_t *ms = json_object_get(p, "metrics"), *m;
         size_t i;
-        json_array_foreach(ms, i, m) if (metric_index(t, json_string_value(m)) < 0)
+        json_array_foreach(ms, i, m)
         {
-            const char *ids[CKD_TABLE_MAX_METRICS];
-            for (size_t j = 0; j < t->n_metrics; j++)
-                ids[j] = t->metrics[j].id;
+            int idx;
             snprintf(at, sizeof at, "profiles.%s.metrics[%zu]", name, i);
-            return unknown_name(t, at, "metric", json_string_value(m), ids, t->n_metrics, err);
+            if (metric_named(t, json_string_value(m), at, &idx, err))
+                return -1;
         }
         char file[PATH_MAX];
         table_relative(t, str(p, "recipe"), file, sizeof file);
@@ -288,7 +337,7 @@ ckd_table *ckd_table_load(const char *path, ckd_error *err)
     }
     int rc = ckd_schema_apply(schema, t->root, path, "", ckd_json_source_locate, t->src, err);
     json_decref(schema);
-    if (rc || load_metrics(t, err) || load_profiles(t, err) || load_rows(t, err))
+    if (rc || load_metrics(t, err) || load_profiles(t, err) || load_rows(t, err) || load_plots(t, err))
         goto fail;
     return t;
 fail:
@@ -456,6 +505,13 @@ ckd_recipe *ckd_table_row_recipe(const ckd_table *t, const char *profile, size_t
     return rc;
 }
 
+/* Whether a metric value is a field beside "eval" in results.json rather
+ * than in it (after any "teacher." prefix). */
+static int beside_eval(const char *v)
+{
+    return !strcmp(v, "parameters") || strstr(v, "_seconds");
+}
+
 int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row, const ckd_recipe *r,
                             ckd_error *err)
 {
@@ -469,7 +525,11 @@ int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row,
         if (!p.metric_on[m])
             continue;
         const char *v = t->metrics[m].value;
-        if (!strcmp(v, "parameters") || strstr(v, "_seconds")) /* every run records them */
+        /* The teacher run's own evaluation, which a run with teacher.recipe
+         * copies; a row without one (the student alone) has no figure. */
+        if (!strncmp(v, "teacher.", 8))
+            continue;
+        if (beside_eval(v)) /* every run records them */
             continue;
         size_t part = strcspn(v, ".");
         char section[32];
@@ -492,11 +552,14 @@ int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row,
 
 int ckd_table_metric_value(const ckd_table_metric *m, const json_t *results, double *out)
 {
-    const json_t *v = json_object_get(results, "eval");
-    if (!strcmp(m->value, "parameters") || strstr(m->value, "_seconds"))
-        v = results;
+    const char *path = m->value;
+    if (!strncmp(path, "teacher.", 8)) {
+        results = json_object_get(results, "teacher");
+        path += 8;
+    }
+    const json_t *v = beside_eval(path) ? results : json_object_get(results, "eval");
     char key[64];
-    for (const char *p = m->value; v && *p;) {
+    for (const char *p = path; v && *p;) {
         size_t n = strcspn(p, ".");
         snprintf(key, sizeof key, "%.*s", (int)n, p);
         v = json_object_get(v, key);

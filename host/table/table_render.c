@@ -3,6 +3,7 @@
  * std over n seeds, the paper's, and both deltas against the baseline row. */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,26 +49,58 @@ static void md_source(tbuf *b, const ckd_table *t, const ckd_table_profile *p, i
     tbuf_printf(b, ".\n\n");
 }
 
-static void md_cell(tbuf *b, const ckd_table_cell *c, const ckd_table_outcome *o)
+/* Which of a metric's optional columns the Markdown table shows: the
+ * paper's figure and Δ only when some row has one (a study the paper gives
+ * no figures for is not a grid of dashes), our Δ only when some row has it. */
+typedef struct md_cols {
+    int paper, delta;
+} md_cols;
+
+static md_cols md_cols_of(const ckd_table *t, const ckd_table_outcome *o, const int *sel, size_t m)
+{
+    md_cols k = {0, 0};
+    for (size_t r = 0; r < ckd_table_n_rows(t); r++) {
+        if (!sel[r])
+            continue;
+        ckd_table_cell c;
+        ckd_table_cell_of(t, o, sel, r, m, &c);
+        k.paper |= c.has_paper;
+        k.delta |= c.has_delta;
+    }
+    return k;
+}
+
+/* Two decimals, or none past 10,000 (a parameter count). */
+static void md_num(tbuf *b, const char *fmt_sign, double v)
+{
+    if (fabs(v) >= 1e4)
+        tbuf_printf(b, fmt_sign[0] == '+' ? " %+.0f |" : " %.0f |", v);
+    else
+        tbuf_printf(b, fmt_sign[0] == '+' ? " %+.2f |" : " %.2f |", v);
+}
+
+static void md_cell(tbuf *b, const ckd_table_cell *c, const ckd_table_outcome *o, md_cols k)
 {
     if (c->n == 0)
         tbuf_printf(b, " %s |", o->status == CKD_TABLE_DONE ? "—" : status_word(o->status));
+    else if (c->n > 1 && fabs(c->mean) >= 1e4)
+        tbuf_printf(b, " %.0f ± %.0f |", c->mean, c->std);
     else if (c->n > 1)
         tbuf_printf(b, " %.2f ± %.2f |", c->mean, c->std);
     else
-        tbuf_printf(b, " %.2f |", c->mean);
+        md_num(b, "", c->mean);
     tbuf_printf(b, " %d |", c->n);
-    if (c->has_paper)
-        tbuf_printf(b, " %.2f |", c->paper);
-    else
+    if (k.paper && c->has_paper)
+        md_num(b, "", c->paper);
+    else if (k.paper)
         tbuf_printf(b, " — |");
-    if (c->has_delta)
-        tbuf_printf(b, " %+.2f |", c->delta);
-    else
+    if (k.delta && c->has_delta)
+        md_num(b, "+", c->delta);
+    else if (k.delta)
         tbuf_printf(b, " — |");
-    if (c->has_paper_delta)
-        tbuf_printf(b, " %+.2f |", c->paper_delta);
-    else
+    if (k.paper && c->has_paper_delta)
+        md_num(b, "+", c->paper_delta);
+    else if (k.paper)
         tbuf_printf(b, " — |");
 }
 
@@ -144,12 +177,16 @@ static char *render_md(const ckd_table *t, const ckd_table_profile *p, const ckd
             continue;
         char title[160];
         table_metric_title(ckd_table_metric_at(t, m), title, sizeof title);
-        tbuf_printf(&b, " %s, ours | n | paper | Δ ours | Δ paper |", title);
+        md_cols k = md_cols_of(t, o, sel, m);
+        tbuf_printf(&b, " %s, ours | n |%s%s%s", title, k.paper ? " paper |" : "", k.delta ? " Δ ours |" : "",
+                    k.paper ? " Δ paper |" : "");
     }
     tbuf_printf(&b, "\n|---|");
     for (size_t m = 0; m < nm; m++)
-        if (p->metric_on[m])
-            tbuf_printf(&b, "---:|---:|---:|---:|---:|");
+        if (p->metric_on[m]) {
+            md_cols k = md_cols_of(t, o, sel, m);
+            tbuf_printf(&b, "---:|---:|%s%s%s", k.paper ? "---:|" : "", k.delta ? "---:|" : "", k.paper ? "---:|" : "");
+        }
     tbuf_printf(&b, "\n");
     for (size_t r = 0; r < nr; r++) {
         if (!sel[r])
@@ -160,7 +197,7 @@ static char *render_md(const ckd_table *t, const ckd_table_profile *p, const ckd
                 continue;
             ckd_table_cell c;
             ckd_table_cell_of(t, o, sel, r, m, &c);
-            md_cell(&b, &c, &o[r]);
+            md_cell(&b, &c, &o[r], md_cols_of(t, o, sel, m));
         }
         tbuf_printf(&b, "\n");
     }
@@ -168,7 +205,12 @@ static char *render_md(const ckd_table *t, const ckd_table_profile *p, const ckd
     for (size_t r = 0; r < nr; r++)
         if (sel[r] && (o[r].status == CKD_TABLE_FAILED || o[r].status == CKD_TABLE_BLOCKED))
             tbuf_printf(&b, "%s %s: %s.\n", ckd_table_row_at(t, r)->label, status_word(o[r].status), o[r].reason);
+    int any_paper = 0;
     for (size_t m = 0; m < nm; m++)
+        any_paper |= p->metric_on[m] && md_cols_of(t, o, sel, m).paper;
+    if (!any_paper)
+        tbuf_printf(&b, "The paper gives no figures for these rows: there are no orderings to check.\n");
+    for (size_t m = 0; m < nm && any_paper; m++)
         if (p->metric_on[m])
             md_orderings(&b, t, o, sel, m);
     return tbuf_finish(&b, err);

@@ -22,7 +22,7 @@
 #define OURS "#2b6cb0"
 #define PAPER "#dd8452"
 
-static void xml_text(tbuf *b, const char *s)
+void table_xml_text(tbuf *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '&')
@@ -36,8 +36,7 @@ static void xml_text(tbuf *b, const char *s)
     }
 }
 
-/* A tick step of 1, 2 or 5 times a power of ten giving about five ticks. */
-static double tick_step(double range)
+double table_tick_step(double range)
 {
     if (!(range > 0))
         return 1;
@@ -58,9 +57,9 @@ static double ypix(const panel *p, double v)
 
 static void axis(tbuf *b, const panel *p, int width, const char *title)
 {
-    double step = tick_step(p->hi - p->lo);
+    double step = table_tick_step(p->hi - p->lo);
     tbuf_printf(b, "<text x=\"%d\" y=\"%d\" font-weight=\"bold\">", LEFT, p->y0 - 10);
-    xml_text(b, title);
+    table_xml_text(b, title);
     tbuf_printf(b, "</text>\n");
     for (double v = ceil(p->lo / step) * step; v <= p->hi + step * 1e-9; v += step) {
         double y = ypix(p, v);
@@ -153,7 +152,7 @@ static int metric_charts(tbuf *b, const ckd_table *t, const ckd_table_outcome *o
         for (int k = 0; k < 2; k++) {
             tbuf_printf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">", x + BAR,
                         (k ? pd.y0 : pv.y0) + PANEL_H + 16);
-            xml_text(b, ckd_table_row_at(t, r)->label);
+            table_xml_text(b, ckd_table_row_at(t, r)->label);
             tbuf_printf(b, "</text>\n");
         }
         if (!c.n && o[r].status != CKD_TABLE_DONE)
@@ -182,7 +181,9 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
     int title_w = LEFT + 20 + 9 * (int)(strlen(ckd_table_title(t)) + strlen(profile) + 12);
     if (width < title_w)
         width = title_w;
-    int height = 60 + charts * 2 * (TOP + PANEL_H + BOTTOM) + 30;
+    if (table_svg_plots_height(t) && width < table_svg_plots_width())
+        width = table_svg_plots_width();
+    int height = 60 + charts * 2 * (TOP + PANEL_H + BOTTOM) + table_svg_plots_height(t) + 30;
     tbuf b = {0};
     tbuf_printf(&b,
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -191,9 +192,9 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
                 "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
                 "<text x=\"%d\" y=\"22\" font-size=\"15\" font-weight=\"bold\">",
                 width, height, width, height, LEFT);
-    xml_text(&b, ckd_table_title(t));
+    table_xml_text(&b, ckd_table_title(t));
     tbuf_printf(&b, " — profile ");
-    xml_text(&b, profile);
+    table_xml_text(&b, profile);
     tbuf_printf(&b,
                 "</text>\n"
                 "<rect x=\"%d\" y=\"32\" width=\"12\" height=\"12\" fill=\"" OURS "\"/>"
@@ -205,6 +206,7 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
     for (size_t m = 0; m < ckd_table_n_metrics(t); m++)
         if (p.metric_on[m])
             y += metric_charts(&b, t, o, sel, m, y, width);
+    table_svg_plots(&b, t, o, sel, y);
     tbuf_printf(&b, "</svg>\n");
     return tbuf_finish(&b, err);
 }

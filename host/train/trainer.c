@@ -347,6 +347,33 @@ static int checkpoint(train_run *t, loop_state *ls, ckd_error *err)
     return train_checkpoint_save(t, len < 0 ? 0 : len, err);
 }
 
+/* The teacher run's own figures (teacher.recipe: its run is the parent of
+ * teacher_dir, .../final), copied into the run's results so that a table
+ * can set a student's figures beside its teacher's (a capacity-gap study)
+ * from one file. A teacher run without readable results adds nothing. */
+static void add_teacher_results(const train_run *t, json_t *res)
+{
+    char dir[TRAIN_PATH_MAX], file[TRAIN_PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s", t->teacher_dir);
+    char *slash = strrchr(dir, '/');
+    if (!t->teacher_dir[0] || !slash)
+        return;
+    *slash = 0;
+    snprintf(file, sizeof file, "%s/results.json", dir);
+    json_t *tr = json_load_file(file, 0, NULL);
+    if (json_is_object(tr)) {
+        const char *run = strrchr(dir, '/');
+        json_t *rec = json_object();
+        json_object_set_new(rec, "run", json_string(run ? run + 1 : dir));
+        static const char *const keep[] = {"name", "recipe_hash", "parameters", "eval"};
+        for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+            if (json_object_get(tr, keep[i]))
+                json_object_set(rec, keep[i], json_object_get(tr, keep[i]));
+        json_object_set_new(res, "teacher", rec);
+    }
+    json_decref(tr);
+}
+
 static int finish(train_run *t, loop_state *ls, ckd_error *err)
 {
     /* Training wall time of this process (a resumed run counts from its
@@ -373,6 +400,7 @@ static int finish(train_run *t, loop_state *ls, ckd_error *err)
      * (CIFD's cost counts it; the teacher, shared by every method, is not). */
     json_object_set_new(res, "train_seconds", json_real(train_s));
     json_object_set_new(res, "pipeline_seconds", json_real(train_s + t->assist_seconds));
+    add_teacher_results(t, res);
     int rc = train_write_json(t->dir, "results.json", res, err);
     json_decref(res);
     return rc;

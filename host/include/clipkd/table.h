@@ -57,6 +57,10 @@ typedef struct ckd_table_row {
     int baseline;
     /* Why the row cannot run yet (the row's "blocked"), or NULL. */
     const char *blocked;
+    /* The series the row belongs to in the table's plots (the row's "group":
+     * e.g. the teacher's kind), or NULL: a row without one is drawn as a
+     * horizontal reference line. */
+    const char *group;
 } ckd_table_row;
 
 typedef struct ckd_table_profile {
