@@ -491,3 +491,90 @@ Test(data_loader, ready_made_tensors)
     tdu_rmrf(dir);
     free(dir);
 }
+
+/* Replayed views (teacher.views): each sample has `views` fixed crops,
+ * drawn from (view, index) whatever the epoch and the seed; each epoch picks
+ * one by the seed. A loader fixed on view v (how the teacher-embedding cache
+ * is computed) gives exactly the pixels training gives for view v. */
+Test(data_loader, replayed_views)
+{
+    enum { N = 48, E = 8, V = 3, PX = 3 * 28 * 28 };
+    ckd_dataset *ds = fmnist(N);
+    ckd_loader_opts o;
+    ckd_loader_opts_init(&o);
+    o.batch_size = N;
+    o.image_size = 28;
+    o.shuffle = 0;
+    o.epochs = E;
+    o.seed = 7;
+    o.scale_lo = 0.3f; /* crops that differ visibly */
+    o.hflip = 1;
+    o.views = V;
+    static float seen[V][N][PX];
+    int have[V][N] = {{0}}, distinct_views = 0;
+    ckd_loader *l = loader(ds, &o);
+    const ckd_batch *b;
+    ckd_error err;
+    for (int e = 0; e < E; e++) {
+        cr_assert_eq(ckd_loader_next(l, &b, &err), 0, "%s", err.msg);
+        cr_assert_eq(b->n, N);
+        for (int i = 0; i < N; i++) {
+            int v = b->views[i];
+            cr_assert(v >= 0 && v < V, "epoch %d sample %d: view %d", e, i, v);
+            const float *px = b->pixel_values + (size_t)i * PX;
+            if (have[v][i])
+                cr_assert_arr_eq(px, seen[v][i], PX * sizeof(float), "epoch %d: view %d of sample %d changed", e, v,
+                                 i);
+            else
+                memcpy(seen[v][i], px, PX * sizeof(float));
+            have[v][i] = 1;
+        }
+    }
+    ckd_loader_free(l);
+    for (int i = 0; i < N; i++) {
+        distinct_views += have[0][i] + have[1][i] + have[2][i] > 1;
+        if (have[0][i] && have[1][i])
+            cr_expect(memcmp(seen[0][i], seen[1][i], PX * sizeof(float)), "views 0 and 1 of sample %d are alike", i);
+    }
+    cr_expect_gt(distinct_views, N * 3 / 4, "%d of %d samples were shown more than one view in %d epochs",
+                 distinct_views, N, E);
+    /* Fixed on view 1, under another seed: the same images. */
+    o.view = 1;
+    o.seed = 99;
+    o.epochs = 1;
+    l = loader(ds, &o);
+    cr_assert_eq(ckd_loader_next(l, &b, &err), 0, "%s", err.msg);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(b->views[i], 1);
+        if (have[1][i])
+            cr_expect_arr_eq(b->pixel_values + (size_t)i * PX, seen[1][i], PX * sizeof(float),
+                             "the cache's view 1 of sample %d is not training's", i);
+    }
+    ckd_loader_free(l);
+    /* Without views: a fresh crop each epoch, and no view numbers. */
+    o.views = 0;
+    o.view = -1;
+    o.epochs = 2;
+    l = loader(ds, &o);
+    size_t n;
+    copy *c = run(l, 2, &n);
+    int changed = 0;
+    for (int i = 0; i < N; i++)
+        changed += memcmp(c[0].px + (size_t)i * PX, c[1].px + (size_t)i * PX, PX * sizeof(float)) != 0;
+    cr_expect_gt(changed, N * 3 / 4, "only %d of %d crops changed between epochs", changed, N);
+    free_copies(c, 2);
+    ckd_loader_free(l);
+    /* Options out of range. */
+    struct {
+        int views, view, augment;
+        const char *want;
+    } bad[] = {{CKD_LOADER_MAX_VIEWS + 1, -1, 1, "views 65, expected 0 to 64"},
+               {2, -1, 0, "2 replayed views without augmentation"},
+               {3, 3, 1, "view 3, expected -1 or 0 to 2"}};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        o.views = bad[k].views, o.view = bad[k].view, o.augment = bad[k].augment;
+        cr_expect_null(ckd_loader_new(ds, &o, &err));
+        cr_expect(strstr(err.msg, bad[k].want), "%s", err.msg);
+    }
+    ckd_dataset_close(ds);
+}

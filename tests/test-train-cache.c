@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "clipkd/loader.h"
+#include "tcache_entry.h" /* compiled in: the entry check is not exported */
 #include "train_test_util.h"
 
 /* The teacher: a tiny CLIP trained for 7 steps on 192 Fashion-MNIST
@@ -126,7 +127,10 @@ Test(cache, computed_once_then_reused_without_the_teacher, .init = setup, .fini 
     for (int d = 0; d < 16; d++)
         norm += (double)((const float *)img->data)[d] * ((const float *)img->data)[d];
     cr_expect_float_eq(norm, 1.0, 1e-5, "normalised embeddings");
-    cr_expect_not_null(strstr(ckd_st_metadata(st, "key"), "\"augment\":\"none\""), "%s", ckd_st_metadata(st, "key"));
+    /* kd.json augments: one replayed view (the default of teacher.views), the same for every seed */
+    const char *key = ckd_st_metadata(st, "key");
+    cr_expect(strstr(key, "\"augment\":{\"crop\":\"random resized, bicubic\"") && strstr(key, "\"views\":1}"),
+              "%s", key);
     ckd_st_close(st);
 }
 
@@ -235,7 +239,7 @@ static void write_centroid_recipe(void)
              "{\"extends\": \"kd.json\", \"name\": \"centroids\",\n"
              " \"losses\": [{\"name\": \"embed_kd\", \"params\": {\"centroid_images\": 7}},\n"
              "              {\"name\": \"test_probe_centroids\", \"params\": {\"out\": \"%s/cache.safetensors\"}}],\n"
-             " \"train\": {\"steps\": 1}}\n",
+             " \"train\": {\"steps\": 1, \"augment\": false}}\n",
              tmp);
     write_file("centroids.json", recipe);
 }
@@ -329,7 +333,8 @@ static double max_diff(const double *a, const double *b, int64_t n)
 /* embed_kd's centroids are the direct means of the teacher's normalised
  * embeddings — the first centroid_images of each class, or all of them —
  * and the cache (without a teacher forward) and the live teacher give the
- * same ones. */
+ * same ones (of the un-augmented images: with replayed views both would
+ * take view 0). */
 Test(cache, centroids_are_the_teachers_class_means_from_cache_or_live, .init = setup, .fini = teardown,
      .timeout = 120)
 {
@@ -394,4 +399,107 @@ Test(cache, kd_and_embed_kd_train_from_the_cached_teacher, .init = setup, .fini 
         snprintf(d, sizeof d, "%s/%s", tmp, runs[i].out);
         expect_learns(d, 30, runs[i].drop);
     }
+}
+
+/* ---- replayed augmented views (teacher.views) ------------------------------------- */
+
+/* The first batch of kd.json with augmentation on, the probe beside the
+ * clip loss, into tmp/<name>.safetensors. */
+static void run_views_probe(const char *name, const char *const *extra, size_t n_extra)
+{
+    char out[600];
+    snprintf(out, sizeof out, "losses[1].params.out=%s/%s.safetensors", tmp, name);
+    const char *sets[8] = {"train.steps=1", "losses=[{\"name\": \"clip\"}, {\"name\": \"test_probe_logits\"}]", out};
+    size_t n = 3;
+    for (size_t i = 0; i < n_extra; i++)
+        sets[n++] = extra[i];
+    run_kd(sets, n, NULL, 0);
+}
+
+static ckd_safetensors *open_probe(const char *name)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s.safetensors", tmp, name);
+    ckd_error err = {{0}};
+    ckd_safetensors *st = ckd_st_open(p, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    return st;
+}
+
+static int same_tensor(const ckd_safetensors *a, const ckd_safetensors *b, const char *name)
+{
+    const ckd_st_tensor *x = ckd_st_find(a, name), *y = ckd_st_find(b, name);
+    cr_assert(x && y, "no %s", name);
+    return x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes);
+}
+
+/* With augmentation, a cached teacher's embedding of a batch is, bit for
+ * bit, what the live teacher computes from the student's pixels when both
+ * replay the same views: the loader gives view v of a sample whatever the
+ * epoch and seed, and the entry holds the teacher's embedding of each view
+ * (eval.batch_size is the training batch, so that both sides run the same
+ * kernels on batches of the same shape). A live teacher with fresh crops
+ * sees other images, which shows the comparison can fail. */
+Test(cache, augmented_views_are_the_live_teachers_bit_for_bit, .init = setup, .fini = teardown, .timeout = 180)
+{
+    open_with_probes();
+    write_recipes();
+    const char *cache[] = {"teacher.views=3", "eval.batch_size=16"},
+               *live[] = {"teacher.views=3", "eval.batch_size=16", "teacher.mode=live"},
+               *fresh[] = {"eval.batch_size=16", "teacher.mode=live"};
+    run_views_probe("cache", cache, 2);
+    run_views_probe("live", live, 3);
+    run_views_probe("fresh", fresh, 2);
+    ckd_safetensors *c = open_probe("cache"), *l = open_probe("live"), *f = open_probe("fresh");
+    cr_expect(same_tensor(c, l, "t_img"), "the cached views' embeddings are not the live teacher's");
+    cr_expect(same_tensor(c, l, "s_img"), "the student saw other pixels");
+    cr_expect(!same_tensor(c, f, "t_img") && !same_tensor(c, f, "s_img"), "fresh crops gave the same images");
+    ckd_st_close(c), ckd_st_close(l), ckd_st_close(f);
+
+    /* The entry: 3 blocks of 192 rows, the views differing; its key names the views. */
+    char path[1024];
+    cr_assert_eq(entries(path, sizeof path), 1);
+    ckd_error err = {{0}};
+    ckd_safetensors *st = ckd_st_open(path, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    const ckd_st_tensor *img = ckd_st_find(st, "image_embeds");
+    cr_assert(img && img->shape[0] == 3 * 192 && img->shape[1] == 16);
+    const float *e = img->data;
+    cr_expect(memcmp(e, e + 192 * 16, 16 * sizeof *e) && memcmp(e, e + 2 * 192 * 16, 16 * sizeof *e),
+              "the views of sample 0 have the same embedding");
+    cr_expect(strstr(ckd_st_metadata(st, "key"), "\"views\":3}"), "%s", ckd_st_metadata(st, "key"));
+    ckd_st_close(st);
+}
+
+/* The key covers the views: another count is another entry, and an entry
+ * holding fewer views than the run replays is refused with the reason;
+ * views without augmentation are an error naming the key. */
+Test(cache, views_are_part_of_the_key, .init = setup, .fini = teardown, .timeout = 180)
+{
+    write_recipes();
+    const char *one[] = {"teacher.views=1"}, *two[] = {"teacher.views=2"};
+    seen a = run_kd(one, 1, NULL, 0), b = run_kd(two, 1, NULL, 0), c = run_kd(NULL, 0, NULL, 0);
+    cr_expect(a.computing == 1 && b.computing == 1 && c.reusing == 1, "views 1: %d, views 2: %d, default: %d reused",
+              a.computing, b.computing, c.reusing);
+    cr_expect_eq(entries(NULL, 0), 2);
+    /* the check itself: an entry of 1 view read as one of 2 */
+    char path[1024];
+    cr_assert_eq(entries(path, sizeof path), 2);
+    ckd_error err = {{0}};
+    ckd_safetensors *st = ckd_st_open(path, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    const ckd_st_tensor *img = ckd_st_find(st, "image_embeds");
+    int64_t have = img->shape[0] / 192;
+    tcache_arrays arr;
+    cr_expect_neq(tcache_entry_check(st, ckd_st_metadata(st, "key"), 192, have + 1, 16, 0, 0, &arr, &err), 0);
+    char want[128];
+    snprintf(want, sizeof want, "it holds %lld view", (long long)have);
+    cr_expect(strstr(err.msg, want) && strstr(err.msg, "teacher.views"), "%s", err.msg);
+    cr_expect_eq(tcache_entry_check(st, ckd_st_metadata(st, "key"), 192, have, 16, 0, 0, &arr, &err), 0, "%s",
+                 err.msg);
+    ckd_st_close(st);
+    const char *noaug[] = {"teacher.views=2", "train.augment=false"};
+    ckd_error e2 = {{0}};
+    cr_expect_neq(try_run_into("kd.json", noaug, 2, "noaug", NULL, NULL, &e2), 0);
+    cr_expect(strstr(e2.msg, "teacher.views") && strstr(e2.msg, "train.augment is off"), "%s", e2.msg);
 }

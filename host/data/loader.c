@@ -38,6 +38,7 @@ void ckd_loader_opts_init(ckd_loader_opts *o)
     o->threads = 1;
     o->prefetch = 2;
     o->on_error = CKD_LOADER_SKIP;
+    o->view = -1;
 }
 
 static int check_opts(const ckd_loader_opts *o, ckd_error *err)
@@ -58,6 +59,12 @@ static int check_opts(const ckd_loader_opts *o, ckd_error *err)
     if (o->augment && !(o->ratio_lo > 0.0f && o->ratio_lo <= o->ratio_hi))
         return ckd_errorf(err, "loader: crop ratio range [%g, %g], expected 0 < lo <= hi",
                           (double)o->ratio_lo, (double)o->ratio_hi);
+    if (o->views < 0 || o->views > CKD_LOADER_MAX_VIEWS)
+        return ckd_errorf(err, "loader: views %d, expected 0 to %d", o->views, CKD_LOADER_MAX_VIEWS);
+    if (o->views && !o->augment)
+        return ckd_errorf(err, "loader: %d replayed views without augmentation (there is one view)", o->views);
+    if (o->view < -1 || o->view >= (o->views ? o->views : 0))
+        return ckd_errorf(err, "loader: view %d, expected -1 or 0 to %d", o->view, o->views - 1);
     if (o->tokenizer && (o->context_len < 2 || o->context_len > 1 << 16))
         return ckd_errorf(err, "loader: context_len %d, expected 2 to 65536", o->context_len);
     if (o->threads < 0 || o->threads > 256)
@@ -77,6 +84,7 @@ static void free_slot(ckdl_slot *s)
     free(s->b.labels);
     free(s->b.captions);
     free(s->b.indices);
+    free(s->b.views);
 }
 
 ckd_loader *ckd_loader_new(const ckd_dataset *ds, const ckd_loader_opts *o, ckd_error *err)
@@ -124,7 +132,7 @@ ckd_loader *ckd_loader_new(const ckd_dataset *ds, const ckd_loader_opts *o, ckd_
             !(s->ids = malloc(B * T * sizeof(int32_t))) ||
             !(s->b.labels = malloc(B * sizeof(int32_t))) ||
             !(s->b.captions = malloc(B * sizeof(int32_t))) ||
-            !(s->b.indices = malloc(B * sizeof(int64_t))))
+            !(s->b.indices = malloc(B * sizeof(int64_t))) || !(s->b.views = malloc(B * sizeof(int32_t))))
             goto oom;
     }
     return l;

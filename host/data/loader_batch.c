@@ -16,6 +16,8 @@
 #define TAG_PERM 0x7065726dull    /* "perm" */
 #define TAG_CROP 0x63726f70ull    /* "crop" */
 #define TAG_CAPTION 0x63617074ull /* "capt" */
+#define TAG_VIEW 0x76696577ull    /* "view": which replayed view an epoch uses */
+#define TAG_VIEW_CROP 0x76637270ull /* "vcrp": the crop of a replayed view */
 
 static uint64_t stream(uint64_t seed, int64_t epoch, uint64_t index, uint64_t tag)
 {
@@ -94,6 +96,22 @@ static int make_pixels(const ckd_loader *l, const ckd_image *img, uint64_t rng, 
     return rc;
 }
 
+/* The random stream of a sample's crop, and *view which replayed view it
+ * is (-1 without views): with views, the crop depends on (view, index)
+ * only — not on the epoch, so view v of a sample is the same image in every
+ * epoch and in the teacher-embedding cache, and not on the seed, so that
+ * the runs of every seed share one cache entry (a reinforced dataset, made
+ * once); the seed picks which view each epoch uses. */
+static uint64_t crop_stream(const ckd_loader_opts *o, int64_t epoch, int64_t idx, int32_t *view)
+{
+    *view = -1;
+    if (!o->views || !o->augment)
+        return stream(o->seed, epoch, (uint64_t)idx, TAG_CROP);
+    uint64_t pick = stream(o->seed, epoch, (uint64_t)idx, TAG_VIEW);
+    *view = o->view >= 0 ? o->view : (int32_t)(ckdd_next(&pick) % (uint64_t)o->views);
+    return stream(0, *view, (uint64_t)idx, TAG_VIEW_CROP);
+}
+
 enum { SAMPLE_OK = 0, SAMPLE_SKIPPED = 1, SAMPLE_FATAL = -1 };
 
 /* Puts dataset sample idx into row `row` of the slot's batch. A failure of
@@ -118,8 +136,8 @@ static int put_sample(ckd_loader *l, ckdl_slot *s, int row, int64_t epoch, int64
             goto done;
         }
         memcpy(px, smp.pixels, 3 * S * S * sizeof *px);
-    } else if (make_pixels(l, &smp.image, stream(o->seed, epoch, (uint64_t)idx, TAG_CROP), px,
-                           err) < 0) {
+        s->b.views[row] = -1;
+    } else if (make_pixels(l, &smp.image, crop_stream(o, epoch, idx, &s->b.views[row]), px, err) < 0) {
         ckd_error_prefix(err, "%s: sample %lld", src, (long long)idx);
         rc = o->on_error == CKD_LOADER_FAIL ? SAMPLE_FATAL : SAMPLE_SKIPPED;
         goto done;

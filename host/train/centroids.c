@@ -8,7 +8,8 @@
  * They are computed once, before the first step: from the teacher embedding
  * cache without any teacher forward, or from one pass of the live teacher
  * over the un-augmented training images — the embeddings the cache holds,
- * so both modes give the same centroids. */
+ * so both modes give the same centroids. With replayed views (teacher.views)
+ * both take every image's view 0: the cache's first n rows. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -89,12 +90,14 @@ static int centroids_live(train_run *t, ckd_error *err)
     int32_t *labels = malloc((size_t)N * sizeof *labels);
     int64_t *index = malloc((size_t)N * sizeof *index);
     int rc = -1, was = ckd_ctx_set_grad(t->ctx, 0);
+    train_view v0 = {(uint64_t)train_num(t->rj, "seed", 0), t->views, 0};
+    const train_view *v = t->views ? &v0 : NULL;
     if (!img || !labels || !index)
         ckd_errorf(err, "out of memory for the teacher embeddings of %lld images", (long long)N);
-    else if (!(cls ? train_encode_features(t->teacher, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, img, NULL, labels,
+    else if (!(cls ? train_encode_features(t->teacher, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, NULL, labels,
                                            index, &n, err)
-                   : train_encode_images(t->teacher, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, img, labels, index, &n,
-                                         err)))
+                   : train_encode_images(t->teacher, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, labels, index,
+                                         &n, err)))
         rc = centroids_from(t, img, labels, n, D, err);
     t->teacher_encoded += n;
     ckd_ctx_reset(t->ctx);

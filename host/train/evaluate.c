@@ -69,9 +69,9 @@ int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, 
 
 /* The three below: features picks a classifier's features over its output;
  * normalise, L2-normalised rows. */
-static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, int features,
-                       int normalise, float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out,
-                       ckd_error *err)
+static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs, int on_error,
+                       int features, int normalise, float *img, float *logits, int32_t *labels, int64_t *index,
+                       int64_t *n_out, ckd_error *err)
 {
     const ckd_model_info *info = ckd_model_get_info(m);
     ckd_loader_opts lo;
@@ -79,7 +79,12 @@ static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, 
     lo.batch_size = bs;
     lo.shuffle = 0;
     lo.epochs = 1;
-    lo.augment = 0;
+    lo.augment = v != NULL; /* the training loader's crop settings: both are ckd_loader_opts_init's */
+    if (v) {
+        lo.seed = v->seed;
+        lo.views = v->views;
+        lo.view = v->view;
+    }
     lo.image_size = (int)info->image_size;
     lo.threads = 1;
     lo.prefetch = 2;
@@ -115,16 +120,17 @@ static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, 
     return rc < 0 ? -1 : 0;
 }
 
-int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
-                        int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
+int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs, int on_error,
+                        float *img, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
 {
-    return encode_rows(m, c, ds, bs, on_error, 0, 1, img, NULL, labels, index, n_out, err);
+    return encode_rows(m, c, ds, v, bs, on_error, 0, 1, img, NULL, labels, index, n_out, err);
 }
 
-int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
-                          float *logits, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
+int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs,
+                          int on_error, float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out,
+                          ckd_error *err)
 {
-    return encode_rows(m, c, ds, bs, on_error, 1, 1, img, logits, labels, index, n_out, err);
+    return encode_rows(m, c, ds, v, bs, on_error, 1, 1, img, logits, labels, index, n_out, err);
 }
 
 int train_class_prompt_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const ckd_eval_opts *o, int64_t T,
@@ -397,7 +403,7 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
         goto out;
     }
     /* a classifier's raw logits: softmax gives its probabilities (calibration) */
-    if (encode_rows(m, c, ds, o.batch_size, CKD_LOADER_FAIL, 0, !classifier, img, NULL, labels, index, &n, err))
+    if (encode_rows(m, c, ds, NULL, o.batch_size, CKD_LOADER_FAIL, 0, !classifier, img, NULL, labels, index, &n, err))
         goto out;
     r->n_images = n;
     int has_labels = n > 0;

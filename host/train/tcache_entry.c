@@ -53,15 +53,21 @@ static const ckd_st_tensor *want(const ckd_safetensors *st, const char *name, ck
     return s;
 }
 
-int tcache_entry_check(const ckd_safetensors *st, const char *key, int64_t N, int64_t D, int need_labels,
+int tcache_entry_check(const ckd_safetensors *st, const char *key, int64_t N, int64_t V, int64_t D, int need_labels,
                        int64_t K, tcache_arrays *out, ckd_error *err)
 {
     const char *mk = ckd_st_metadata(st, "key"), *sum = ckd_st_metadata(st, "sha256");
     const ckd_st_tensor *img, *txt, *off, *valid, *scale, *labels = NULL, *logits = NULL;
     char hex[65];
+    /* The views first: an entry of another view count has another key too,
+     * but this says what differs. */
+    const ckd_st_tensor *im = ckd_st_find(st, "image_embeds");
+    if (im && im->ndim == 2 && N > 0 && im->shape[0] % N == 0 && im->shape[0] != N * V)
+        return ckd_errorf(err, "it holds %lld view%s of each image, the run replays %lld (teacher.views)",
+                          (long long)(im->shape[0] / N), im->shape[0] / N == 1 ? "" : "s", (long long)V);
     if (!mk || strcmp(mk, key))
         return ckd_errorf(err, "its key is not this run's");
-    if (!(img = want(st, "image_embeds", CKD_DT_F32, 2, N, D, err)) ||
+    if (!(img = want(st, "image_embeds", CKD_DT_F32, 2, N * V, D, err)) ||
         !(txt = want(st, "text_embeds", CKD_DT_F32, 2, -1, D, err)) ||
         !(off = want(st, "text_offsets", CKD_DT_I64, 1, N + 1, 0, err)) ||
         !(valid = want(st, "valid", CKD_DT_U8, 1, N, 0, err)) ||
@@ -70,7 +76,7 @@ int tcache_entry_check(const ckd_safetensors *st, const char *key, int64_t N, in
         ((ckd_st_find(st, "labels") || need_labels) && !(labels = want(st, "labels", CKD_DT_I32, 1, N, 0, err))) ||
         /* logits: a classifier teacher's, required when K > 0 */
         ((ckd_st_find(st, "logits") || K > 0) &&
-         !(logits = want(st, "logits", CKD_DT_F32, 2, N, K > 0 ? K : -1, err))))
+         !(logits = want(st, "logits", CKD_DT_F32, 2, N * V, K > 0 ? K : -1, err))))
         return -1;
     if (!sum || tcache_digest(st_bytes, (void *)st, hex, err) || strcmp(hex, sum))
         return ckd_errorf(err, "its content does not match its checksum");
@@ -80,6 +86,7 @@ int tcache_entry_check(const ckd_safetensors *st, const char *key, int64_t N, in
             return ckd_errorf(err, "text_offsets are not increasing within text_embeds");
     *out = (tcache_arrays){.img = img->data, .txt = txt->data, .off = o, .valid = valid->data,
                            .labels = labels ? labels->data : NULL, .logits = logits ? logits->data : NULL,
-                           .n = N, .n_txt = txt->shape[0], .dim = D, .n_logits = logits ? logits->shape[1] : 0};
+                           .n = N, .n_txt = txt->shape[0], .dim = D, .n_logits = logits ? logits->shape[1] : 0,
+                           .views = V};
     return 0;
 }

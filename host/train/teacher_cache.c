@@ -11,8 +11,16 @@
  * (reader spec with its split and caption settings, the file it resolved to
  * with that file's size and modification time, the sample count). Every
  * caption is embedded, so whichever caption the loader draws for a sample
- * is there; the text embedding used is the one of that caption, the image
- * embedding the un-augmented image's, whatever the student's augmentation.
+ * is there; the text embedding used is the one of that caption.
+ *
+ * Without augmentation the image embedding is the un-augmented image's.
+ * With it (train.augment), the entry holds V views of each image
+ * (teacher.views, default 1: MobileCLIP's dataset reinforcement): view v of
+ * sample i is the crop (+ flip) the loader draws from (v, i) and replays
+ * in the epochs that pick view v, so the embedding read for a batch
+ * is exactly the teacher's embedding of the image the student sees; the key
+ * then also holds the crop settings and V, and image_embeds (and
+ * logits) have V blocks of N rows, view by view: row v·N + i.
  *
  * The file holds image_embeds [N, D], text_embeds [C, D], text_offsets
  * [N + 1] (sample i's captions are rows off[i] .. off[i + 1] - 1), valid [N]
@@ -46,6 +54,20 @@
 #define FORMAT "clipkd teacher embeddings 1"
 
 /* The key's JSON (canonical: compact, sorted keys). */
+/* The augmentation an entry's views were drawn with: the training loader's
+ * crop settings (ckd_loader_opts_init's; a recipe cannot change them) and
+ * the number of views (the crops do not depend on the seed). "none"
+ * without views. */
+static json_t *augment_json(const train_run *t, const ckd_loader_opts *lo)
+{
+    if (!t->views)
+        return json_string("none");
+    return json_pack("{s:s, s:[f, f], s:[f, f], s:b, s:s, s:I}", "crop", "random resized, bicubic", "scale",
+                     (double)lo->scale_lo, (double)lo->scale_hi, "ratio", (double)lo->ratio_lo,
+                     (double)lo->ratio_hi, "hflip", lo->hflip, "streams", "clipkd views 1", "views",
+                     (json_int_t)t->views);
+}
+
 static char *key_json(const train_run *t, ckd_model *m, const char *weights_id, int kind)
 {
     const ckd_model_info *info = ckd_model_get_info(m);
@@ -61,10 +83,11 @@ static char *key_json(const train_run *t, ckd_model *m, const char *weights_id, 
                             json_integer((json_int_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec));
     }
     json_t *k = json_pack(
-        "{s:s, s:{s:s, s:O, s:s}, s:{s:I, s:[f, f, f], s:[f, f, f], s:s}, s:s, s:s, s:I, s:{s:O, s:o, s:I}}", "format",
+        "{s:s, s:{s:s, s:O, s:s}, s:{s:I, s:[f, f, f], s:[f, f, f], s:s}, s:o, s:s, s:I, s:{s:O, s:o, s:I}}", "format",
         FORMAT, "teacher", "plugin", ckd_model_plugin_name(m), "config", (json_t *)ckd_model_config(m), "weights", weights_id,
         "preprocess", "image_size", (json_int_t)info->image_size, "mean", lo.mean[0], lo.mean[1], lo.mean[2], "std",
-        lo.std[0], lo.std[1], lo.std[2], "resize", "shortest edge, centre crop", "augment", "none", "captions", "all",
+        lo.std[0], lo.std[1], lo.std[2], "resize", "shortest edge, centre crop", "augment", augment_json(t, &lo),
+        "captions", "all",
         "context_length", (json_int_t)info->context_length, "data", "spec",
         (json_t *)json_object_get(json_object_get(t->rj, "data"), "train"), "source", source, "size",
         (json_int_t)ckd_dataset_size(t->train_ds));
@@ -91,13 +114,14 @@ static int entry_open(const train_run *t, const char *path, const char *key, int
     if (!st)
         return -1;
     tcache_arrays a;
-    if (tcache_entry_check(st, key, (int64_t)ckd_dataset_size(t->train_ds), D, (t->needs & CKD_NEED_CENTROIDS) != 0,
-                           K, &a, err)) {
+    if (tcache_entry_check(st, key, (int64_t)ckd_dataset_size(t->train_ds), t->views ? t->views : 1, D,
+                           (t->needs & CKD_NEED_CENTROIDS) != 0, K, &a, err)) {
         ckd_st_close(st);
         return -1;
     }
     *tc = (train_tcache){.st = st, .img = a.img, .txt = a.txt, .off = a.off, .valid = a.valid, .labels = a.labels,
-                         .logits = a.logits, .n = a.n, .n_txt = a.n_txt, .dim = a.dim, .n_logits = a.n_logits};
+                         .logits = a.logits, .n = a.n, .n_txt = a.n_txt, .dim = a.dim, .n_logits = a.n_logits,
+                         .views = a.views};
     snprintf(tc->path, sizeof tc->path, "%s", path);
     return 0;
 }
@@ -109,7 +133,7 @@ typedef struct entry {
     int64_t *off;
     uint8_t *valid;
     int32_t *labels;
-    int64_t n_txt, K, n_logits;
+    int64_t n_txt, K, n_logits, views;
     size_t img_bytes, txt_bytes, off_bytes, valid_bytes, cls_bytes, labels_bytes, logits_bytes;
 } entry;
 
@@ -168,52 +192,80 @@ static int embed_captions(train_run *t, ckd_model *m, const int64_t *index, int6
     return 0;
 }
 
+/* One view's block of the entry (rows v·N .. v·N + N − 1 of image_embeds and
+ * logits), in dataset order with zero rows where a sample could not be read;
+ * labels, index and *n receive the readable samples. */
+static int compute_view(train_run *t, ckd_model *m, int kind, const train_view *v, int bs, entry *e,
+                        int32_t *labels, int64_t *index, int64_t *n, ckd_error *err)
+{
+    int classifier = kind == TEACHER_CLASSIFIER;
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = entry_width(kind, m), KL = e->n_logits;
+    int64_t at = v ? v->view : 0;
+    float *img = e->img + at * N * D, *lg = e->logits ? e->logits + at * N * KL : NULL;
+    if (classifier ? train_encode_features(m, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, lg, labels, index, n,
+                                           err)
+                   : train_encode_images(m, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, labels, index, n, err))
+        return -1;
+    t->teacher_encoded += *n;
+    /* Rows in dataset order, with gaps where samples were skipped: moving
+     * from the back never overwrites a row still to be moved. */
+    uint8_t *seen = calloc((size_t)N, 1);
+    if (!seen)
+        return ckd_errorf(err, "out of memory");
+    for (int64_t r = *n - 1; r >= 0; r--) {
+        memmove(img + index[r] * D, img + r * D, (size_t)D * sizeof *img);
+        if (lg)
+            memmove(lg + index[r] * KL, lg + r * KL, (size_t)KL * sizeof *lg);
+        seen[index[r]] = 1;
+    }
+    for (int64_t i = 0; i < N; i++)
+        if (!seen[i]) {
+            memset(img + i * D, 0, (size_t)D * sizeof *img);
+            if (lg)
+                memset(lg + i * KL, 0, (size_t)KL * sizeof *lg);
+            e->valid[i] = 0; /* a sample is valid when every view of it was read */
+        }
+    free(seen);
+    return 0;
+}
+
 static int compute(train_run *t, ckd_model *m, int kind, entry *e, ckd_error *err)
 {
     int classifier = kind == TEACHER_CLASSIFIER;
-    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = entry_width(kind, m), n = 0;
+    int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = entry_width(kind, m), n = 0, V = t->views ? t->views : 1;
     int bs = (int)train_num(t->rj, "eval.batch_size", 256);
     int32_t *labels = malloc((size_t)N * sizeof *labels);
     int64_t *index = malloc((size_t)N * sizeof *index);
-    e->img = malloc((size_t)(N * D) * sizeof *e->img);
+    e->img = malloc((size_t)(V * N * D) * sizeof *e->img);
     e->off = calloc((size_t)N + 1, sizeof *e->off);
-    e->valid = calloc((size_t)N, 1);
+    e->valid = malloc((size_t)N);
     e->labels = malloc((size_t)N * sizeof *e->labels);
+    e->views = V;
     int rc = -1, was = ckd_ctx_set_grad(t->ctx, 0);
     if (!labels || !index || !e->img || !e->off || !e->valid || !e->labels) {
         ckd_errorf(err, "out of memory for the embeddings of %lld samples", (long long)N);
         goto out;
     }
+    memset(e->valid, 1, (size_t)N);
     if (classifier) {
         e->n_logits = ckd_model_embed_dim(m);
-        if (!(e->logits = malloc((size_t)(N * e->n_logits) * sizeof *e->logits))) {
+        if (!(e->logits = malloc((size_t)(V * N * e->n_logits) * sizeof *e->logits))) {
             ckd_errorf(err, "out of memory for the class logits of %lld samples", (long long)N);
             goto out;
         }
     }
-    if (classifier ? train_encode_features(m, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, e->img, e->logits, labels,
-                                           index, &n, err)
-                   : train_encode_images(m, t->ctx, t->train_ds, bs, CKD_LOADER_SKIP, e->img, labels, index, &n, err))
-        goto out;
-    t->teacher_encoded += n;
-    /* Rows in dataset order, with gaps where samples were skipped: moving
-     * from the back never overwrites a row still to be moved. */
-    for (int64_t i = 0; i < N; i++)
-        e->labels[i] = -1;
-    for (int64_t r = n - 1; r >= 0; r--) {
-        memmove(e->img + index[r] * D, e->img + r * D, (size_t)D * sizeof *e->img);
-        if (e->logits)
-            memmove(e->logits + index[r] * e->n_logits, e->logits + r * e->n_logits,
-                    (size_t)e->n_logits * sizeof *e->logits);
-        e->valid[index[r]] = 1;
-        e->labels[index[r]] = labels[r];
+    /* The last view last: its index, labels and count are the ones kept
+     * (every view reads the same samples, barring a read that fails once). */
+    for (int64_t v = 0; v < V; v++) {
+        train_view tv = {(uint64_t)train_num(t->rj, "seed", 0), t->views, (int)v};
+        if (compute_view(t, m, kind, t->views ? &tv : NULL, bs, e, labels, index, &n, err))
+            goto out;
     }
     for (int64_t i = 0; i < N; i++)
-        if (!e->valid[i]) {
-            memset(e->img + i * D, 0, (size_t)D * sizeof *e->img);
-            if (e->logits)
-                memset(e->logits + i * e->n_logits, 0, (size_t)e->n_logits * sizeof *e->logits);
-        }
+        e->labels[i] = -1;
+    for (int64_t r = 0; r < n; r++)
+        if (e->valid[index[r]])
+            e->labels[index[r]] = labels[r];
     /* a classifier has no text: no captions, class prompts or logit scale */
     if (!classifier && embed_captions(t, m, index, n, bs, e, err))
         goto out;
@@ -233,13 +285,13 @@ static int compute(train_run *t, ckd_model *m, int kind, entry *e, ckd_error *er
             goto out;
         t->teacher_encoded += e->K * (int64_t)ckd_dataset_n_templates(t->train_ds);
     }
-    e->img_bytes = (size_t)(N * D) * sizeof(float);
+    e->img_bytes = (size_t)(V * N * D) * sizeof(float);
     e->txt_bytes = (size_t)(e->n_txt * D) * sizeof(float);
     e->off_bytes = (size_t)(N + 1) * sizeof(int64_t);
     e->valid_bytes = (size_t)N;
     e->labels_bytes = (size_t)N * sizeof *e->labels;
     e->cls_bytes = e->cls ? (size_t)(e->K * D) * sizeof(float) : 0;
-    e->logits_bytes = e->logits ? (size_t)(N * e->n_logits) * sizeof(float) : 0;
+    e->logits_bytes = e->logits ? (size_t)(V * N * e->n_logits) * sizeof(float) : 0;
     rc = 0;
 out:
     ckd_ctx_reset(t->ctx);
@@ -257,14 +309,15 @@ static int entry_save(const entry *e, int64_t N, int64_t D, const char *key, con
     if (!w)
         return ckd_errorf(err, "out of memory");
     if (tcache_digest(entry_bytes, (void *)e, hex, err) ||
-        ckd_st_writer_add(w, "image_embeds", CKD_DT_F32, 2, (int64_t[]){N, D}, e->img, err) ||
+        ckd_st_writer_add(w, "image_embeds", CKD_DT_F32, 2, (int64_t[]){e->views * N, D}, e->img, err) ||
         ckd_st_writer_add(w, "text_embeds", CKD_DT_F32, 2, (int64_t[]){e->n_txt, D}, e->txt, err) ||
         ckd_st_writer_add(w, "text_offsets", CKD_DT_I64, 1, (int64_t[]){N + 1}, e->off, err) ||
         ckd_st_writer_add(w, "valid", CKD_DT_U8, 1, (int64_t[]){N}, e->valid, err) ||
         ckd_st_writer_add(w, "labels", CKD_DT_I32, 1, (int64_t[]){N}, e->labels, err) ||
         ckd_st_writer_add(w, "logit_scale", CKD_DT_F32, 0, NULL, &e->scale, err) ||
         (e->cls && ckd_st_writer_add(w, "class_txt", CKD_DT_F32, 2, (int64_t[]){e->K, D}, e->cls, err)) ||
-        (e->logits && ckd_st_writer_add(w, "logits", CKD_DT_F32, 2, (int64_t[]){N, e->n_logits}, e->logits, err)) ||
+        (e->logits &&
+         ckd_st_writer_add(w, "logits", CKD_DT_F32, 2, (int64_t[]){e->views * N, e->n_logits}, e->logits, err)) ||
         ckd_st_writer_set_metadata(w, "key", key, err) || ckd_st_writer_set_metadata(w, "sha256", hex, err) ||
         ckd_st_writer_save(w, path, err))
         goto out;
@@ -414,15 +467,21 @@ int train_tcache_rows(const train_tcache *tc, const ckd_batch *b, float *img, fl
         return ckd_errorf(err, "%s: the entry holds no class logits", tc->path);
     for (int64_t i = 0; i < b->n; i++) {
         int64_t idx = b->indices[i], cap = b->captions[i] < 0 || !txt ? 0 : b->captions[i];
+        /* the view the loader replayed (-1: ready-made pixels, one view) */
+        int64_t v = b->views && b->views[i] > 0 ? b->views[i] : 0;
+        if (v >= tc->views)
+            return ckd_errorf(err, "%s: sample %lld is view %lld, the entry holds %lld (teacher.views)", tc->path,
+                              (long long)idx, (long long)v, (long long)tc->views);
         if (idx < 0 || idx >= tc->n || !tc->valid[idx] || (txt && tc->off[idx] + cap >= tc->off[idx + 1]))
             return ckd_errorf(err, "%s: no embedding for sample %lld caption %lld (the sample could not be read "
                                    "when the cache was built; remove the file to rebuild it)",
                               tc->path, (long long)idx, (long long)cap);
-        memcpy(img + i * D, tc->img + idx * D, (size_t)D * sizeof(float));
+        int64_t row = v * tc->n + idx;
+        memcpy(img + i * D, tc->img + row * D, (size_t)D * sizeof(float));
         if (txt)
             memcpy(txt + i * D, tc->txt + (tc->off[idx] + cap) * D, (size_t)D * sizeof(float));
         if (logits)
-            memcpy(logits + i * K, tc->logits + idx * K, (size_t)K * sizeof(float));
+            memcpy(logits + i * K, tc->logits + row * K, (size_t)K * sizeof(float));
     }
     return 0;
 }

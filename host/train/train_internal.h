@@ -28,8 +28,9 @@ typedef struct train_tcache {
     const int64_t *off;
     const uint8_t *valid;
     const int32_t *labels;
-    const float *logits;              /* [n, n_logits]: a classifier teacher's class logits, or NULL */
+    const float *logits;              /* [views·n, n_logits]: a classifier teacher's class logits, or NULL */
     int64_t n, n_txt, dim, n_logits;
+    int64_t views;                    /* image rows per sample: view v of sample i is row v·n + i (1: the un-augmented image) */
     char path[TRAIN_PATH_MAX];
 } train_tcache;
 
@@ -65,6 +66,11 @@ typedef struct train_run {
     train_tcache tc;                  /* cache mode: the embeddings */
     ckd_tensor *t_scale;              /* cache mode: the teacher's logit scale */
     int64_t teacher_encoded;          /* images and texts the teacher encoded */
+    /* Replayed augmented views (teacher.views; ckd_loader_opts.views): 0,
+     * a fresh crop each epoch (no augmentation, or a live teacher without
+     * the key); V > 0, V crops per image that the loader replays and the
+     * teacher-embedding cache holds the teacher's embedding of, each. */
+    int views;
     /* CIFD's teaching assistants (recipe "assistants"): per entry the
      * rate-distortion module of each tower (NULL where the entry has none)
      * and its weight; they reconstruct the teacher's embeddings of every
@@ -186,17 +192,26 @@ int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, c
 /* Normalised text embeddings of M token rows of length T, in batches of bs. */
 int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
                        ckd_error *err);
+/* One replayed augmented view of every image (ckd_loader_opts.views):
+ * view `view` of `views`, drawn from the run's seed. */
+typedef struct train_view {
+    uint64_t seed;
+    int views, view;
+} train_view;
+
 /* Normalised image embeddings of the whole dataset in its order, without
- * augmentation (shortest edge resized to the model's size, centre crop),
- * with labels and dataset indices; *n_out images (fewer than the dataset
- * with on_error CKD_LOADER_SKIP when some cannot be read). */
-int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
-                        int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
+ * augmentation (shortest edge resized to the model's size, centre crop) or,
+ * with v, of that replayed view; with labels and dataset indices; *n_out
+ * images (fewer than the dataset with on_error CKD_LOADER_SKIP when some
+ * cannot be read). */
+int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs, int on_error,
+                        float *img, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
 /* The same for a classifier with a separate head: img receives its
  * normalised features [n, feature_dim], logits (may be NULL) its class
  * logits [n, K]. */
-int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, int bs, int on_error, float *img,
-                          float *logits, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
+int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs,
+                          int on_error, float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out,
+                          ckd_error *err);
 /* Every caption of the n samples index[0..n), tokenised to rows of T (the
  * tensors reader's ready-made ids, cut or padded with 0, count as the one
  * caption); owner[r] = position in index of row r's sample. Both malloc'd. */

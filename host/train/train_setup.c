@@ -402,6 +402,25 @@ static int make_optimizer(train_run *t, ckd_error *err)
     return t->opt ? 0 : ckd_error_prefix(err, "optim");
 }
 
+/* t->views (see train_run). A cached teacher with augmentation always
+ * replays views (one by default), so that the embedding the cache gives is
+ * of the image the student sees; a live teacher sees the student's pixels
+ * whatever they are, and replays views only when the recipe asks. */
+static int setup_views(train_run *t, const json_t *teacher, ckd_error *err)
+{
+    const json_t *v = json_object_get(teacher, "views");
+    int augment = !json_is_false(json_object_get(json_object_get(t->rj, "train"), "augment"));
+    int K = v ? (int)json_integer_value(v) : 1;
+    const char *mode = json_string_value(json_object_get(teacher, "mode"));
+    if (!augment && K > 1)
+        return ckd_recipe_errorf(t->recipe, "teacher.views", err,
+                                 "%d views of each image need augmentation, and train.augment is off (without it "
+                                 "an image has one view)",
+                                 K);
+    t->views = !teacher || !augment ? 0 : (mode && !strcmp(mode, "live") && !v) ? 0 : K;
+    return 0;
+}
+
 static int make_loader(train_run *t, ckd_error *err)
 {
     const ckd_model_info *si = ckd_model_get_info(t->student);
@@ -426,6 +445,7 @@ static int make_loader(train_run *t, ckd_error *err)
     lo.drop_last = 1;
     lo.seed = (uint64_t)train_num(t->rj, "seed", 0);
     lo.augment = !json_is_false(json_object_get(json_object_get(t->rj, "train"), "augment"));
+    lo.views = t->views;
     lo.image_size = (int)si->image_size;
     lo.tokenizer = t->tok;
     lo.context_len = (int)T;
@@ -563,6 +583,8 @@ int train_setup(train_run *t, ckd_error *err)
     if (setup_tokenizer_and_ctx(t, err))
         return -1;
     if (class_count_checks(t, "student", t->s_classifier ? ckd_model_embed_dim(t->student) : 0, err))
+        return -1;
+    if (setup_views(t, teacher, err))
         return -1;
     /* The teacher's kind is known once it is set up: check again, exactly. */
     if (teacher && (make_teacher(t, teacher, err) || check_needs(t, 1, has_classes, err)))

@@ -37,7 +37,7 @@ FUZZ_TARGET(cache_entry)
     if (st) {
         tcache_arrays a;
         volatile float sum = 0;
-        int ok = !tcache_entry_check(st, "k", 4, 8, 1, 0, &a, &err);
+        int ok = !tcache_entry_check(st, "k", 4, 1, 8, 1, 0, &a, &err);
         for (int64_t i = 0; ok && i < a.n; i++)
             for (int64_t j = a.off[i]; j < a.off[i + 1]; j++)
                 sum += a.img[i * a.dim] * a.txt[j * a.dim] + (float)a.valid[i] + (float)a.labels[i];

@@ -57,7 +57,19 @@ typedef struct ckd_loader_opts {
     int prefetch;           /* batch slots in the ring (at least threads + 1 are
                                used); each holds B x 3 x S x S floats */
     int on_error;           /* CKD_LOADER_SKIP or CKD_LOADER_FAIL */
+
+    /* With augment, replayed views (dataset reinforcement, as in MobileCLIP):
+     * views V > 0 fixes V crops (+ flips) per sample, drawn from
+     * (view, index) whatever the seed, and each epoch uses one of them,
+     * drawn from (seed, epoch, index) — so a teacher-embedding cache can hold the
+     * teacher's embedding of exactly the view the student sees. view >= 0
+     * takes that view for every sample (how the cache is computed). 0 (the
+     * default): a fresh crop per (seed, epoch, index). */
+    int views;              /* 0 to CKD_LOADER_MAX_VIEWS */
+    int view;               /* -1 (default): drawn per epoch; else < views */
 } ckd_loader_opts;
+
+#define CKD_LOADER_MAX_VIEWS 64
 
 /* Defaults: B 64, drop_last off, shuffle on, seed 0, endless; S 224 with
  * OpenAI CLIP's mean and std; augment on with CLIP-KD's random resized crop
@@ -78,6 +90,8 @@ typedef struct ckd_batch {
                                tokenised; -1 for ready-made ids or without
                                a tokenizer */
     int64_t *indices;       /* [n] dataset indices */
+    int32_t *views;         /* [n] which replayed view each image is (see
+                               ckd_loader_opts.views); -1 without views */
     int64_t epoch, batch;   /* where the batch is: epoch, number within it */
     int n_skipped;          /* samples of this batch left out */
 } ckd_batch;
