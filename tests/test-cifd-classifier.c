@@ -127,6 +127,10 @@ Test(cifd_classifier, stage1_on_the_cache_then_the_student, .init = setup, .fini
                  json_integer_value(json_object_get(tr, "parameters")));
     cr_expect_neq(json_integer_value(json_object_get(rec, "parameters")),
                   json_integer_value(json_object_get(sr, "parameters")), "the teacher's count, not the student's");
+    /* the training loop's memory peak, from a high-water mark reset when it began */
+    double rss = json_number_value(json_object_get(sr, "peak_rss_mib"));
+    cr_expect(rss > 1 && rss < 4096, "peak_rss_mib %g", rss);
+    cr_expect_str_eq(json_string_value(json_object_get(sr, "peak_rss_scope")), "training");
     json_decref(tr);
     json_decref(sr);
     char p[600];

@@ -337,6 +337,9 @@ Test(table_summary, metric_value_from_results)
     cr_expect(ckd_table_metric_value(&m, res, &v) && v == 0.5);
     m.value = "calibration.ece";
     cr_expect(!ckd_table_metric_value(&m, res, &v));
+    json_object_set_new(res, "peak_rss_mib", json_real(123.5));
+    m.value = "peak_rss_mib";
+    cr_expect(ckd_table_metric_value(&m, res, &v) && v == 123.5, "beside eval, as parameters");
     m.value = "teacher.parameters";
     cr_expect(!ckd_table_metric_value(&m, res, &v), "a run without a teacher record");
     /* The teacher's figures, as the run copies them from its teacher's run. */

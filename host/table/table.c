@@ -24,7 +24,7 @@
     "\"zero_shot.top1\", \"zero_shot.top5\", \"retrieval.i2t_r1\", \"retrieval.i2t_r5\", "             \
     "\"retrieval.i2t_r10\", \"retrieval.t2i_r1\", \"retrieval.t2i_r5\", \"retrieval.t2i_r10\", "       \
     "\"calibration.ece\", \"calibration.wrong_conf\", \"calibration.wrong_true_prob\", \"parameters\", "     \
-    "\"train_seconds\", \"pipeline_seconds\", \"teacher.zero_shot.top1\", \"teacher.zero_shot.top5\", "       \
+    "\"train_seconds\", \"pipeline_seconds\", \"peak_rss_mib\", \"teacher.zero_shot.top1\", \"teacher.zero_shot.top5\", "       \
     "\"teacher.calibration.ece\", \"teacher.calibration.wrong_conf\", "                                 \
     "\"teacher.calibration.wrong_true_prob\", \"teacher.parameters\""
 
@@ -509,7 +509,7 @@ ckd_recipe *ckd_table_row_recipe(const ckd_table *t, const char *profile, size_t
  * than in it (after any "teacher." prefix). */
 static int beside_eval(const char *v)
 {
-    return !strcmp(v, "parameters") || strstr(v, "_seconds");
+    return !strcmp(v, "parameters") || strstr(v, "_seconds") || !strcmp(v, "peak_rss_mib");
 }
 
 int ckd_table_check_metrics(const ckd_table *t, const char *profile, size_t row, const ckd_recipe *r,

@@ -38,6 +38,36 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Peak resident memory of the training loop: Linux keeps the process's
+ * high-water mark (VmHWM), which writing 5 to clear_refs resets to the
+ * current resident size. The loop resets it when it starts, so that a
+ * run's figure leaves out what came before in the same process (the
+ * teacher-embedding cache being computed, an earlier run of a table);
+ * results.json says which ("training", or "process" when the mark could not
+ * be reset). rss_peak_reset returns whether it could; rss_peak_mib the mark
+ * in MiB, or -1 when it is unknown. */
+static int rss_peak_reset(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    int ok = f && fputs("5", f) >= 0;
+    if (f && fclose(f))
+        ok = 0;
+    return ok;
+}
+
+static double rss_peak_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6))
+            kb = atof(line + 6);
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
 /* ---- one step ------------------------------------------------------------------- */
 
 static double lr_at(const train_run *t, int64_t s)
@@ -234,6 +264,7 @@ typedef struct loop_state {
     double t0, last_t;
     int64_t last_step, images;
     json_t *last_eval;
+    int rss_reset; /* the memory high-water mark was reset when the loop began */
 } loop_state;
 
 void train_term_name(const train_run *t, int i, char *out, size_t cap)
@@ -377,8 +408,8 @@ static void add_teacher_results(const train_run *t, json_t *res)
 static int finish(train_run *t, loop_state *ls, ckd_error *err)
 {
     /* Training wall time of this process (a resumed run counts from its
-     * resume), before the final evaluation. */
-    double train_s = now_s() - ls->t0;
+     * resume), before the final evaluation; so is the memory peak. */
+    double train_s = now_s() - ls->t0, peak = rss_peak_mib();
     char final[TRAIN_PATH_MAX + 16];
     snprintf(final, sizeof final, "%s/final", t->dir);
     /* The checkpoint comes before the evaluation: a run killed from here on
@@ -400,6 +431,10 @@ static int finish(train_run *t, loop_state *ls, ckd_error *err)
      * (CIFD's cost counts it; the teacher, shared by every method, is not). */
     json_object_set_new(res, "train_seconds", json_real(train_s));
     json_object_set_new(res, "pipeline_seconds", json_real(train_s + t->assist_seconds));
+    if (peak > 0) {
+        json_object_set_new(res, "peak_rss_mib", json_real(peak));
+        json_object_set_new(res, "peak_rss_scope", json_string(ls->rss_reset ? "training" : "process"));
+    }
     add_teacher_results(t, res);
     int rc = train_write_json(t->dir, "results.json", res, err);
     json_decref(res);
@@ -413,7 +448,7 @@ static int loop(train_run *t, int64_t metrics_len, ckd_error *err)
     /* Lines written after the checkpoint are written again, identically. */
     if (truncate(path, metrics_len) && errno != ENOENT)
         return ckd_errorf(err, "%s: %s", path, strerror(errno));
-    loop_state ls = {.t0 = now_s(), .last_step = t->step};
+    loop_state ls = {.t0 = now_s(), .last_step = t->step, .rss_reset = rss_peak_reset()};
     if (!(ls.metrics = fopen(path, "a")))
         return ckd_errorf(err, "cannot open %s: %s", path, strerror(errno));
     int rc = -1;
