@@ -37,6 +37,8 @@ typedef struct ckdl_state {
     int option;   /* index of the plugin's enum option, where it has one */
     double weight[4]; /* a plugin's loss weights, read at create time (cifd: λ_CL, λ_I) */
     int64_t s_dim, t_dim;
+    float *fixed;      /* a constant array a plugin keeps (embed_kd's random centroids), or NULL */
+    int64_t n_classes;
 } ckdl_state;
 
 static inline ckdl_state *ckdl_state_new(const char *plugin, const ckd_loss_dims *dims, ckd_error *err)
@@ -50,6 +52,7 @@ static inline ckdl_state *ckdl_state_new(const char *plugin, const ckd_loss_dims
     s->tau = 1.0;
     s->s_dim = dims ? dims->s_dim : 0;
     s->t_dim = dims ? dims->t_dim : 0;
+    s->n_classes = dims ? dims->n_classes : 0;
     return s;
 }
 
@@ -60,6 +63,7 @@ static inline void ckdl_destroy(void *state)
         return;
     for (int i = 0; i < s->n_params; i++)
         ckd_param_free(s->params[i]);
+    free(s->fixed);
     free(s);
 }
 

@@ -407,6 +407,9 @@ GRADCHECK(l2, "l2", NULL, 1e-4)
 GRADCHECK(vl, "vl", NULL, 1e-4)
 GRADCHECK(vl_tau, "vl", "{\"tau\": 0.5}", 1e-4)
 GRADCHECK(embed_kd, "embed_kd", NULL, 1e-4)
+GRADCHECK(embed_kd_random, "embed_kd", "{\"centroids\": \"random\"}", 1e-4)
+GRADCHECK(embed_nce, "embed_nce", NULL, 1e-4)
+GRADCHECK(embed_nce_tau, "embed_nce", "{\"tau\": 0.2}", 1e-4)
 GRADCHECK(cifd, "cifd", NULL, 1e-4)
 /* At heavy weights the loss is ≈ 20 (rate and CLIP terms), so the difference
  * quotient carries noise of ≈ 1e-4. */
@@ -423,7 +426,7 @@ GRADCHECK(cifd_cls_no_ibm, "cifd_cls", "{\"ibm\": false}", 1e-3)
 TestSuite(plugins, .init = open_registry, .fini = close_registry, .timeout = 30);
 
 static const char *const all_losses[] = {"clip", "crd", "fd",  "gd",      "icl", "afd",
-                                         "kd",   "ce",  "l2", "vl", "embed_kd", "cifd", "cifd_cls"};
+                                         "kd",   "ce",  "l2", "vl", "embed_kd", "cifd", "cifd_cls", "embed_nce"};
 
 Test(plugins, descriptors)
 {
@@ -595,7 +598,7 @@ Test(plugins, bad_parameters_rejected_by_create)
 
 Test(plugins, teacher_losses_need_a_teacher)
 {
-    const char *const need_teacher[] = {"crd", "fd", "gd", "icl", "afd", "l2", "vl", "embed_kd", "cifd"};
+    const char *const need_teacher[] = {"crd", "fd", "gd", "icl", "afd", "l2", "vl", "embed_kd", "cifd", "embed_nce"};
     for (size_t i = 0; i < sizeof need_teacher / sizeof need_teacher[0]; i++)
         expect_refused(need_teacher[i], NULL, 16, 0, (const char *[]){need_teacher[i], "teacher"}, 2);
 }
