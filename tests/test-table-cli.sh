@@ -41,7 +41,7 @@ check "... and which teachers are published unpinned" "^vit-l14-to-vit-t16 .*not
     clipkd table "$srcdir/recipes/tables/clip-kd-laion.json" --profile paper --dry-run --runs "$tmp/runs"
 check "cifd --dry-run: every row plans" "^rdm5-noibm .* ok: " \
     clipkd table "$srcdir/recipes/tables/cifd.json" --dry-run --runs "$tmp/runs"
-for t in cifd-classifier knowledge-base; do
+for t in cifd-classifier knowledge-base embed-kd; do
     check "$t --dry-run: every row plans" "^cost: [0-9]* runs to train" \
         clipkd table "$srcdir/recipes/tables/$t.json" --dry-run --runs "$tmp/runs"
 done

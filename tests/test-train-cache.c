@@ -304,14 +304,21 @@ static double *direct_centroids(int64_t cap, int64_t *K_out, int64_t *D_out)
     return sum;
 }
 
-/* The centroids a probe saw, as doubles (malloc'd, K·D of them). */
-static double *probe_centroids(const char *file, int64_t K, int64_t D)
+/* The batch a probe wrote to tmp/<name>.safetensors. */
+static ckd_safetensors *open_probe(const char *name)
 {
     char p[600];
-    snprintf(p, sizeof p, "%s/%s", tmp, file);
+    snprintf(p, sizeof p, "%s/%s.safetensors", tmp, name);
     ckd_error err = {{0}};
     ckd_safetensors *st = ckd_st_open(p, &err);
     cr_assert_not_null(st, "%s", err.msg);
+    return st;
+}
+
+/* The centroids a probe saw, as doubles (malloc'd, K·D of them). */
+static double *probe_centroids(const char *name, int64_t K, int64_t D)
+{
+    ckd_safetensors *st = open_probe(name);
     int64_t n;
     const float *got = st_floats(st, "centroids", &n);
     cr_assert_eq(n, K * D);
@@ -354,8 +361,8 @@ Test(cache, centroids_are_the_teachers_class_means_from_cache_or_live, .init = s
     int64_t K, D;
     double *first7 = direct_centroids(7, &K, &D), *every = direct_centroids(0, &K, &D);
     cr_assert(K == 10 && D == 16);
-    double *cache = probe_centroids("cache.safetensors", K, D), *live_c = probe_centroids("live.safetensors", K, D),
-           *all_c = probe_centroids("all.safetensors", K, D);
+    double *cache = probe_centroids("cache", K, D), *live_c = probe_centroids("live", K, D),
+           *all_c = probe_centroids("all", K, D);
     double e_cache = max_diff(cache, first7, K * D), e_all = max_diff(all_c, every, K * D),
            e_live = max_diff(live_c, cache, K * D);
     cr_expect_leq(e_cache, 1e-6, "cache centroids (7 per class) differ from the direct means by %g", e_cache);
@@ -414,16 +421,6 @@ static void run_views_probe(const char *name, const char *const *extra, size_t n
     for (size_t i = 0; i < n_extra; i++)
         sets[n++] = extra[i];
     run_kd(sets, n, NULL, 0);
-}
-
-static ckd_safetensors *open_probe(const char *name)
-{
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s.safetensors", tmp, name);
-    ckd_error err = {{0}};
-    ckd_safetensors *st = ckd_st_open(p, &err);
-    cr_assert_not_null(st, "%s", err.msg);
-    return st;
 }
 
 static int same_tensor(const ckd_safetensors *a, const ckd_safetensors *b, const char *name)
