@@ -477,6 +477,11 @@ Test(table_render, svg_plot_by_group)
     cr_expect(strstr(svg, "stroke-dasharray=\"6 4\"/><text") != NULL && strstr(svg, ">student alone</text>"),
               "the reference line");
     cr_expect(strstr(svg, ">supervised</text>") && strstr(svg, ">CLIP</text>"), "the legend");
+    /* the plot comes first; a metric no row has a Δ for gets no Δ chart */
+    const char *plot = strstr(svg, "against teacher parameters</text>"), *bars = strstr(svg, "bold\">student top-1 (%)</text>");
+    cr_expect(plot && bars && plot < bars, "the plot is not above the bar charts");
+    cr_expect(strstr(svg, "student top-1 (%): Δ against student alone") != NULL);
+    cr_expect(strstr(svg, "teacher parameters: Δ against") == NULL, "a Δ chart without Δs");
     /* The supervised line has two points, left to right (1000 before 10000). */
     const char *pl = strstr(svg, "<polyline");
     cr_assert(pl);

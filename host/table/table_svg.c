@@ -104,7 +104,23 @@ static void range_finish(panel *p, double lo, double hi)
     p->hi = hi > 0 ? hi + pad : 0;
 }
 
-/* The two charts of metric m, starting at y; returns the height used. */
+/* Whether any selected row has a Δ (ours or the paper's) for metric m: a
+ * metric without one (a teacher's figure on rows against a student-alone
+ * baseline) gets no Δ chart. */
+static int has_deltas(const ckd_table *t, const ckd_table_outcome *o, const int *sel, size_t m)
+{
+    for (size_t r = 0; r < ckd_table_n_rows(t); r++) {
+        if (!sel[r])
+            continue;
+        ckd_table_cell c;
+        ckd_table_cell_of(t, o, sel, r, m, &c);
+        if (c.has_delta || c.has_paper_delta)
+            return 1;
+    }
+    return 0;
+}
+
+/* The two charts of metric m (one without Δs), starting at y; returns the height used. */
 static int metric_charts(tbuf *b, const ckd_table *t, const ckd_table_outcome *o, const int *sel, size_t m, int y,
                          int width)
 {
@@ -130,10 +146,11 @@ static int metric_charts(tbuf *b, const ckd_table *t, const ckd_table_outcome *o
     range_finish(&pv, lo, hi);
     range_finish(&pd, dlo, dhi);
     axis(b, &pv, width, title);
-    int bl = ckd_table_baseline(t);
+    int bl = ckd_table_baseline(t), deltas = has_deltas(t, o, sel, m);
     snprintf(full, sizeof full, "%s: Δ against %s", title,
              bl >= 0 ? ckd_table_row_at(t, (size_t)bl)->label : "each row's baseline");
-    axis(b, &pd, width, full);
+    if (deltas)
+        axis(b, &pd, width, full);
     int g = 0;
     for (size_t r = 0; r < nr; r++) {
         if (!sel[r])
@@ -149,7 +166,7 @@ static int metric_charts(tbuf *b, const ckd_table *t, const ckd_table_outcome *o
             bar(b, &pd, x, c.delta, OURS, 0, 0);
         if (c.has_paper_delta)
             bar(b, &pd, x + BAR, c.paper_delta, PAPER, 0, 0);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 1 + deltas; k++) {
             tbuf_printf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">", x + BAR,
                         (k ? pd.y0 : pv.y0) + PANEL_H + 16);
             table_xml_text(b, ckd_table_row_at(t, r)->label);
@@ -162,7 +179,7 @@ static int metric_charts(tbuf *b, const ckd_table *t, const ckd_table_outcome *o
                                                                                                       : "pending");
         g++;
     }
-    return 2 * (TOP + PANEL_H + BOTTOM);
+    return (1 + deltas) * (TOP + PANEL_H + BOTTOM);
 }
 
 char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_outcome *o, const int *sel,
@@ -173,7 +190,7 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
         return NULL;
     int groups = 0, charts = 0;
     for (size_t m = 0; m < ckd_table_n_metrics(t); m++)
-        charts += p.metric_on[m] != 0;
+        charts += p.metric_on[m] ? 1 + has_deltas(t, o, sel, m) : 0;
     for (size_t r = 0; r < ckd_table_n_rows(t); r++)
         groups += sel[r] != 0;
     int width = LEFT + 20 + (groups > 4 ? groups : 4) * GROUP;
@@ -183,7 +200,7 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
         width = title_w;
     if (table_svg_plots_height(t) && width < table_svg_plots_width())
         width = table_svg_plots_width();
-    int height = 60 + charts * 2 * (TOP + PANEL_H + BOTTOM) + table_svg_plots_height(t) + 30;
+    int height = 60 + charts * (TOP + PANEL_H + BOTTOM) + table_svg_plots_height(t) + 30;
     tbuf b = {0};
     tbuf_printf(&b,
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -202,11 +219,11 @@ char *table_render_svg(const ckd_table *t, const char *profile, const ckd_table_
                 "<rect x=\"%d\" y=\"32\" width=\"12\" height=\"12\" fill=\"" PAPER "\"/>"
                 "<text x=\"%d\" y=\"43\">paper</text>\n",
                 LEFT, LEFT + 16, LEFT + 230, LEFT + 246);
-    int y = 50;
+    /* The plots first: where a table has them, they are its summary. */
+    int y = 50 + table_svg_plots(&b, t, o, sel, 50);
     for (size_t m = 0; m < ckd_table_n_metrics(t); m++)
         if (p.metric_on[m])
             y += metric_charts(&b, t, o, sel, m, y, width);
-    table_svg_plots(&b, t, o, sel, y);
     tbuf_printf(&b, "</svg>\n");
     return tbuf_finish(&b, err);
 }
