@@ -14,7 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -462,6 +467,60 @@ ckd_recipe *cli_table_recipe(const json_t *origin, struct ckd_registry *reg, ckd
     return r;
 }
 
+/* Trains (or resumes: dir) recipe r in a child process, so that every run
+ * of the table has a process of its own: its peak memory (peak_rss_mib) is
+ * its own, not what the runs before it left in a shared heap, and a run
+ * that crashes fails its row, not the table. The child's error message
+ * comes back through a pipe. Without fork, the run is made here. */
+static int train_isolated(table_run *tr, const ckd_recipe *r, const char *resume_dir, const ckd_train_opts *op,
+                          ckd_error *err)
+{
+    char dir[PATH_CAP];
+    int fds[2];
+    fflush(NULL);
+    int piped = pipe(fds) == 0;
+    pid_t parent = getpid(), pid = piped ? fork() : -1;
+    if (pid < 0) {
+        if (piped)
+            close(fds[0]), close(fds[1]);
+        return resume_dir ? ckd_train_resume(tr->reg, r, resume_dir, op, err)
+                          : ckd_train_run(tr->reg, r, op, dir, sizeof dir, err);
+    }
+    if (pid == 0) {
+#ifdef __linux__
+        /* A table killed outright takes its run with it (the run's lock
+         * would otherwise keep the table's next start from resuming it). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+            _exit(1);
+#else
+        (void)parent;
+#endif
+        close(fds[0]);
+        ckd_error e = {{0}};
+        int rc = resume_dir ? ckd_train_resume(tr->reg, r, resume_dir, op, &e)
+                            : ckd_train_run(tr->reg, r, op, dir, sizeof dir, &e);
+        size_t n = rc ? strlen(e.msg) : 0;
+        ssize_t w = n ? write(fds[1], e.msg, n) : 0;
+        fflush(NULL);
+        _exit(rc || w < 0 ? 1 : 0);
+    }
+    close(fds[1]);
+    char msg[CKD_ERROR_MAX] = "";
+    size_t len = 0;
+    for (ssize_t k; len < sizeof msg - 1 && (k = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0;)
+        len += (size_t)k;
+    msg[len] = '\0';
+    close(fds[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    if (WIFSIGNALED(st))
+        return ckd_errorf(err, "the run was stopped by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    return ckd_errorf(err, "%s", msg[0] ? msg : "the run failed without a message");
+}
+
 /* Trains, resumes or reads back seed s of a row. */
 static int run_seed(table_run *tr, size_t row, int s, progress *pg, const ckd_train_opts *base)
 {
@@ -477,9 +536,7 @@ static int run_seed(table_run *tr, size_t row, int s, progress *pg, const ckd_tr
             ckd_train_opts op = *base;
             json_t *origin = table_origin(tr, row, s);
             op.origin = origin;
-            char dir[PATH_CAP];
-            rc = p->state[s] == CKD_RUN_INTERRUPTED ? ckd_train_resume(tr->reg, r, p->dir[s], &op, &err)
-                                            : ckd_train_run(tr->reg, r, &op, dir, sizeof dir, &err);
+            rc = train_isolated(tr, r, p->state[s] == CKD_RUN_INTERRUPTED ? p->dir[s] : NULL, &op, &err);
             json_decref(origin);
         }
         ckd_recipe_free(r);
