@@ -605,6 +605,14 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     if ((t->needs & CKD_NEED_CENTROIDS) && train_centroids(t, err))
         return -1;
+    /* A run whose losses read the teacher only through what setup copied —
+     * class centroids (CLIP-Embed-KD's setting), the logit scale — keeps no
+     * per-sample embeddings mapped: its memory is the student's. */
+    const uint32_t per_batch = CKD_NEED_T_IMG | CKD_NEED_T_TXT | CKD_NEED_T_LOGITS | CKD_NEED_CLASS_TXT;
+    if (t->tc.st && !t->n_assistants && !(t->needs & per_batch)) {
+        ckd_st_close(t->tc.st);
+        memset(&t->tc, 0, sizeof t->tc);
+    }
     return 0;
 }
 
