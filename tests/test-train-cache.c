@@ -411,12 +411,16 @@ Test(cache, kd_and_embed_kd_train_from_the_cached_teacher, .init = setup, .fini 
 /* ---- replayed augmented views (teacher.views) ------------------------------------- */
 
 /* The first batch of kd.json with augmentation on, the probe beside the
- * clip loss, into tmp/<name>.safetensors. */
+ * clip and fd losses, into tmp/<name>.safetensors. */
 static void run_views_probe(const char *name, const char *const *extra, size_t n_extra)
 {
     char out[600];
-    snprintf(out, sizeof out, "losses[1].params.out=%s/%s.safetensors", tmp, name);
-    const char *sets[8] = {"train.steps=1", "losses=[{\"name\": \"clip\"}, {\"name\": \"test_probe_logits\"}]", out};
+    snprintf(out, sizeof out, "losses[2].params.out=%s/%s.safetensors", tmp, name);
+    /* fd reads t_img: a run whose losses read no per-sample teacher
+     * embeddings does not keep the cache entry open */
+    const char *sets[8] = {"train.steps=1",
+                           "losses=[{\"name\": \"clip\"}, {\"name\": \"fd\"}, {\"name\": \"test_probe_logits\"}]",
+                           out};
     size_t n = 3;
     for (size_t i = 0; i < n_extra; i++)
         sets[n++] = extra[i];

@@ -22,7 +22,7 @@
  * then also holds the crop settings and V, and image_embeds (and
  * logits) have V blocks of N rows, view by view: row v·N + i.
  *
- * The file holds image_embeds [N, D], text_embeds [C, D], text_offsets
+ * The file holds image_embeds [N, D] ([V·N, D] with views), text_embeds [C, D], text_offsets
  * [N + 1] (sample i's captions are rows off[i] .. off[i + 1] - 1), valid [N]
  * (0: the sample could not be read), labels [N] (class ids, -1 where unknown
  * or unreadable: the class centroids are computed from them), logit_scale []
@@ -53,7 +53,6 @@
 
 #define FORMAT "clipkd teacher embeddings 1"
 
-/* The key's JSON (canonical: compact, sorted keys). */
 /* The augmentation an entry's views were drawn with: the training loader's
  * crop settings (ckd_loader_opts_init's; a recipe cannot change them) and
  * the number of views (the crops do not depend on the seed). "none"
@@ -68,6 +67,7 @@ static json_t *augment_json(const train_run *t, const ckd_loader_opts *lo)
                      (json_int_t)t->views);
 }
 
+/* The key's JSON (canonical: compact, sorted keys). */
 static char *key_json(const train_run *t, ckd_model *m, const char *weights_id, int kind)
 {
     const ckd_model_info *info = ckd_model_get_info(m);

@@ -402,6 +402,12 @@ static int make_optimizer(train_run *t, ckd_error *err)
     return t->opt ? 0 : ckd_error_prefix(err, "optim");
 }
 
+/* train.augment: on unless false. */
+static int augments(const train_run *t)
+{
+    return !json_is_false(json_object_get(json_object_get(t->rj, "train"), "augment"));
+}
+
 /* t->views (see train_run). A cached teacher with augmentation always
  * replays views (one by default), so that the embedding the cache gives is
  * of the image the student sees; a live teacher sees the student's pixels
@@ -409,7 +415,7 @@ static int make_optimizer(train_run *t, ckd_error *err)
 static int setup_views(train_run *t, const json_t *teacher, ckd_error *err)
 {
     const json_t *v = json_object_get(teacher, "views");
-    int augment = !json_is_false(json_object_get(json_object_get(t->rj, "train"), "augment"));
+    int augment = augments(t);
     int K = v ? (int)json_integer_value(v) : 1;
     const char *mode = json_string_value(json_object_get(teacher, "mode"));
     if (!augment && K > 1)
@@ -444,7 +450,7 @@ static int make_loader(train_run *t, ckd_error *err)
     lo.batch_size = (int)train_num(t->rj, "train.batch_size", 64);
     lo.drop_last = 1;
     lo.seed = (uint64_t)train_num(t->rj, "seed", 0);
-    lo.augment = !json_is_false(json_object_get(json_object_get(t->rj, "train"), "augment"));
+    lo.augment = augments(t);
     lo.views = t->views;
     lo.image_size = (int)si->image_size;
     lo.tokenizer = t->tok;
