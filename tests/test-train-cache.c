@@ -504,3 +504,23 @@ Test(cache, views_are_part_of_the_key, .init = setup, .fini = teardown, .timeout
     cr_expect_neq(try_run_into("kd.json", noaug, 2, "noaug", NULL, NULL, &e2), 0);
     cr_expect(strstr(e2.msg, "teacher.views") && strstr(e2.msg, "train.augment is off"), "%s", e2.msg);
 }
+
+/* A run whose losses read no per-sample teacher embedding (the clip loss,
+ * and the probe, which reads what the batch has) does not keep the entry
+ * open: its batches carry no t_img. With fd, which reads t_img, they do. */
+Test(cache, an_entry_no_loss_reads_per_sample_is_not_kept, .init = setup, .fini = teardown, .timeout = 120)
+{
+    open_with_probes();
+    write_recipes();
+    char out[600];
+    snprintf(out, sizeof out, "losses[1].params.out=%s/bare.safetensors", tmp);
+    const char *bare[] = {"train.steps=1", "train.augment=false",
+                          "losses=[{\"name\": \"clip\"}, {\"name\": \"test_probe_logits\"}]", out};
+    run_kd(bare, 4, NULL, 0);
+    const char *fd[] = {"train.augment=false"};
+    run_views_probe("fd", fd, 1);
+    ckd_safetensors *b = open_probe("bare"), *f = open_probe("fd");
+    cr_expect_null(ckd_st_find(b, "t_img"), "the entry was kept for a run that reads none of it");
+    cr_expect_not_null(ckd_st_find(f, "t_img"));
+    ckd_st_close(b), ckd_st_close(f);
+}
