@@ -22,7 +22,7 @@ esac
 # Everything clipkd needs to build and test, as Debian 12 packages.
 PACKAGES="build-essential autoconf automake libtool pkg-config libblis-dev libjansson-dev
 libcurl4-openssl-dev libcriterion-dev zlib1g-dev libpng-dev libjpeg-dev libssl-dev
-libarchive-dev dataset-fashion-mnist"
+libarchive-dev dataset-fashion-mnist mpi-default-dev mpi-default-bin"
 
 missing=""
 for p in $PACKAGES; do

@@ -8,7 +8,7 @@
 for test; do :; done
 case "$(basename "$test")" in
 test-data | test-train | test-train-cache | test-train-resume | test-train-image | test-rdm-run | test-cli.sh | \
-    test-table-cli.sh | test-models-cli.sh)
+    test-table-cli.sh | test-models-cli.sh | test-dist.sh)
     dir=/usr/share/datasets/fashion-mnist
     if [ ! -r "$dir/t10k-images-idx3-ubyte.gz" ]; then
         echo "SKIP: $(basename "$test") reads Fashion-MNIST from $dir, which is not installed" \

@@ -5,12 +5,14 @@
 
 #include "cli.h"
 #include "clipkd/blas.h"
+#include "clipkd/dist.h"
 
 void cmd_info_help(FILE *out)
 {
     fprintf(out, "Usage: clipkd [--threads N] info\n"
                  "Prints the clipkd version, the BLIS version, the BLIS kernel set in use (and why),\n"
-                 "the CPU features that matter for it, the thread count and the plugin directory.\n");
+                 "the CPU features that matter for it, the thread count, the plugin directory, and\n"
+                 "whether MPI is compiled in (under mpirun or srun: this rank and the world size).\n");
 }
 
 int cmd_info(int argc, char **argv)
@@ -29,5 +31,11 @@ int cmd_info(int argc, char **argv)
     printf("threads:     %d\n", ckd_get_threads());
     printf("plugins:     %s\n", CKD_PLUGIN_DIR);
     printf("data:        %s\n", CKD_DATA_DIR);
+    if (!ckd_dist_compiled())
+        printf("MPI:         %s\n", ckd_dist_library());
+    else if (ckd_dist_size() > 1)
+        printf("MPI:         %s; rank %d of %d\n", ckd_dist_library(), ckd_dist_rank(), ckd_dist_size());
+    else
+        printf("MPI:         compiled in; not started by mpirun or srun (one process)\n");
     return CLI_OK;
 }

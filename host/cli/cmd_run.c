@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clipkd/dist.h"
 #include "clipkd/fetch.h"
 #include "clipkd/train.h"
 
@@ -165,8 +166,17 @@ int cmd_run(int argc, char **argv)
         return CLI_USAGE;
     ckd_registry *reg = NULL;
     ckd_recipe *r = NULL;
-    if (a.path ? !(r = cli_load_recipe("run", a.path, a.sets, a.n_sets, &reg)) : !(reg = cli_open_registry()))
+    int loaded = a.path ? (r = cli_load_recipe("run", a.path, a.sets, a.n_sets, &reg)) != NULL
+                        : (reg = cli_open_registry()) != NULL;
+    ckd_error err;
+    /* under MPI: every rank loaded it, or none goes on (its message is above) */
+    if (ckd_dist_agree(loaded ? 0 : ckd_errorf(&err, "could not load the recipe or plugins"), &err)) {
+        if (loaded && ckd_dist_rank() == 0)
+            fprintf(stderr, "clipkd run: %s\n", err.msg);
+        ckd_recipe_free(r);
+        ckd_registry_free(reg);
         return CLI_USAGE;
+    }
     cli_progress pr = {.tty = isatty(2)};
     ckd_train_opts o;
     ckd_train_opts_init(&o);
@@ -180,8 +190,7 @@ int cmd_run(int argc, char **argv)
     o.progress = cli_on_progress;
     o.user = &pr;
     char dir[4096];
-    ckd_error err;
-    int rc = CLI_OK;
+    int rc = CLI_OK, speak = ckd_dist_rank() == 0; /* under MPI every rank has the same error */
     if (a.dry_run) {
         if (r) {
             ckd_train_run_dir(r, a.runs, dir, sizeof dir);
@@ -199,13 +208,15 @@ int cmd_run(int argc, char **argv)
             fprintf(stderr, "clipkd run: cannot resume %s: %s\n", a.resume, err.msg);
             rc = CLI_USAGE;
         } else if (ckd_train_resume(reg, r, a.resume, &o, &err)) {
-            fprintf(stderr, "clipkd run: %s\n", err.msg);
+            if (speak)
+                fprintf(stderr, "clipkd run: %s\n", err.msg);
             rc = CLI_FAIL;
         } else {
             printf("run dir:  %s\n", a.resume);
         }
     } else if (ckd_train_run(reg, r, &o, dir, sizeof dir, &err)) {
-        fprintf(stderr, "clipkd run: %s\n", err.msg);
+        if (speak)
+            fprintf(stderr, "clipkd run: %s\n", err.msg);
         rc = CLI_FAIL;
     } else {
         printf("run dir:  %s\nrecipe:   %s (hash %s)\n", dir, a.path, ckd_recipe_hash(r));

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "clipkd/blas.h"
+#include "clipkd/dist.h"
 
 static const cli_command commands[] = {
     {"info", "print the version, BLIS kernels and thread count", cmd_info, cmd_info_help},
@@ -69,6 +70,33 @@ static int parse_threads(const char *s)
     return (int)n;
 }
 
+/* Under an MPI launcher (mpirun, srun) the process joins the job first;
+ * only `run` trains across ranks (and `info` reports them), so another
+ * command on several ranks is refused rather than done N times over. Ranks
+ * other than 0 print nothing on stdout: rank 0 speaks for the job. */
+static int run_command(const cli_command *cmd, int argc, char **argv)
+{
+    ckd_error err;
+    if (ckd_dist_init(&argc, &argv, &err)) {
+        fprintf(stderr, "clipkd: %s\n", err.msg);
+        return CLI_FAIL;
+    }
+    int rc;
+    if (ckd_dist_size() > 1 && strcmp(cmd->name, "run") && strcmp(cmd->name, "info")) {
+        if (ckd_dist_rank() == 0)
+            fprintf(stderr, "clipkd %s: does not run on several MPI ranks (%d here); only clipkd run and clipkd info do\n",
+                    cmd->name, ckd_dist_size());
+        rc = CLI_USAGE;
+    } else {
+        if (ckd_dist_rank() > 0 && !freopen("/dev/null", "w", stdout))
+            fprintf(stderr, "clipkd: rank %d: cannot silence stdout\n", ckd_dist_rank());
+        rc = cmd->run(argc, argv);
+    }
+    fflush(stdout);
+    ckd_dist_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int i = 1;
@@ -100,7 +128,7 @@ int main(int argc, char **argv)
                 commands[k].help(stdout);
                 return CLI_OK;
             }
-            return commands[k].run(argc - i, argv + i);
+            return run_command(&commands[k], argc - i, argv + i);
         }
     }
     fprintf(stderr, "clipkd: unknown command '%s'; commands:", argv[i]);

@@ -65,6 +65,8 @@ static int check_opts(const ckd_loader_opts *o, ckd_error *err)
         return ckd_errorf(err, "loader: %d replayed views without augmentation (there is one view)", o->views);
     if (o->view < -1 || o->view >= (o->views ? o->views : 0))
         return ckd_errorf(err, "loader: view %d, expected -1 or 0 to %d", o->view, o->views - 1);
+    if (o->shards < 0 || (o->shards > 1 && (o->shard < 0 || o->shard >= o->shards)))
+        return ckd_errorf(err, "loader: shard %d of %d, expected 0 to %d", o->shard, o->shards, o->shards - 1);
     if (o->tokenizer && (o->context_len < 2 || o->context_len > 1 << 16))
         return ckd_errorf(err, "loader: context_len %d, expected 2 to 65536", o->context_len);
     if (o->threads < 0 || o->threads > 256)
@@ -269,7 +271,7 @@ int ckd_loader_next(ckd_loader *l, const ckd_batch **out, ckd_error *err)
         if (s->last_skip[0])
             memcpy(l->last_error, s->last_skip, sizeof l->last_error);
         l->holding = 1;
-        if (s->b.n == 0) {
+        if (s->b.n == 0 && l->o.shards <= 1) {
             release_held(l); /* nothing in it survived: on to the next */
             continue;
         }

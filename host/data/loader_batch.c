@@ -186,6 +186,12 @@ void ckdl_fill(ckd_loader *l, ckdl_slot *s, int64_t seq)
     int64_t epoch = seq / l->bpe, number = seq % l->bpe;
     size_t B = (size_t)l->o.batch_size, start = (size_t)number * B;
     size_t count = l->n - start < B ? l->n - start : B;
+    if (l->o.shards > 1) { /* this shard's part of the batch */
+        size_t lo = count * (size_t)l->o.shard / (size_t)l->o.shards;
+        size_t hi = count * (size_t)(l->o.shard + 1) / (size_t)l->o.shards;
+        start += lo;
+        count = hi - lo;
+    }
     b->epoch = epoch;
     b->batch = number;
     b->n = 0;

@@ -116,6 +116,14 @@ typedef struct train_run {
      * terms (checkpointed: results.json reports them after a resume too). */
     int64_t step;
     double last_terms[CKD_TRAIN_MAX_TERMS], last_total;
+
+    /* Data-parallel training (train_dist.c): the ranks, each rank's shard
+     * size in the current micro-batch, the global batch's sample list, the
+     * flat gradient buffer that is all-reduced. */
+    int world, rank;
+    int64_t *counts;
+    ckd_batch gbatch;
+    float *grad_flat;
 } train_run;
 
 /* train_setup.c: everything the recipe names, checked before any compute. */
@@ -245,6 +253,26 @@ void train_term_name(const train_run *t, int i, char *out, size_t cap);
  * then the parameters after it and the file (opts->dump_dir/step-NNNN). */
 int train_dump_grads(train_run *t, const double *terms, double total, ckd_st_writer **out, ckd_error *err);
 int train_dump_save(train_run *t, ckd_st_writer *w, double lr, ckd_error *err);
+
+/* train_dist.c: data-parallel training over MPI (clipkd/dist.h); each is
+ * a no-op in a world of one. train_dist_check_ranks (collective, before
+ * setup): the same recipe, build and plugin set, and the same view of the
+ * run directory on every rank. train_dist_init (after setup): the shard
+ * buffers; the global batch must split evenly. train_dist_sees_dir
+ * (collective): every rank sees rank 0's run.json. train_dist_next: the
+ * next micro-batch's shard, with the shard sizes exchanged and the global
+ * batch's sample list gathered (a failure on any rank fails all).
+ * train_dist_global: that list (the batch itself in a world of one).
+ * train_dist_rows: an activation's global-batch rows (on the tape).
+ * train_dist_reduce_grads: the mean of the ranks' gradients. */
+int train_dist_check_ranks(const ckd_registry *reg, const ckd_recipe *r, const char *run_dir, ckd_error *err);
+int train_dist_init(train_run *t, ckd_error *err);
+void train_dist_free(train_run *t);
+int train_dist_sees_dir(const char *dir, ckd_error *err);
+int train_dist_next(train_run *t, const ckd_batch **b, ckd_error *err);
+const ckd_batch *train_dist_global(const train_run *t, const ckd_batch *local);
+ckd_tensor *train_dist_rows(train_run *t, ckd_tensor *x);
+int train_dist_reduce_grads(train_run *t, ckd_error *err);
 
 /* The recipe's hash and settings as JSON helpers. */
 double train_num(const json_t *root, const char *path, double fallback);

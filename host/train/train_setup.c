@@ -13,6 +13,7 @@
 #include "clipkd/blas.h"
 #include "clipkd/fetch.h"
 #include "clipkd/ops.h"
+#include "clipkd/dist.h"
 #include "train_internal.h"
 
 double train_num(const json_t *root, const char *path, double fallback)
@@ -457,6 +458,8 @@ static int make_loader(train_run *t, ckd_error *err)
     lo.context_len = (int)T;
     lo.threads = 1;
     lo.prefetch = 4;
+    lo.shard = ckd_dist_rank(); /* under MPI, this rank's part of each global batch */
+    lo.shards = ckd_dist_size();
     if (!(t->loader = ckd_loader_new(t->train_ds, &lo, err)))
         return ckd_error_prefix(err, "data.train");
     int64_t bpe = ckd_loader_batches_per_epoch(t->loader);
@@ -602,7 +605,7 @@ int train_setup(train_run *t, ckd_error *err)
         return -1;
     if (json_object_get(rj, "assistants") && train_assistants_load(t, err))
         return -1;
-    if (make_loader(t, err) || make_losses(t, err) || make_optimizer(t, err))
+    if (make_loader(t, err) || make_losses(t, err) || make_optimizer(t, err) || train_dist_init(t, err))
         return -1;
     if (t->teacher && t->t_kind == TEACHER_CLIP && (t->needs & (CKD_NEED_CLASS_TXT | CKD_NEED_T_LOGITS)) &&
         make_class_txt(t, err))
@@ -631,6 +634,7 @@ int train_setup_teacher_only(train_run *t, ckd_error *err)
 
 void train_free(train_run *t)
 {
+    train_dist_free(t);
     ckd_adamw_free(t->opt);
     free(t->params);
     for (int i = 0; i < t->n_losses; i++)

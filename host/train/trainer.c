@@ -18,6 +18,7 @@
 #include "clipkd/ops.h"
 #include "train_internal.h"
 #include "core/json_oom.h"
+#include "dist/dist_internal.h"
 
 /* CLIP's clamp: λ = exp θ ≤ 100. */
 #define LOGIT_SCALE_MAX 4.605170185988091
@@ -124,56 +125,82 @@ static int cached_teacher(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, 
     return 0;
 }
 
-/* The loss batch of one micro-batch (see ckd_loss_batch). */
+/* The student's image tower with patch masking (s_img_masked) on this
+ * rank's shard. Its masks come from the step context's stream; under MPI
+ * each rank draws its shard's from a stream of its own, forked from the
+ * common one, which then moves on alike on every rank (the masks differ
+ * from one process's, their distribution does not). */
+static ckd_tensor *masked_image(train_run *t, ckd_tensor *px)
+{
+    ckd_rng *r = ckd_ctx_rng(t->ctx), common = *r;
+    if (t->world > 1)
+        ckd_rng_seed(r, ckd_rng_next(&common) ^ (0x9e3779b97f4a7c15ull * (uint64_t)(t->rank + 1)));
+    ckd_tensor *y = ckd_model_encode_image(t->student, t->ctx, px, t->keep_ratio, NULL);
+    if (t->world > 1)
+        *r = common;
+    return train_dist_rows(t, y);
+}
+
+/* The loss batch of one micro-batch (see ckd_loss_batch): b is this rank's
+ * shard, g the global batch's sample list (b itself in a world of one).
+ * The towers run on the shard and their outputs are gathered; whatever is
+ * computed from those, and all that the sample list decides, is computed
+ * for the global batch on every rank, as one process would. */
 static int fill_batch(train_run *t, const ckd_batch *b, ckd_loss_batch *lb, ckd_error *err)
 {
     ckd_ctx *c = t->ctx;
+    const ckd_batch *g = train_dist_global(t, b);
     int64_t n = b->n, T = b->context_len;
     ckd_tensor *px = ckd_tensor_from(c, 4, (int64_t[]){n, 3, b->image_size, b->image_size}, b->pixel_values);
     memset(lb, 0, sizeof *lb);
     lb->struct_size = sizeof *lb;
-    lb->n = n;
+    lb->n = g->n;
     ckd_tower_out so = {0};
     ckd_tensor *s_out = ckd_model_encode_image(t->student, c, px, 1.0f, t->s_feat ? &so : NULL);
-    lb->s_img = t->s_feat ? so.pooled : s_out; /* a classifier takes part through its features */
+    if (t->s_feat) { /* a classifier takes part through its features */
+        lb->s_img = train_dist_rows(t, so.pooled);
+        s_out = (t->needs & CKD_NEED_S_LOGITS) ? train_dist_rows(t, s_out) : NULL;
+    } else {
+        lb->s_img = s_out = train_dist_rows(t, s_out);
+    }
     lb->s_img_n = normed(c, lb->s_img);
     if (t->needs & CKD_NEED_S_IMG_NOISY) /* CIFD's bottleneck: U[−½, ½) noise while training */
         lb->s_img_noisy =
             t->ibm_noise && ckd_ctx_training(c) ? ckd_quantize(c, lb->s_img, CKD_QUANT_NOISE) : lb->s_img;
     if (!t->s_image_only) {
-        lb->s_txt = ckd_model_encode_text(t->student, c, b->input_ids, n, T, NULL);
+        lb->s_txt = train_dist_rows(t, ckd_model_encode_text(t->student, c, b->input_ids, n, T, NULL));
         lb->s_txt_n = normed(c, lb->s_txt);
         lb->s_logit_scale = ckd_model_logit_scale(t->student);
     }
     if (t->needs & CKD_NEED_S_IMG_MASKED)
-        lb->s_img_masked = ckd_model_encode_image(t->student, c, px, t->keep_ratio, NULL);
+        lb->s_img_masked = masked_image(t, px);
     if (t->needs & CKD_NEED_CENTROIDS)
         lb->centroids = t->centroids;
     if (t->needs & CKD_NEED_LABELS) {
-        for (int64_t i = 0; i < n; i++)
-            if (b->labels[i] < 0 || b->labels[i] >= t->n_classes)
-                return ckd_errorf(err, "data.train: sample %lld has no class label", (long long)b->indices[i]);
-        lb->labels = b->labels;
+        for (int64_t i = 0; i < g->n; i++)
+            if (g->labels[i] < 0 || g->labels[i] >= t->n_classes)
+                return ckd_errorf(err, "data.train: sample %lld has no class label", (long long)g->indices[i]);
+        lb->labels = g->labels;
     }
     if (t->teacher || t->tc.st) {
         /* a teacher is fixed and in eval mode (BatchNorm on its statistics) */
         int was = ckd_ctx_set_grad(c, 0), was_training = ckd_ctx_set_training(c, 0);
         if (t->teacher && t->t_kind == TEACHER_CLASSIFIER) {
             ckd_tower_out to = {0};
-            lb->t_logits = ckd_model_encode_image(t->teacher, c, px, 1.0f, &to);
-            lb->t_img = normed(c, to.pooled);
+            lb->t_logits = train_dist_rows(t, ckd_model_encode_image(t->teacher, c, px, 1.0f, &to));
+            lb->t_img = normed(c, train_dist_rows(t, to.pooled));
             t->teacher_encoded += n;
         } else if (t->teacher) {
-            lb->t_img = normed(c, ckd_model_encode_image(t->teacher, c, px, 1.0f, NULL));
-            lb->t_txt = normed(c, ckd_model_encode_text(t->teacher, c, b->input_ids, n, T, NULL));
+            lb->t_img = normed(c, train_dist_rows(t, ckd_model_encode_image(t->teacher, c, px, 1.0f, NULL)));
+            lb->t_txt = normed(c, train_dist_rows(t, ckd_model_encode_text(t->teacher, c, b->input_ids, n, T, NULL)));
             lb->t_logit_scale = ckd_model_logit_scale(t->teacher);
             t->teacher_encoded += 2 * n;
-        } else if (cached_teacher(t, b, lb, err)) {
+        } else if (cached_teacher(t, g, lb, err)) {
             ckd_ctx_set_grad(c, was);
             ckd_ctx_set_training(c, was_training);
             return -1;
         }
-        if (t->n_assistants && train_assistants_fill(t, b, lb, err)) {
+        if (t->n_assistants && train_assistants_fill(t, g, lb, err)) {
             ckd_ctx_set_grad(c, was);
             ckd_ctx_set_training(c, was_training);
             return -1;
@@ -218,7 +245,7 @@ static int train_step(train_run *t, double *terms, double *total, int64_t *image
     *images = 0;
     for (int64_t a = 0; a < t->accum; a++) {
         const ckd_batch *b;
-        int rc = ckd_loader_next(t->loader, &b, err);
+        int rc = train_dist_next(t, &b, err);
         if (rc)
             return rc < 0 ? ckd_error_prefix(err, "data.train") : ckd_errorf(err, "data.train: ran out of batches");
         ckd_ctx_reset(t->ctx);
@@ -237,13 +264,16 @@ static int train_step(train_run *t, double *terms, double *total, int64_t *image
             ckd_tensor *w = ckd_scale(t->ctx, l, (float)(t->weight[i] / (double)t->accum));
             sum = sum ? ckd_add(t->ctx, sum, w) : w;
         }
-        if (ckd_ctx_check(t->ctx, err) || ckd_backward(t->ctx, sum, err))
+        if (ckdi_dist_agree(ckd_ctx_check(t->ctx, err) || ckd_backward(t->ctx, sum, err), err))
             return ckd_error_prefix(err, "step %lld", (long long)t->step + 1);
         *total += sum->data[0];
-        *images += b->n;
+        *images += train_dist_global(t, b)->n;
     }
+    if (train_dist_reduce_grads(t, err))
+        return ckd_error_prefix(err, "step %lld", (long long)t->step + 1);
     ckd_st_writer *dump = NULL;
-    if (t->step < t->opts->dump_steps && t->opts->dump_dir && train_dump_grads(t, terms, *total, &dump, err))
+    if (t->rank == 0 && t->step < t->opts->dump_steps && t->opts->dump_dir &&
+        train_dump_grads(t, terms, *total, &dump, err))
         return -1;
     clip_gradients(t);
     ckd_adamw_set_lr(t->opt, lr_at(t, t->step));
@@ -280,6 +310,10 @@ void train_term_name(const train_run *t, int i, char *out, size_t cap)
 
 static int append_metrics(loop_state *ls, json_t *line, ckd_error *err)
 {
+    if (!ls->metrics) { /* under MPI, a rank other than 0 */
+        json_decref(line);
+        return 0;
+    }
     char *s = json_dumps(line, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
     json_decref(line);
     if (!s || fprintf(ls->metrics, "%s\n", s) < 0 || fflush(ls->metrics)) {
@@ -294,7 +328,7 @@ static void emit(const train_run *t, ckd_train_event *ev)
 {
     ev->run_name = t->name;
     ev->teacher_encoded = t->teacher_encoded;
-    if (t->opts->progress)
+    if (t->opts->progress && t->rank == 0) /* under MPI rank 0 speaks for all */
         t->opts->progress(t->opts->user, ev);
 }
 
@@ -314,7 +348,7 @@ static double epoch_of(const train_run *t, int64_t step)
     return (double)(step * t->accum) / (double)ckd_loader_batches_per_epoch(t->loader);
 }
 
-static int run_eval(train_run *t, loop_state *ls, ckd_error *err)
+static int run_eval_here(train_run *t, loop_state *ls, ckd_error *err)
 {
     const json_t *spec = json_object_get(json_object_get(t->rj, "data"), "eval");
     if (!spec)
@@ -337,6 +371,12 @@ static int run_eval(train_run *t, loop_state *ls, ckd_error *err)
                           .text = ckd_eval_result_str(&r, buf, sizeof buf)};
     emit(t, &ev);
     return append_metrics(ls, o, err);
+}
+
+/* Under MPI rank 0 evaluates (the others wait for its outcome). */
+static int run_eval(train_run *t, loop_state *ls, ckd_error *err)
+{
+    return ckdi_dist_agree(t->rank == 0 ? run_eval_here(t, ls, err) : 0, err);
 }
 
 static int log_step(train_run *t, loop_state *ls, const double *terms, double total, int64_t images,
@@ -372,10 +412,13 @@ static int log_step(train_run *t, loop_state *ls, const double *terms, double to
     return append_metrics(ls, line, err);
 }
 
+/* Rank 0 writes it: every rank holds the same state. */
 static int checkpoint(train_run *t, loop_state *ls, ckd_error *err)
 {
+    if (t->rank != 0)
+        return ckdi_dist_agree(0, err);
     long len = ftell(ls->metrics);
-    return train_checkpoint_save(t, len < 0 ? 0 : len, err);
+    return ckdi_dist_agree(train_checkpoint_save(t, len < 0 ? 0 : len, err), err);
 }
 
 /* The teacher run's own figures (teacher.recipe: its run is the parent of
@@ -414,8 +457,12 @@ static int finish(train_run *t, loop_state *ls, ckd_error *err)
     snprintf(final, sizeof final, "%s/final", t->dir);
     /* The checkpoint comes before the evaluation: a run killed from here on
      * resumes at the last step and writes the evaluation line once. */
-    if (checkpoint(t, ls, err) || run_eval(t, ls, err) || ckd_model_save_pretrained(t->student, final, err))
+    if (checkpoint(t, ls, err) || run_eval(t, ls, err))
         return -1;
+    if (t->rank != 0)
+        return ckdi_dist_agree(0, err);
+    if (ckd_model_save_pretrained(t->student, final, err))
+        return ckdi_dist_agree(-1, err);
     json_t *terms = json_object();
     for (int i = 0; i < t->n_losses; i++) {
         char nm[80];
@@ -435,23 +482,34 @@ static int finish(train_run *t, loop_state *ls, ckd_error *err)
         json_object_set_new(res, "peak_rss_mib", json_real(peak));
         json_object_set_new(res, "peak_rss_scope", json_string(ls->rss_reset ? "training" : "process"));
     }
+    if (t->world > 1)
+        json_object_set_new(res, "ranks", json_integer(t->world));
     add_teacher_results(t, res);
     int rc = train_write_json(t->dir, "results.json", res, err);
     json_decref(res);
-    return rc;
+    return ckdi_dist_agree(rc, err);
 }
 
 static int loop(train_run *t, int64_t metrics_len, ckd_error *err)
 {
     char path[TRAIN_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->dir);
-    /* Lines written after the checkpoint are written again, identically. */
-    if (truncate(path, metrics_len) && errno != ENOENT)
-        return ckd_errorf(err, "%s: %s", path, strerror(errno));
     loop_state ls = {.t0 = now_s(), .last_step = t->step, .rss_reset = rss_peak_reset()};
-    if (!(ls.metrics = fopen(path, "a")))
-        return ckd_errorf(err, "cannot open %s: %s", path, strerror(errno));
     int rc = -1;
+    if (t->rank == 0) { /* under MPI only rank 0 writes metrics */
+        /* Lines written after the checkpoint are written again, identically. */
+        if (truncate(path, metrics_len) && errno != ENOENT)
+            rc = ckd_errorf(err, "%s: %s", path, strerror(errno));
+        else if (!(ls.metrics = fopen(path, "a")))
+            rc = ckd_errorf(err, "cannot open %s: %s", path, strerror(errno));
+        else
+            rc = 0;
+    } else {
+        rc = 0;
+    }
+    if (ckdi_dist_agree(rc, err))
+        return -1;
+    rc = -1;
     if (ckd_loader_seek(t->loader, train_cursor_for(t, t->step), err))
         goto out;
     ckd_ctx_set_training(t->ctx, 1);
@@ -478,7 +536,8 @@ static int loop(train_run *t, int64_t metrics_len, ckd_error *err)
     rc = finish(t, &ls, err);
 out:
     json_decref(ls.last_eval);
-    fclose(ls.metrics);
+    if (ls.metrics)
+        fclose(ls.metrics);
     return rc;
 }
 
@@ -503,6 +562,8 @@ static void init_run(train_run *t, const ckd_registry *reg, const ckd_recipe *r,
     t->recipe = r;
     t->rj = ckd_recipe_json(r);
     t->opts = o;
+    t->world = ckd_dist_size();
+    t->rank = ckd_dist_rank();
     const json_t *name = json_object_get(t->rj, "name");
     snprintf(t->name, sizeof t->name, "%s", json_is_string(name) ? json_string_value(name) : "run");
     dirname_of(ckd_recipe_path(r), t->base_dir, sizeof t->base_dir);
@@ -527,6 +588,9 @@ static int write_run_files(train_run *t, ckd_error *err)
         json_array_append_new(sets, json_string(t->opts->sets[i]));
     json_t *run = json_pack("{s:s, s:o, s:s}", "recipe", realpath(rp, abs) ? abs : rp, "sets", sets, "recipe_hash",
                             ckd_recipe_hash(t->recipe));
+    /* where its teacher's run is: --resume looks there again */
+    if (run && realpath(t->runs_root, abs))
+        json_object_set_new(run, "runs_root", json_string(abs));
     if (run && t->opts->origin)
         json_object_update(run, (json_t *)t->opts->origin);
     int rc = train_write_json(t->dir, "run.json", run, err) || train_write_json(t->dir, "recipe.json", t->rj, err) ? -1 : 0;
@@ -558,6 +622,8 @@ int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_
     init_run(&t, reg, r, opts ? opts : &dflt);
     if (run_dir)
         snprintf(run_dir, cap, "%s", t.dir);
+    if (train_dist_check_ranks(reg, r, t.dir, err)) /* under MPI: every rank alike, or none starts */
+        return -1;
     ckd_run_state state = ckd_train_dir_state(t.dir);
     if (state == CKD_RUN_FINISHED) {
         char msg[TRAIN_PATH_MAX + 64];
@@ -572,8 +638,18 @@ int ckd_train_run(const ckd_registry *reg, const ckd_recipe *r, const ckd_train_
     int rc = -1, lock = -1;
     /* An "rdm" recipe has no student: CIFD's stage 1 on the teacher's cache. */
     int rdm = json_object_get(t.rj, "rdm") != NULL;
-    if (!(rdm ? train_setup_teacher_only(&t, err) : train_setup(&t, err)) && !train_mkdirs(t.dir, err) &&
-        !train_lock_dir(t.dir, &lock, err) && !write_run_files(&t, err))
+    if (rdm && ckd_dist_size() > 1)
+        return ckd_recipe_errorf(r, "rdm", err,
+                                 "CIFD's stage 1 (a rate-distortion module on cached embeddings) trains in one "
+                                 "process: run it without mpirun first (%d ranks here)",
+                                 ckd_dist_size());
+    /* Under MPI every rank sets up; rank 0 alone creates and locks the run
+     * directory, which the others must then see. */
+    if (!ckdi_dist_agree(rdm ? train_setup_teacher_only(&t, err) : train_setup(&t, err), err) &&
+        !ckdi_dist_agree(t.rank == 0 && (train_mkdirs(t.dir, err) || train_lock_dir(t.dir, &lock, err) ||
+                                         write_run_files(&t, err)),
+                         err) &&
+        !train_dist_sees_dir(t.dir, err))
         rc = rdm ? train_rdm_stage(&t, err) : loop(&t, 0, err);
     train_unlock_dir(lock);
     train_free(&t);
@@ -589,30 +665,37 @@ int ckd_train_resume(const ckd_registry *reg, const ckd_recipe *given, const cha
     else
         ckd_train_opts_init(&o);
     o.out_dir = run_dir;
-    if (!train_checkpoint_exists(run_dir))
-        return ckd_errorf(err, "%s: cannot resume: no checkpoint.safetensors there", run_dir);
+    if (ckdi_dist_agree(train_checkpoint_exists(run_dir)
+                            ? 0
+                            : ckd_errorf(err, "%s: cannot resume: no checkpoint.safetensors there", run_dir),
+                        err))
+        return -1;
     const ckd_recipe *r = given;
     ckd_recipe *loaded = NULL;
     json_t *run = NULL;
     const char *sets[256];
+    char path[TRAIN_PATH_MAX + 16];
+    json_error_t je;
+    snprintf(path, sizeof path, "%s/run.json", run_dir);
+    run = ckdi_json_load_file(path, 0, &je, NULL);
+    /* The runs root the run was started with (its teacher's run is there),
+     * unless the caller names one. */
+    if (!o.runs_root)
+        o.runs_root = json_string_value(json_object_get(run, "runs_root"));
     if (!r) {
-        char path[TRAIN_PATH_MAX + 16];
-        json_error_t je;
-        snprintf(path, sizeof path, "%s/run.json", run_dir);
-        run = ckdi_json_load_file(path, 0, &je, NULL);
         const char *rp = json_string_value(json_object_get(run, "recipe"));
         const json_t *js = json_object_get(run, "sets");
         size_t n = 0;
         for (; n < json_array_size(js) && n < 256; n++)
             sets[n] = json_string_value(json_array_get(js, n));
-        if (!rp) {
+        if (rp)
+            loaded = ckd_recipe_load(rp, sets, n, ckd_train_plugin_schema, (void *)reg, err);
+        else
+            ckd_errorf(err, "%s: cannot resume: unreadable run.json (%s)", path, je.text);
+        if (ckdi_dist_agree(!loaded, err)) {
+            ckd_recipe_free(loaded);
             json_decref(run);
-            return ckd_errorf(err, "%s: cannot resume: unreadable run.json (%s)", path, je.text);
-        }
-        loaded = ckd_recipe_load(rp, sets, n, ckd_train_plugin_schema, (void *)reg, err);
-        if (!loaded) {
-            json_decref(run);
-            return ckd_error_prefix(err, "cannot resume %s", run_dir);
+            return rp ? ckd_error_prefix(err, "cannot resume %s", run_dir) : -1;
         }
         r = loaded;
         o.sets = sets;
@@ -622,8 +705,11 @@ int ckd_train_resume(const ckd_registry *reg, const ckd_recipe *given, const cha
     init_run(&t, reg, r, &o);
     int64_t metrics_len = 0;
     int rc = -1, lock = -1;
-    if (!train_lock_dir(run_dir, &lock, err) && !train_setup(&t, err) &&
-        !train_checkpoint_load(&t, &metrics_len, err))
+    /* Every rank restores the same checkpoint (whatever the number of
+     * ranks that wrote it: the state is the same on all of them). */
+    if (!train_dist_check_ranks(reg, r, run_dir, err) &&
+        !ckdi_dist_agree(t.rank == 0 && train_lock_dir(run_dir, &lock, err), err) &&
+        !ckdi_dist_agree(train_setup(&t, err) || train_checkpoint_load(&t, &metrics_len, err), err))
         rc = loop(&t, metrics_len, err);
     train_unlock_dir(lock);
     train_free(&t);

@@ -67,6 +67,14 @@ typedef struct ckd_loader_opts {
      * default): a fresh crop per (seed, epoch, index). */
     int views;              /* 0 to CKD_LOADER_MAX_VIEWS */
     int view;               /* -1 (default): drawn per epoch; else < views */
+
+    /* Data-parallel shards (clipkd/dist.h): with shards S > 1, each batch
+     * holds only shard k's part of the batch above — positions
+     * [c·k/S, c·(k+1)/S) of its c samples — so that S loaders with the same
+     * options and k = 0 .. S−1 together give every batch, in order, once.
+     * A shard left empty is still returned (n = 0): the other shards' part
+     * of its batch is not empty. 0 or 1 (the default): the whole batch. */
+    int shard, shards;
 } ckd_loader_opts;
 
 #define CKD_LOADER_MAX_VIEWS 64

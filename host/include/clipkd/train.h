@@ -90,7 +90,8 @@ typedef struct ckd_train_opts {
     /* The run directory; NULL: <runs_root>/<name>-<first 12 hex digits of the hash>. */
     const char *out_dir;
     /* Where default run directories go, teachers named by teacher.recipe
-     * included; NULL: the directory holding out_dir when given, else "runs". */
+     * included; NULL: the directory holding out_dir when given, else "runs"
+     * (ckd_train_resume: the root the run was started with, from run.json). */
     const char *runs_root;
     /* The overrides the recipe was loaded with (recorded in run.json, so
      * that --resume can load the same recipe again). */

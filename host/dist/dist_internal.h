@@ -1,0 +1,47 @@
+/* dist_internal.h — the collectives the trainer uses (not installed).
+ *
+ * Each is a no-op copy in a world of one, so the trainer calls them without
+ * asking whether it runs under MPI. All return 0, or -1 with err set; an
+ * MPI failure (a peer gone) ends the job through the MPI library's own
+ * error handler, which Open MPI's launcher reports on its side. */
+#ifndef CKD_DIST_INTERNAL_H
+#define CKD_DIST_INTERNAL_H
+
+#include <stdint.h>
+
+#include "clipkd/dist.h"
+#include "clipkd/tensor.h"
+
+/* More than one rank. */
+int ckdi_dist_active(void);
+
+/* out = the ranks' local arrays one after another, in rank order; counts[r]
+ * elements of elem_bytes come from rank r (every rank passes the same
+ * counts). */
+int ckdi_dist_allgather(const void *local, const int64_t *counts, int64_t elem_bytes, void *out, ckd_error *err);
+
+/* out[r · n + k] = rank r's v[k]: n int64 from every rank. */
+int ckdi_dist_allgather_i64(const int64_t *v, int n, int64_t *out, ckd_error *err);
+
+/* buf[0..n) = its sum over the ranks, the same bits on every rank. */
+int ckdi_dist_allreduce_f32(float *buf, int64_t n, ckd_error *err);
+
+/* Rank root's bytes to every rank. */
+int ckdi_dist_bcast(void *buf, int64_t bytes, int root, ckd_error *err);
+
+/* Collective: every rank passes its own outcome (0 or -1 with err set).
+ * When any rank failed, every rank returns -1 with err = the lowest failing
+ * rank's message, "rank R: " in front; else 0. This is how one rank's bad
+ * input stops all of them with one clear message instead of leaving the
+ * others waiting in the next collective. */
+int ckdi_dist_agree(int rc, ckd_error *err);
+
+/* Waits for every rank. */
+void ckdi_dist_barrier(void);
+
+/* The tape op (dist_ops.c): every rank's x [counts[r], ...] in rank order,
+ * as [Σ counts, ...], gradients flowing back to this rank's rows; x itself
+ * in a world of one. */
+ckd_tensor *ckdi_dist_gather_rows(ckd_ctx *c, ckd_tensor *x, const int64_t *counts);
+
+#endif
