@@ -4,7 +4,9 @@
 # quickstart's tiny distilled recipe (CLIP + CRD + FD + ICL, cached
 # teacher) on 2 ranks against 1 process at the same global batch and seed —
 # the loss at every step within 1e-5 relative, the final weights within 1e-5
-# relative L2 (tests/dist-compare.c); a rank killed mid-run stops the job
+# relative L2 (tests/dist-compare.c), and the evaluation sharded over the
+# ranks is one process's; a run stopped on 2 ranks resumes in
+# one process; a rank killed mid-run stops the job
 # with the checkpoint intact, and the job resumes to the same weights as an
 # uninterrupted run; bad input stops every rank with one message. Skipped
 # (exit 77) when clipkd was built without MPI or mpirun is missing. Writes
@@ -44,10 +46,19 @@ check "the teacher, in one process" "" clipkd run "$students/../teachers/teacher
 same="--set train.log_every=1 --set train.steps=8 --set threads=1"
 check "student, 1 process" "" clipkd run "$students/distilled.json" --runs "$runs" --out "$tmp/one" $same
 check "student, 2 ranks" "^run dir:  $tmp/two" mpi 2 run "$students/distilled.json" --runs "$runs" --out "$tmp/two" $same
+cp "$tmp/out" "$tmp/out.two"
 check "... prints only rank 0's lines" "" test "$(grep -c '^run dir:' "$tmp/out")" -eq 1
 check "... and records the ranks" '"ranks": 2' cat "$tmp/two/results.json"
 check "2 ranks = 1 process: loss at every step, final weights" "within tolerance" \
     compare "$tmp/one" "$tmp/two" 1e-5 1e-5
+# the evaluation, sharded over the ranks, against one process's of the same weights
+check "the 2-rank run's evaluation ..." "" sh -c "sed -n 's/^.*\] eval: //p' '$tmp/out.two' > '$tmp/eval.two' && test -s '$tmp/eval.two'"
+check "... is one process's evaluation of its weights" "" \
+    sh -c "'$builddir/clipkd' eval '$tmp/two' --data '$students/distilled.json' | tail -n 1 | cmp - '$tmp/eval.two'"
+check "a run stopped on 2 ranks ..." "" mpi 2 run "$students/distilled.json" --runs "$runs" --out "$tmp/regrid" $same \
+    --set train.checkpoint_every=4 --stop-after 5
+check "... resumes in one process" "^run dir:  $tmp/regrid" clipkd run --resume "$tmp/regrid"
+check "... to the 2-rank run's losses and weights" "within tolerance" compare "$tmp/two" "$tmp/regrid" 1e-5 1e-5
 
 # -- a rank killed mid-run: the job stops, the checkpoint is intact, the job resumes
 long="--set train.log_every=1 --set train.steps=400 --set train.checkpoint_every=5 --set threads=1"

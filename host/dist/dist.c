@@ -120,7 +120,9 @@ int ckdi_dist_allgather(const void *local, const int64_t *counts, int64_t elem_b
         off += cnt[r];
     }
     double t0 = now_s();
-    rc[0] = MPI_Allgatherv(local, cnt[g_rank], MPI_BYTE, out, cnt, disp, MPI_BYTE, MPI_COMM_WORLD);
+    /* local may already sit at its place in out (MPI forbids aliasing otherwise) */
+    const void *src = local == (const char *)out + disp[g_rank] ? MPI_IN_PLACE : local;
+    rc[0] = MPI_Allgatherv(src, cnt[g_rank], MPI_BYTE, out, cnt, disp, MPI_BYTE, MPI_COMM_WORLD);
     if (rc[0] != MPI_SUCCESS)
         return ckd_errorf(err, "MPI: all-gather of %lld bytes failed", (long long)total);
     g_stats.allgather_bytes += total;

@@ -17,7 +17,7 @@ int ckdi_dist_active(void);
 
 /* out = the ranks' local arrays one after another, in rank order; counts[r]
  * elements of elem_bytes come from rank r (every rank passes the same
- * counts). */
+ * counts). local may be this rank's place in out. */
 int ckdi_dist_allgather(const void *local, const int64_t *counts, int64_t elem_bytes, void *out, ckd_error *err);
 
 /* out[r · n + k] = rank r's v[k]: n int64 from every rank. */
@@ -35,6 +35,16 @@ int ckdi_dist_bcast(void *buf, int64_t bytes, int root, ckd_error *err);
  * input stops all of them with one clear message instead of leaving the
  * others waiting in the next collective. */
 int ckdi_dist_agree(int rc, ckd_error *err);
+
+/* Collective, once per batch of a sharded loader: rc is this rank's
+ * ckd_loader_next outcome (0, 1 at the end, −1 with err set) and n its
+ * shard's size. counts[r] = rank r's n. Returns −1 on every rank when any
+ * failed (err = the first failing rank's message), 1 when all are at the
+ * end, else 0. */
+int ckdi_dist_counts(int rc, int64_t n, int64_t *counts, ckd_error *err);
+
+/* This rank's part [*lo, *hi) of M rows split over the ranks. */
+void ckdi_dist_part(int64_t M, int64_t *lo, int64_t *hi);
 
 /* Waits for every rank. */
 void ckdi_dist_barrier(void);

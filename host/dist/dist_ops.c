@@ -63,3 +63,30 @@ ckd_tensor *ckdi_dist_gather_rows(ckd_ctx *c, ckd_tensor *x, const int64_t *coun
     }
     return out;
 }
+
+int ckdi_dist_counts(int rc, int64_t n, int64_t *counts, ckd_error *err)
+{
+    int R = ckd_dist_size();
+    int64_t mine = rc < 0 ? -1 : rc > 0 ? -2 : n;
+    if (ckdi_dist_allgather_i64(&mine, 1, counts, err))
+        return -1;
+    int failed = 0, ended = 0;
+    for (int r = 0; r < R; r++) {
+        failed |= counts[r] == -1;
+        ended += counts[r] == -2;
+    }
+    if (failed)
+        return ckdi_dist_agree(rc < 0 ? -1 : 0, err);
+    if (ended == R)
+        return 1;
+    if (ended)
+        return ckd_errorf(err, "the ranks' loaders disagree on the number of batches (%d of %d at the end)", ended, R);
+    return 0;
+}
+
+void ckdi_dist_part(int64_t M, int64_t *lo, int64_t *hi)
+{
+    int64_t R = ckd_dist_size(), r = ckd_dist_rank();
+    *lo = M * r / R;
+    *hi = M * (r + 1) / R;
+}

@@ -13,6 +13,7 @@
 #include "clipkd/ops.h"
 #include "clipkd/tokenizer.h"
 #include "train_internal.h"
+#include "dist/dist_internal.h"
 
 void ckd_eval_opts_init(ckd_eval_opts *o)
 {
@@ -69,9 +70,37 @@ int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, 
 
 /* The three below: features picks a classifier's features over its output;
  * normalise, L2-normalised rows. */
+/* One batch's rows: embeddings (or features) into img, the output into
+ * logits when given, labels and dataset indices. */
+static int encode_batch(ckd_model *m, ckd_ctx *c, const ckd_batch *b, int features, int normalise, int64_t D,
+                        int64_t K, float *img, float *logits, int32_t *labels, int64_t *index, ckd_error *err)
+{
+    if (b->n == 0) /* a shard of a batch smaller than the ranks */
+        return 0;
+    ckd_ctx_reset(c);
+    int64_t shape[4] = {b->n, 3, b->image_size, b->image_size};
+    ckd_tensor *px = ckd_tensor_from(c, 4, shape, b->pixel_values);
+    ckd_tower_out out = {0};
+    ckd_tensor *y = ckd_model_encode_image(m, c, px, 1.0f, features ? &out : NULL);
+    ckd_tensor *e = features ? out.pooled : y;
+    if (normalise)
+        e = ckd_l2_normalize(c, e, 1e-12f);
+    if (ckd_ctx_check(c, err))
+        return ckd_error_prefix(err, "image embeddings");
+    memcpy(img, e->data, (size_t)(b->n * D) * sizeof *img);
+    if (logits)
+        memcpy(logits, y->data, (size_t)(b->n * K) * sizeof *logits);
+    for (int i = 0; i < b->n; i++)
+        labels[i] = b->labels[i], index[i] = b->indices[i];
+    return 0;
+}
+
+/* With sharded (under MPI: a collective), each rank encodes its shard of
+ * every batch into scratch rows and the ranks' rows are gathered, so that
+ * every rank ends with all of them in dataset order. */
 static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs, int on_error,
-                       int features, int normalise, float *img, float *logits, int32_t *labels, int64_t *index,
-                       int64_t *n_out, ckd_error *err)
+                       int features, int normalise, int sharded, float *img, float *logits, int32_t *labels,
+                       int64_t *index, int64_t *n_out, ckd_error *err)
 {
     const ckd_model_info *info = ckd_model_get_info(m);
     ckd_loader_opts lo;
@@ -89,32 +118,47 @@ static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const tr
     lo.threads = 1;
     lo.prefetch = 2;
     lo.on_error = on_error;
-    ckd_loader *l = ckd_loader_new(ds, &lo, err);
-    if (!l)
-        return -1;
+    sharded = sharded && ckdi_dist_active();
+    lo.shard = sharded ? ckd_dist_rank() : 0;
+    lo.shards = sharded ? ckd_dist_size() : 0;
     int64_t K = ckd_model_embed_dim(m), D = features ? ckd_model_feature_dim(m) : K, n = 0;
+    int64_t *counts = sharded ? malloc((size_t)ckd_dist_size() * sizeof *counts) : NULL;
+    /* a rank's shard rows before they are gathered */
+    float *s_img = sharded ? malloc((size_t)(bs * D) * sizeof *s_img) : NULL;
+    float *s_logits = sharded && logits ? malloc((size_t)(bs * K) * sizeof *s_logits) : NULL;
+    int32_t *s_labels = sharded ? malloc((size_t)bs * sizeof *s_labels) : NULL;
+    int64_t *s_index = sharded ? malloc((size_t)bs * sizeof *s_index) : NULL;
+    ckd_loader *l = NULL;
+    int rc = sharded && (!counts || !s_img || (logits && !s_logits) || !s_labels || !s_index)
+                 ? ckd_errorf(err, "out of memory")
+             : (l = ckd_loader_new(ds, &lo, err)) ? 0
+                                                   : -1;
+    if (sharded && ckdi_dist_agree(rc, err))
+        rc = -1;
     const ckd_batch *b;
-    int rc;
-    while ((rc = ckd_loader_next(l, &b, err)) == 0) {
-        ckd_ctx_reset(c);
-        int64_t shape[4] = {b->n, 3, b->image_size, b->image_size};
-        ckd_tensor *px = ckd_tensor_from(c, 4, shape, b->pixel_values);
-        ckd_tower_out out = {0};
-        ckd_tensor *y = ckd_model_encode_image(m, c, px, 1.0f, features ? &out : NULL);
-        ckd_tensor *e = features ? out.pooled : y;
-        if (normalise)
-            e = ckd_l2_normalize(c, e, 1e-12f);
-        if (ckd_ctx_check(c, err)) {
-            rc = ckd_error_prefix(err, "image embeddings");
+    while (rc == 0) {
+        rc = ckd_loader_next(l, &b, err);
+        if (sharded)
+            rc = ckdi_dist_counts(rc, rc == 0 ? b->n : 0, counts, err);
+        if (rc)
             break;
+        if (!sharded) {
+            rc = encode_batch(m, c, b, features, normalise, D, K, img + n * D, logits ? logits + n * K : NULL,
+                              labels + n, index + n, err);
+            n += b->n;
+            continue;
         }
-        memcpy(img + n * D, e->data, (size_t)(b->n * D) * sizeof *img);
-        if (logits)
-            memcpy(logits + n * K, y->data, (size_t)(b->n * K) * sizeof *logits);
-        for (int i = 0; i < b->n; i++)
-            labels[n + i] = b->labels[i], index[n + i] = b->indices[i];
-        n += b->n;
+        rc = ckdi_dist_agree(encode_batch(m, c, b, features, normalise, D, K, s_img, s_logits, s_labels, s_index, err),
+                             err);
+        if (!rc && (ckdi_dist_allgather(s_img, counts, D * (int64_t)sizeof *img, img + n * D, err) ||
+                    (logits && ckdi_dist_allgather(s_logits, counts, K * (int64_t)sizeof *logits, logits + n * K, err)) ||
+                    ckdi_dist_allgather(s_labels, counts, sizeof *labels, labels + n, err) ||
+                    ckdi_dist_allgather(s_index, counts, sizeof *index, index + n, err)))
+            rc = -1;
+        for (int r = 0; r < ckd_dist_size(); r++)
+            n += counts[r];
     }
+    free(counts), free(s_img), free(s_logits), free(s_labels), free(s_index);
     ckd_loader_free(l);
     *n_out = n;
     return rc < 0 ? -1 : 0;
@@ -123,14 +167,14 @@ static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const tr
 int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs, int on_error,
                         float *img, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
 {
-    return encode_rows(m, c, ds, v, bs, on_error, 0, 1, img, NULL, labels, index, n_out, err);
+    return encode_rows(m, c, ds, v, bs, on_error, 0, 1, 0, img, NULL, labels, index, n_out, err);
 }
 
 int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs,
                           int on_error, float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out,
                           ckd_error *err)
 {
-    return encode_rows(m, c, ds, v, bs, on_error, 1, 1, img, logits, labels, index, n_out, err);
+    return encode_rows(m, c, ds, v, bs, on_error, 1, 1, 0, img, logits, labels, index, n_out, err);
 }
 
 int train_class_prompt_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const ckd_eval_opts *o, int64_t T,
@@ -295,8 +339,19 @@ static int retrieval(ckd_model *m, ckd_ctx *c, const ckd_eval_opts *o, const flo
         ckd_errorf(err, "out of memory for %lld caption embeddings", (long long)U);
         goto out;
     }
-    if (train_encode_texts(m, c, ids, U, T, o->batch_size, txt, err))
+    /* under MPI each rank encodes its part of the texts, then all get all */
+    int64_t lo, hi, mine, *parts = malloc((size_t)ckd_dist_size() * sizeof *parts);
+    ckdi_dist_part(U, &lo, &hi);
+    mine = hi - lo;
+    int enc = parts ? train_encode_texts(m, c, ids + lo * T, mine, T, o->batch_size, txt + lo * D, err)
+                    : ckd_errorf(err, "out of memory");
+    if (ckdi_dist_agree(enc, err) ||
+        ckdi_dist_allgather_i64(&mine, 1, parts, err) ||
+        ckdi_dist_allgather(txt + lo * D, parts, D * (int64_t)sizeof *txt, txt, err)) {
+        free(parts);
         goto out;
+    }
+    free(parts);
     rc = text ? ckd_retrieval_eval_matches(img, n, txt, U, D, owner, text, M, &r->retrieval, err)
               : ckd_retrieval_eval(img, n, txt, owner, M, D, &r->retrieval, err);
     r->has_retrieval = rc == 0;
@@ -367,9 +422,11 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
         ckd_eval_opts_init(&o);
     memset(r, 0, sizeof *r);
     double t0 = now_s();
+    /* Under MPI every rank evaluates its share: all must get through the
+     * set-up (one agreement) before the first collective. */
     ckd_dataset *ds = ckd_dataset_open(spec, base_dir, err);
     if (!ds)
-        return -1;
+        return ckdi_dist_agree(-1, err);
     ckd_tokenizer *tok = NULL;
     ckd_ctx *c = ckd_ctx_new(0, 0, err);
     float *img = NULL, *cls = NULL;
@@ -382,28 +439,25 @@ int ckd_evaluate(ckd_model *m, const json_t *spec, const char *base_dir, const c
     int classifier = ckd_model_is_classifier(m);
     int64_t D = ckd_model_embed_dim(m), T = tm ? ckd_model_get_info(tm)->context_length : 0;
     int64_t K = (int64_t)ckd_dataset_n_classes(ds);
+    int bad = -1;
     if (classifier && K > 0 && K != D) {
         ckd_errorf(err, "the classifier has %lld outputs, the evaluation data %lld classes", (long long)D,
                    (long long)K);
-        goto out;
-    }
-    if (!classifier && tm && tm != m && ckd_model_embed_dim(tm) != D) {
+    } else if (!classifier && tm && tm != m && ckd_model_embed_dim(tm) != D) {
         ckd_errorf(err, "the image-only model embeds in %lld dimensions, the text model in %lld", (long long)D,
                    (long long)ckd_model_embed_dim(tm));
-        goto out;
+    } else if (c && (tok = ckd_tokenizer_load_default(err))) {
+        ckd_ctx_set_grad(c, 0);
+        img = malloc(N * (size_t)D * sizeof *img);
+        labels = malloc(N * sizeof *labels);
+        index = malloc(N * sizeof *index);
+        bad = !img || !labels || !index ? ckd_errorf(err, "out of memory for %zu embeddings", N) : 0;
     }
-    if (!c || !(tok = ckd_tokenizer_load_default(err)))
+    if (ckdi_dist_agree(bad, err))
         goto out;
-    ckd_ctx_set_grad(c, 0);
-    img = malloc(N * (size_t)D * sizeof *img);
-    labels = malloc(N * sizeof *labels);
-    index = malloc(N * sizeof *index);
-    if (!img || !labels || !index) {
-        ckd_errorf(err, "out of memory for %zu embeddings", N);
-        goto out;
-    }
     /* a classifier's raw logits: softmax gives its probabilities (calibration) */
-    if (encode_rows(m, c, ds, NULL, o.batch_size, CKD_LOADER_FAIL, 0, !classifier, img, NULL, labels, index, &n, err))
+    if (encode_rows(m, c, ds, NULL, o.batch_size, CKD_LOADER_FAIL, 0, !classifier, 1, img, NULL, labels, index, &n,
+                    err))
         goto out;
     r->n_images = n;
     int has_labels = n > 0;

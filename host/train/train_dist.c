@@ -137,16 +137,12 @@ int train_dist_next(train_run *t, const ckd_batch **b, ckd_error *err)
     int rc = ckd_loader_next(t->loader, b, err);
     if (t->world == 1)
         return rc;
-    /* Each rank's shard size, or −1 where its loader failed: the ranks learn
-     * of a failure here instead of waiting for the failed one. */
-    int64_t mine = rc == 0 ? (*b)->n : -1, R = t->world, total = 0;
-    if (ckdi_dist_allgather_i64(&mine, 1, t->counts, err))
-        return -1;
-    for (int k = 0; k < R; k++)
-        if (t->counts[k] < 0)
-            return ckdi_dist_agree(rc ? -1 : 0, err);
-    if (rc) /* the end, on every rank alike (the same cursor) */
+    /* The shard sizes, and whether a rank failed: the ranks learn of a
+     * failure here instead of waiting for the failed one. */
+    rc = ckdi_dist_counts(rc, rc == 0 ? (*b)->n : 0, t->counts, err);
+    if (rc)
         return rc;
+    int64_t R = t->world, total = 0;
     for (int k = 0; k < R; k++)
         total += t->counts[k];
     if (total == 0) /* nothing of the batch could be read: the next one, as one process does */
@@ -154,9 +150,8 @@ int train_dist_next(train_run *t, const ckd_batch **b, ckd_error *err)
     for (int k = 0; k < R; k++)
         if (t->counts[k] == 0)
             return ckd_errorf(err, "data.train: epoch %lld batch %lld: no sample of rank %d's shard could be read "
-                                   "(%s): a shard cannot be empty",
-                              (long long)(*b)->epoch, (long long)(*b)->batch, k,
-                              ckd_loader_skipped(t->loader) ? "see the skipped samples" : "all skipped");
+                                   "(all were skipped); a shard cannot be empty",
+                              (long long)(*b)->epoch, (long long)(*b)->batch, k);
     const ckd_batch *l = *b;
     ckd_batch *g = &t->gbatch;
     if (ckdi_dist_allgather(l->labels, t->counts, sizeof *l->labels, g->labels, err) ||

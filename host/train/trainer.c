@@ -373,10 +373,11 @@ static int run_eval_here(train_run *t, loop_state *ls, ckd_error *err)
     return append_metrics(ls, o, err);
 }
 
-/* Under MPI rank 0 evaluates (the others wait for its outcome). */
+/* Under MPI every rank evaluates its share of the images and texts
+ * (ckd_evaluate is then collective) and rank 0 writes the line. */
 static int run_eval(train_run *t, loop_state *ls, ckd_error *err)
 {
-    return ckdi_dist_agree(t->rank == 0 ? run_eval_here(t, ls, err) : 0, err);
+    return ckdi_dist_agree(run_eval_here(t, ls, err), err);
 }
 
 static int log_step(train_run *t, loop_state *ls, const double *terms, double total, int64_t images,

@@ -202,7 +202,9 @@ typedef struct ckd_eval_result {
 
 /* Evaluates a model on a dataset spec (relative paths against base_dir):
  * zero-shot needs class names and templates, retrieval captions; what the
- * data cannot give is skipped. */
+ * data cannot give is skipped. Under MPI (clipkd/dist.h, more than one
+ * rank) it is collective: every rank calls it, encodes its share of the
+ * images and texts, and gets the whole result. */
 int ckd_evaluate(ckd_model *m, const json_t *data_spec, const char *base_dir, const ckd_eval_opts *o,
                  ckd_eval_result *out, ckd_error *err);
 
