@@ -50,6 +50,17 @@ float *ckdi_grad_buf(ckd_ctx *c, ckd_tensor *t);
  * the op uses ckdi_grad_buf. */
 float *ckdi_grad_buf_ex(ckd_ctx *c, ckd_tensor *t, int *fresh);
 
+/* The newest node of the tape (ckd_node.prev leads to older ones), NULL
+ * when empty. */
+ckd_node *ckdi_tape_newest(const ckd_ctx *c);
+
+/* ckd_backward, calling after(user, n) once each node's backward has run
+ * (or been skipped: nothing flowed into it), newest first. Data-parallel
+ * training uses it to start summing a group of parameter gradients over
+ * the ranks as soon as the last node that writes them is done. */
+int ckdi_backward_ex(ckd_ctx *c, ckd_tensor *loss, void (*after)(void *user, const ckd_node *n), void *user,
+                     ckd_error *err);
+
 /* p[0..n) = 0, in parallel blocks when large. */
 void ckdi_zero(float *p, int64_t n);
 

@@ -408,7 +408,12 @@ void ckdi_zero(float *p, int64_t n)
         memset(p + k * CKDI_BLOCK, 0, (size_t)(ckdi_block_end(k, n) - k * CKDI_BLOCK) * sizeof(float));
 }
 
-int ckd_backward(ckd_ctx *c, ckd_tensor *loss, ckd_error *err)
+ckd_node *ckdi_tape_newest(const ckd_ctx *c) { return c->tape; }
+
+int ckd_backward(ckd_ctx *c, ckd_tensor *loss, ckd_error *err) { return ckdi_backward_ex(c, loss, NULL, NULL, err); }
+
+int ckdi_backward_ex(ckd_ctx *c, ckd_tensor *loss, void (*after)(void *user, const ckd_node *n), void *user,
+                     ckd_error *err)
 {
     if (c->failed)
         return ckd_errorf(err, "backward: the forward pass failed: %s", c->msg);
@@ -425,11 +430,12 @@ int ckd_backward(ckd_ctx *c, ckd_tensor *loss, ckd_error *err)
         return ckd_ctx_check(c, err);
     g[0] += 1.0f;
     for (ckd_node *n = c->tape; n; n = n->prev) {
-        if (!n->out->grad)
-            continue; /* nothing flowed into this node's output */
-        n->backward(c, n);
+        if (n->out->grad) /* else nothing flowed into this node's output */
+            n->backward(c, n);
         if (c->failed)
             return ckd_errorf(err, "backward of %s: %s", n->op, c->msg);
+        if (after)
+            after(user, n);
     }
     return 0;
 }

@@ -96,8 +96,47 @@ int ckdi_dist_allreduce_f32(float *buf, int64_t n, ckd_error *err)
     }
     g_stats.allreduce_bytes += n * (int64_t)sizeof(float);
     g_stats.calls++;
-    g_stats.seconds += now_s() - t0;
+    g_stats.allreduce_seconds += now_s() - t0;
     return 0;
+}
+
+/* Outstanding non-blocking all-reduces, by slot. */
+static MPI_Request g_req[CKDI_DIST_MAX_SLOTS];
+static int g_active;
+
+int ckdi_dist_iallreduce_f32(float *buf, int64_t n, int slot, ckd_error *err)
+{
+    if (g_size == 1)
+        return 0;
+    if (slot < 0 || slot >= CKDI_DIST_MAX_SLOTS || n > INT32_MAX)
+        return ckd_errorf(err, "MPI: all-reduce slot %d of %lld floats out of range", slot, (long long)n);
+    if (!g_active)
+        for (int i = 0; i < CKDI_DIST_MAX_SLOTS; i++)
+            g_req[i] = MPI_REQUEST_NULL;
+    g_active = 1;
+    if (MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_req[slot]) != MPI_SUCCESS)
+        return ckd_errorf(err, "MPI: all-reduce of %lld floats failed", (long long)n);
+    g_stats.allreduce_bytes += n * (int64_t)sizeof(float);
+    g_stats.calls++;
+    return 0;
+}
+
+void ckdi_dist_progress(void)
+{
+    int done;
+    if (g_active)
+        MPI_Testall(CKDI_DIST_MAX_SLOTS, g_req, &done, MPI_STATUSES_IGNORE);
+}
+
+int ckdi_dist_wait_all(ckd_error *err)
+{
+    if (!g_active)
+        return 0;
+    double t0 = now_s();
+    int rc = MPI_Waitall(CKDI_DIST_MAX_SLOTS, g_req, MPI_STATUSES_IGNORE);
+    g_active = 0;
+    g_stats.allreduce_seconds += now_s() - t0;
+    return rc == MPI_SUCCESS ? 0 : ckd_errorf(err, "MPI: waiting for the all-reduces failed");
 }
 
 int ckdi_dist_allgather(const void *local, const int64_t *counts, int64_t elem_bytes, void *out, ckd_error *err)
@@ -127,7 +166,7 @@ int ckdi_dist_allgather(const void *local, const int64_t *counts, int64_t elem_b
         return ckd_errorf(err, "MPI: all-gather of %lld bytes failed", (long long)total);
     g_stats.allgather_bytes += total;
     g_stats.calls++;
-    g_stats.seconds += now_s() - t0;
+    g_stats.allgather_seconds += now_s() - t0;
     return 0;
 }
 
@@ -205,6 +244,20 @@ void ckd_dist_finalize(void) {}
 int ckdi_dist_allreduce_f32(float *buf, int64_t n, ckd_error *err)
 {
     (void)buf, (void)n, (void)err;
+    return 0;
+}
+
+int ckdi_dist_iallreduce_f32(float *buf, int64_t n, int slot, ckd_error *err)
+{
+    (void)buf, (void)n, (void)slot, (void)err;
+    return 0;
+}
+
+void ckdi_dist_progress(void) {}
+
+int ckdi_dist_wait_all(ckd_error *err)
+{
+    (void)err;
     return 0;
 }
 

@@ -26,6 +26,15 @@ int ckdi_dist_allgather_i64(const int64_t *v, int n, int64_t *out, ckd_error *er
 /* buf[0..n) = its sum over the ranks, the same bits on every rank. */
 int ckdi_dist_allreduce_f32(float *buf, int64_t n, ckd_error *err);
 
+/* Non-blocking sums in place (the gradient buckets of grad_sync.c): a
+ * sum started in slot 0 .. CKDI_DIST_MAX_SLOTS − 1; progress lets the MPI
+ * library move the outstanding ones on (Open MPI progresses non-blocking
+ * collectives only inside MPI calls); wait_all finishes them all. */
+#define CKDI_DIST_MAX_SLOTS 64
+int ckdi_dist_iallreduce_f32(float *buf, int64_t n, int slot, ckd_error *err);
+void ckdi_dist_progress(void);
+int ckdi_dist_wait_all(ckd_error *err);
+
 /* Rank root's bytes to every rank. */
 int ckdi_dist_bcast(void *buf, int64_t bytes, int root, ckd_error *err);
 
@@ -48,6 +57,14 @@ void ckdi_dist_part(int64_t M, int64_t *lo, int64_t *hi);
 
 /* Waits for every rank. */
 void ckdi_dist_barrier(void);
+
+/* grad_sync.c: ckd_backward with the ranks' gradients of params[0..n)
+ * summed bucket by bucket as backward finishes them, and divided by the
+ * number of ranks; ckd_backward itself in a world of one. Collective. */
+typedef struct ckdi_grad_sync ckdi_grad_sync;
+ckdi_grad_sync *ckdi_grad_sync_new(ckd_tensor *const *params, int n, ckd_error *err);
+void ckdi_grad_sync_free(ckdi_grad_sync *s);
+int ckdi_grad_sync_backward(ckdi_grad_sync *s, ckd_ctx *c, ckd_tensor *loss, ckd_error *err);
 
 /* The tape op (dist_ops.c): every rank's x [counts[r], ...] in rank order,
  * as [Σ counts, ...], gradients flowing back to this rank's rows; x itself

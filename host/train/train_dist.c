@@ -10,7 +10,8 @@
  * would. What only the batch's sample list decides — labels, cached teacher
  * rows, assistants — is read for the global batch from the gathered list.
  * After backward the ranks' parameter gradients are summed and divided by
- * the number of ranks (see dist_ops.c for why that is the exact gradient),
+ * the number of ranks, bucket by bucket while backward still runs
+ * (grad_sync.c; see dist_ops.c for why that is the exact gradient),
  * so every rank takes the same AdamW step and the parameters stay the same
  * bits everywhere; rank 0 alone writes the run directory. */
 #include "config.h"
@@ -113,13 +114,9 @@ int train_dist_init(train_run *t, ckd_error *err)
     g->captions = malloc(B * sizeof *g->captions);
     g->indices = malloc(B * sizeof *g->indices);
     g->views = malloc(B * sizeof *g->views);
-    size_t n_grad = 0;
-    for (int k = 0; k < t->n_params; k++)
-        n_grad += (size_t)t->params[k]->n;
-    t->grad_flat = malloc((n_grad ? n_grad : 1) * sizeof *t->grad_flat);
-    if (!t->counts || !g->labels || !g->captions || !g->indices || !g->views || !t->grad_flat)
+    if (!t->counts || !g->labels || !g->captions || !g->indices || !g->views)
         return ckd_errorf(err, "out of memory");
-    return 0;
+    return (t->gsync = ckdi_grad_sync_new(t->params, t->n_params, err)) ? 0 : -1;
 }
 
 void train_dist_free(train_run *t)
@@ -129,7 +126,7 @@ void train_dist_free(train_run *t)
     free(t->gbatch.captions);
     free(t->gbatch.indices);
     free(t->gbatch.views);
-    free(t->grad_flat);
+    ckdi_grad_sync_free(t->gsync);
 }
 
 int train_dist_next(train_run *t, const ckd_batch **b, ckd_error *err)
@@ -177,30 +174,10 @@ ckd_tensor *train_dist_rows(train_run *t, ckd_tensor *x)
     return t->world == 1 ? x : ckdi_dist_gather_rows(t->ctx, x, t->counts);
 }
 
-int train_dist_reduce_grads(train_run *t, ckd_error *err)
+int train_dist_backward(train_run *t, ckd_tensor *loss, int last, ckd_error *err)
 {
-    if (t->world == 1)
-        return 0;
-    float *f = t->grad_flat;
-    int64_t off = 0;
-    for (int k = 0; k < t->n_params; k++) {
-        const ckd_tensor *p = t->params[k];
-        if (p->grad)
-            memcpy(f + off, p->grad, (size_t)p->n * sizeof *f);
-        else
-            memset(f + off, 0, (size_t)p->n * sizeof *f);
-        off += p->n;
-    }
-    if (ckdi_dist_allreduce_f32(f, off, err))
-        return -1;
-    /* the mean over the ranks; exact for a power of two */
-    float s = 1.0f / (float)t->world;
-    off = 0;
-    for (int k = 0; k < t->n_params; k++) {
-        ckd_tensor *p = t->params[k];
-        for (int64_t i = 0; p->grad && i < p->n; i++)
-            p->grad[i] = f[off + i] * s;
-        off += p->n;
-    }
-    return 0;
+    if (t->world == 1 || !last) /* earlier micro-batches only accumulate */
+        return ckd_ctx_check(t->ctx, err) || ckd_backward(t->ctx, loss, err) ? -1 : 0;
+    /* collective: it starts every bucket even when this rank's forward failed */
+    return ckdi_grad_sync_backward(t->gsync, t->ctx, loss, err);
 }

@@ -119,11 +119,11 @@ typedef struct train_run {
 
     /* Data-parallel training (train_dist.c): the ranks, each rank's shard
      * size in the current micro-batch, the global batch's sample list, the
-     * flat gradient buffer that is all-reduced. */
+     * gradient sum (host/dist/grad_sync.c). */
     int world, rank;
     int64_t *counts;
     ckd_batch gbatch;
-    float *grad_flat;
+    struct ckdi_grad_sync *gsync;
 } train_run;
 
 /* train_setup.c: everything the recipe names, checked before any compute. */
@@ -264,7 +264,8 @@ int train_dump_save(train_run *t, ckd_st_writer *w, double lr, ckd_error *err);
  * batch's sample list gathered (a failure on any rank fails all).
  * train_dist_global: that list (the batch itself in a world of one).
  * train_dist_rows: an activation's global-batch rows (on the tape).
- * train_dist_reduce_grads: the mean of the ranks' gradients. */
+ * train_dist_backward: backward of a micro-batch; after the last one of a
+ * step (last), each parameter's gradient is the mean of the ranks'. */
 int train_dist_check_ranks(const ckd_registry *reg, const ckd_recipe *r, const char *run_dir, ckd_error *err);
 int train_dist_init(train_run *t, ckd_error *err);
 void train_dist_free(train_run *t);
@@ -272,7 +273,7 @@ int train_dist_sees_dir(const char *dir, ckd_error *err);
 int train_dist_next(train_run *t, const ckd_batch **b, ckd_error *err);
 const ckd_batch *train_dist_global(const train_run *t, const ckd_batch *local);
 ckd_tensor *train_dist_rows(train_run *t, ckd_tensor *x);
-int train_dist_reduce_grads(train_run *t, ckd_error *err);
+int train_dist_backward(train_run *t, ckd_tensor *loss, int last, ckd_error *err);
 
 /* The recipe's hash and settings as JSON helpers. */
 double train_num(const json_t *root, const char *path, double fallback);

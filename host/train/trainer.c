@@ -264,13 +264,11 @@ static int train_step(train_run *t, double *terms, double *total, int64_t *image
             ckd_tensor *w = ckd_scale(t->ctx, l, (float)(t->weight[i] / (double)t->accum));
             sum = sum ? ckd_add(t->ctx, sum, w) : w;
         }
-        if (ckdi_dist_agree(ckd_ctx_check(t->ctx, err) || ckd_backward(t->ctx, sum, err), err))
+        if (ckdi_dist_agree(train_dist_backward(t, sum, a == t->accum - 1, err), err))
             return ckd_error_prefix(err, "step %lld", (long long)t->step + 1);
         *total += sum->data[0];
         *images += train_dist_global(t, b)->n;
     }
-    if (train_dist_reduce_grads(t, err))
-        return ckd_error_prefix(err, "step %lld", (long long)t->step + 1);
     ckd_st_writer *dump = NULL;
     if (t->rank == 0 && t->step < t->opts->dump_steps && t->opts->dump_dir &&
         train_dump_grads(t, terms, *total, &dump, err))

@@ -48,12 +48,14 @@ int ckd_dist_agree(int rc, ckd_error *err);
 const char *ckd_dist_library(void);
 
 /* What this process has exchanged since ckd_dist_init (for benchmarks):
- * bytes all-reduced and all-gathered (the size of the result buffer), and
- * seconds spent in those calls. */
+ * bytes all-reduced and all-gathered (the size of the result buffer), the
+ * calls, and the seconds spent blocked in them: for the gradient sums,
+ * which run during backward, only the wait for what backward did not hide;
+ * for the gathers, also the wait for slower ranks. */
 typedef struct ckd_dist_stats {
     int64_t allreduce_bytes, allgather_bytes;
     int64_t calls;
-    double seconds;
+    double allreduce_seconds, allgather_seconds;
 } ckd_dist_stats;
 void ckd_dist_get_stats(ckd_dist_stats *out);
 
