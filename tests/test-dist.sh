@@ -45,9 +45,13 @@ check "info on 2 ranks" "rank 0 of 2" mpi 2 info
 check "the teacher, in one process" "" clipkd run "$students/../teachers/teacher.json" --runs "$runs"
 same="--set train.log_every=1 --set train.steps=8 --set threads=1"
 check "student, 1 process" "" clipkd run "$students/distilled.json" --runs "$runs" --out "$tmp/one" $same
-check "student, 2 ranks" "^run dir:  $tmp/two" mpi 2 run "$students/distilled.json" --runs "$runs" --out "$tmp/two" $same
+# 2 ranks with a cache of their own: they compute the teacher's entry together
+check "student, 2 ranks" "^run dir:  $tmp/two" env CLIPKD_CACHE="$tmp/cache2" \
+    "$mpirun" -np 2 --oversubscribe "$builddir/clipkd" run "$students/distilled.json" --runs "$runs" --out "$tmp/two" $same
 cp "$tmp/out" "$tmp/out.two"
-check "... prints only rank 0's lines" "" test "$(grep -c '^run dir:' "$tmp/out")" -eq 1
+check "... computing the teacher's embeddings once, together" "" \
+    test "$(grep -c 'teacher embeddings: computing 64 images' "$tmp/out.two")" -eq 1
+check "... prints only rank 0's lines" "" test "$(grep -c '^run dir:' "$tmp/out.two")" -eq 1
 check "... and records the ranks" '"ranks": 2' cat "$tmp/two/results.json"
 check "2 ranks = 1 process: loss at every step, final weights" "within tolerance" \
     compare "$tmp/one" "$tmp/two" 1e-5 1e-5
@@ -55,6 +59,14 @@ check "2 ranks = 1 process: loss at every step, final weights" "within tolerance
 check "the 2-rank run's evaluation ..." "" sh -c "sed -n 's/^.*\] eval: //p' '$tmp/out.two' > '$tmp/eval.two' && test -s '$tmp/eval.two'"
 check "... is one process's evaluation of its weights" "" \
     sh -c "'$builddir/clipkd' eval '$tmp/two' --data '$students/distilled.json' | tail -n 1 | cmp - '$tmp/eval.two'"
+# a cache on each node's own disk (here: each rank's own directory)
+check "a cache of each rank's own, computed together ..." "" "$mpirun" -np 2 --oversubscribe sh -c \
+    "CLIPKD_CACHE='$tmp/node'\$OMPI_COMM_WORLD_RANK exec '$builddir/clipkd' run '$students/distilled.json' \
+     --runs '$runs' --out '$tmp/pernode' $same"
+check "... is written in each" "" \
+    sh -c "ls '$tmp'/node0/teacher-embeddings/*.safetensors '$tmp'/node1/teacher-embeddings/*.safetensors"
+check "... has the same training as the shared cache's" "within tolerance" compare "$tmp/two" "$tmp/pernode" 0 0
+
 check "a run stopped on 2 ranks ..." "" mpi 2 run "$students/distilled.json" --runs "$runs" --out "$tmp/regrid" $same \
     --set train.checkpoint_every=4 --stop-after 5
 check "... resumes in one process" "^run dir:  $tmp/regrid" clipkd run --resume "$tmp/regrid"

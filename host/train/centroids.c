@@ -94,10 +94,11 @@ static int centroids_live(train_run *t, ckd_error *err)
     const train_view *v = t->views ? &v0 : NULL;
     if (!img || !labels || !index)
         ckd_errorf(err, "out of memory for the teacher embeddings of %lld images", (long long)N);
-    else if (!(cls ? train_encode_features(t->teacher, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, NULL, labels,
-                                           index, &n, err)
-                   : train_encode_images(t->teacher, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, labels, index,
-                                         &n, err)))
+    /* under MPI (every rank sets up alike) the ranks share the encoding */
+    else if (!(cls ? train_encode_features(t->teacher, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, 1, img, NULL,
+                                           labels, index, &n, err)
+                   : train_encode_images(t->teacher, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, 1, img, labels,
+                                         index, &n, err)))
         rc = centroids_from(t, img, labels, n, D, err);
     t->teacher_encoded += n;
     ckd_ctx_reset(t->ctx);

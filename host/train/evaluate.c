@@ -53,7 +53,7 @@ void ckd_eval_opts_from_json(ckd_eval_opts *o, const json_t *ev)
             o->templates[o->n_templates++] = json_string_value(json_array_get(v, i));
 }
 
-int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
+static int encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
                         ckd_error *err)
 {
     int64_t D = ckd_model_embed_dim(m);
@@ -66,6 +66,24 @@ int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, 
         memcpy(out + i * D, e->data, (size_t)(b * D) * sizeof *out);
     }
     return 0;
+}
+
+int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, int sharded,
+                       float *out, ckd_error *err)
+{
+    if (!sharded || !ckdi_dist_active())
+        return encode_texts(m, c, ids, M, T, bs, out, err);
+    /* each rank its part of the rows, then every rank all of them */
+    int64_t D = ckd_model_embed_dim(m), lo, hi, mine, *parts = malloc((size_t)ckd_dist_size() * sizeof *parts);
+    ckdi_dist_part(M, &lo, &hi);
+    mine = hi - lo;
+    int rc = parts ? encode_texts(m, c, ids + lo * T, mine, T, bs, out + lo * D, err) : ckd_errorf(err, "out of memory");
+    rc = ckdi_dist_agree(rc, err) || ckdi_dist_allgather_i64(&mine, 1, parts, err) ||
+                 ckdi_dist_allgather(out + lo * D, parts, D * (int64_t)sizeof *out, out, err)
+             ? -1
+             : 0;
+    free(parts);
+    return rc;
 }
 
 /* The three below: features picks a classifier's features over its output;
@@ -165,16 +183,16 @@ static int encode_rows(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const tr
 }
 
 int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs, int on_error,
-                        float *img, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
+                        int sharded, float *img, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err)
 {
-    return encode_rows(m, c, ds, v, bs, on_error, 0, 1, 0, img, NULL, labels, index, n_out, err);
+    return encode_rows(m, c, ds, v, bs, on_error, 0, 1, sharded, img, NULL, labels, index, n_out, err);
 }
 
 int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs,
-                          int on_error, float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out,
-                          ckd_error *err)
+                          int on_error, int sharded, float *img, float *logits, int32_t *labels, int64_t *index,
+                          int64_t *n_out, ckd_error *err)
 {
-    return encode_rows(m, c, ds, v, bs, on_error, 1, 1, 0, img, logits, labels, index, n_out, err);
+    return encode_rows(m, c, ds, v, bs, on_error, 1, 1, sharded, img, logits, labels, index, n_out, err);
 }
 
 int train_class_prompt_ids(const ckd_dataset *ds, const ckd_tokenizer *tok, const ckd_eval_opts *o, int64_t T,
@@ -339,19 +357,8 @@ static int retrieval(ckd_model *m, ckd_ctx *c, const ckd_eval_opts *o, const flo
         ckd_errorf(err, "out of memory for %lld caption embeddings", (long long)U);
         goto out;
     }
-    /* under MPI each rank encodes its part of the texts, then all get all */
-    int64_t lo, hi, mine, *parts = malloc((size_t)ckd_dist_size() * sizeof *parts);
-    ckdi_dist_part(U, &lo, &hi);
-    mine = hi - lo;
-    int enc = parts ? train_encode_texts(m, c, ids + lo * T, mine, T, o->batch_size, txt + lo * D, err)
-                    : ckd_errorf(err, "out of memory");
-    if (ckdi_dist_agree(enc, err) ||
-        ckdi_dist_allgather_i64(&mine, 1, parts, err) ||
-        ckdi_dist_allgather(txt + lo * D, parts, D * (int64_t)sizeof *txt, txt, err)) {
-        free(parts);
+    if (train_encode_texts(m, c, ids, U, T, o->batch_size, 1, txt, err))
         goto out;
-    }
-    free(parts);
     rc = text ? ckd_retrieval_eval_matches(img, n, txt, U, D, owner, text, M, &r->retrieval, err)
               : ckd_retrieval_eval(img, n, txt, owner, M, D, &r->retrieval, err);
     r->has_retrieval = rc == 0;

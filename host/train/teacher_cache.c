@@ -45,11 +45,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "clipkd/fetch.h"
 #include "clipkd/safetensors.h"
 #include "tcache_entry.h"
 #include "train_internal.h"
+#include "dist/dist_internal.h"
 
 #define FORMAT "clipkd teacher embeddings 1"
 
@@ -180,7 +182,7 @@ static int embed_captions(train_run *t, ckd_model *m, const int64_t *index, int6
             }
             e->txt = p;
         }
-        int rc = train_encode_texts(m, t->ctx, ids, M, T, bs, e->txt + e->n_txt * D, err);
+        int rc = train_encode_texts(m, t->ctx, ids, M, T, bs, t->world > 1, e->txt + e->n_txt * D, err);
         for (int64_t r = 0; r < M && !rc; r++)
             e->off[index[s + owner[r]] + 1]++;
         e->n_txt += M;
@@ -202,9 +204,11 @@ static int compute_view(train_run *t, ckd_model *m, int kind, const train_view *
     int64_t N = (int64_t)ckd_dataset_size(t->train_ds), D = entry_width(kind, m), KL = e->n_logits;
     int64_t at = v ? v->view : 0;
     float *img = e->img + at * N * D, *lg = e->logits ? e->logits + at * N * KL : NULL;
-    if (classifier ? train_encode_features(m, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, lg, labels, index, n,
-                                           err)
-                   : train_encode_images(m, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, img, labels, index, n, err))
+    int sharded = t->world > 1; /* under MPI the ranks compute the entry together */
+    if (classifier ? train_encode_features(m, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, sharded, img, lg, labels,
+                                           index, n, err)
+                   : train_encode_images(m, t->ctx, t->train_ds, v, bs, CKD_LOADER_SKIP, sharded, img, labels, index,
+                                         n, err))
         return -1;
     t->teacher_encoded += *n;
     /* Rows in dataset order, with gaps where samples were skipped: moving
@@ -354,8 +358,17 @@ static int build(train_run *t, const cache_for *f, const char *key, const char *
     train_message(t, "%s embeddings: computing %lld images%s into %s", f->role, (long long)N,
                   f->kind == TEACHER_CLASSIFIER ? " (features and class logits)" : " and their captions", path);
     entry e = {0};
-    int rc = (f->weights_dir ? ckd_model_load(f->m, f->weights_dir, err) : train_teacher_fill(t, f->m, err)) ||
-                     compute(t, f->m, f->kind, &e, err) || entry_save(&e, N, D, key, path, err)
+    /* Under MPI every rank loads the weights and computes its share (the
+     * encoders gather the rest); rank 0, which holds the lock, writes, and
+     * then a rank that does not see its entry (a cache on each node's own
+     * disk) writes its node's copy: the same embeddings, renamed into place. */
+    int rc = ckdi_dist_agree((f->weights_dir ? ckd_model_load(f->m, f->weights_dir, err)
+                                             : train_teacher_fill(t, f->m, err)),
+                             err) ||
+                     ckdi_dist_agree(compute(t, f->m, f->kind, &e, err), err) ||
+                     ckdi_dist_agree(t->rank == 0 && entry_save(&e, N, D, key, path, err), err) ||
+                     ckdi_dist_agree(t->rank > 0 && access(path, F_OK) != 0 && entry_save(&e, N, D, key, path, err),
+                                     err)
                  ? -1
                  : 0;
     entry_free(&e);
@@ -380,23 +393,40 @@ static int cache_open(train_run *t, const cache_for *f, train_tcache *tc, ckd_er
     if (train_mkdirs(path, err))
         goto out;
     snprintf(path, sizeof path, "%s/teacher-embeddings/%s.safetensors", dir, hex);
-    /* One process computes an entry; the others wait and then read it. */
-    if (ckd_cache_lock(path, 1, &fd, err) < 0)
-        goto out;
-    locked = 1;
-    struct stat sb;
-    ckd_error why = {{0}};
-    if (stat(path, &sb) == 0) {
-        if (entry_open(t, path, key, D, K, tc, &why) == 0) {
-            train_message(t, "%s embeddings: reusing %s", f->role, path);
-            rc = 0;
-            goto out;
-        }
-        train_message(t, "%s embeddings: %s is damaged or incomplete (%s); computing it again", f->role, path,
-                      why.msg);
-    }
-    rc = build(t, f, key, path, err) || entry_open(t, path, key, D, K, tc, err) ? -1 : 0;
+    rc = 0;
 out:
+    /* Under MPI every rank comes here, and on together only if all could. */
+    if (ckdi_dist_agree(rc, err))
+        goto done;
+    rc = -1;
+    /* One process computes an entry; the others wait and then read it.
+     * Under MPI rank 0 takes the lock and checks the entry, and the ranks
+     * compute a missing one together. */
+    int status = 0; /* 1: reusing it (opened), 2: to compute */
+    if (t->rank == 0) {
+        if (ckd_cache_lock(path, 1, &fd, err) < 0) {
+            status = -1;
+        } else {
+            locked = 1;
+            struct stat sb;
+            ckd_error why = {{0}};
+            status = 2;
+            if (stat(path, &sb) == 0 && entry_open(t, path, key, D, K, tc, &why) == 0) {
+                train_message(t, "%s embeddings: reusing %s", f->role, path);
+                status = 1;
+            } else if (stat(path, &sb) == 0) {
+                train_message(t, "%s embeddings: %s is damaged or incomplete (%s); computing it again", f->role,
+                              path, why.msg);
+            }
+        }
+    }
+    if (ckdi_dist_agree(status < 0 ? -1 : 0, err) || ckdi_dist_bcast(&status, sizeof status, 0, err))
+        goto done;
+    if (status == 2 && build(t, f, key, path, err))
+        goto done;
+    /* rank 0 opened a reused entry already; the others open it now */
+    rc = ckdi_dist_agree(status == 2 || t->rank > 0 ? entry_open(t, path, key, D, K, tc, err) : 0, err);
+done:
     if (locked)
         ckd_cache_unlock(path, fd);
     free(key);

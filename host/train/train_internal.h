@@ -197,9 +197,11 @@ ckd_tensor *train_prompt_ensemble(ckd_model *m, ckd_ctx *c, const int32_t *ids, 
 int train_class_embeddings(ckd_model *m, ckd_ctx *c, const ckd_tokenizer *tok, const ckd_dataset *ds,
                            const ckd_eval_opts *o, int64_t T, float *out, ckd_error *err);
 
-/* Normalised text embeddings of M token rows of length T, in batches of bs. */
-int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, float *out,
-                       ckd_error *err);
+/* Normalised text embeddings of M token rows of length T, in batches of
+ * bs. The three encoders take sharded: under MPI (a collective then) each
+ * rank encodes its share and every rank gets all of it. */
+int train_encode_texts(ckd_model *m, ckd_ctx *c, const int32_t *ids, int64_t M, int64_t T, int bs, int sharded,
+                       float *out, ckd_error *err);
 /* One replayed augmented view of every image (ckd_loader_opts.views):
  * view `view` of `views`, drawn from the run's seed. */
 typedef struct train_view {
@@ -213,13 +215,13 @@ typedef struct train_view {
  * images (fewer than the dataset with on_error CKD_LOADER_SKIP when some
  * cannot be read). */
 int train_encode_images(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs, int on_error,
-                        float *img, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
+                        int sharded, float *img, int32_t *labels, int64_t *index, int64_t *n_out, ckd_error *err);
 /* The same for a classifier with a separate head: img receives its
  * normalised features [n, feature_dim], logits (may be NULL) its class
  * logits [n, K]. */
 int train_encode_features(ckd_model *m, ckd_ctx *c, const ckd_dataset *ds, const train_view *v, int bs,
-                          int on_error, float *img, float *logits, int32_t *labels, int64_t *index, int64_t *n_out,
-                          ckd_error *err);
+                          int on_error, int sharded, float *img, float *logits, int32_t *labels, int64_t *index,
+                          int64_t *n_out, ckd_error *err);
 /* Every caption of the n samples index[0..n), tokenised to rows of T (the
  * tensors reader's ready-made ids, cut or padded with 0, count as the one
  * caption); owner[r] = position in index of row r's sample. Both malloc'd. */
