@@ -109,6 +109,10 @@ check "... said once" "" test "$(grep -c 'global batch' "$tmp/out")" -eq 1
 check_status "ranks given different recipes" 1 "rank 1 resolved a different recipe than rank 0" \
     "$mpirun" -np 2 --oversubscribe sh -c \
     "exec '$builddir/clipkd' run '$students/baseline.json' --runs '$tmp/bad' --set seed=\$OMPI_COMM_WORLD_RANK"
+check_status "ranks with different plugin sets" 1 "rank 1 runs a different clipkd build or plugin set than rank 0" \
+    "$mpirun" -np 2 --oversubscribe sh -c \
+    "[ \$OMPI_COMM_WORLD_RANK = 1 ] && CLIPKD_PLUGIN_PATH=\$CLIPKD_PLUGIN_PATH:'$builddir/tests/probe/.libs';
+     export CLIPKD_PLUGIN_PATH; exec '$builddir/clipkd' run '$students/baseline.json' --runs '$tmp/bad'"
 check_status "a rank that cannot see the run directory" 1 "rank 1: .*run.json: not visible from this rank" \
     "$mpirun" -np 2 --oversubscribe sh -c \
     "mkdir -p '$tmp/r'\$OMPI_COMM_WORLD_RANK && cd '$tmp/r'\$OMPI_COMM_WORLD_RANK &&
