@@ -98,7 +98,7 @@ ckdi_grad_sync *ckdi_grad_sync_new(ckd_tensor *const *params, int n, ckd_error *
     int64_t target = total / 8, size = 0;
     target = target < (1 << 16) ? (1 << 16) : target > 6553600 ? 6553600 : target;
     for (int k = n - 1; k >= 0; k--) {
-        if (size == 0 || (size >= target && s->n_buckets < CKDI_DIST_MAX_SLOTS)) {
+        if (s->n_buckets == 0 || (size >= target && s->n_buckets < CKDI_DIST_MAX_SLOTS)) {
             s->b_last[s->n_buckets++] = k; /* a new bucket, counting down from k */
             size = 0;
         }
