@@ -81,25 +81,6 @@ void ckd_dist_finalize(void)
     g_joined = 0;
 }
 
-/* MPI counts are int: a large buffer goes in pieces of at most this many elements. */
-#define PIECE (1 << 28)
-
-int ckdi_dist_allreduce_f32(float *buf, int64_t n, ckd_error *err)
-{
-    if (g_size == 1)
-        return 0;
-    double t0 = now_s();
-    for (int64_t off = 0; off < n; off += PIECE) {
-        int k = (int)(n - off < PIECE ? n - off : PIECE);
-        if (MPI_Allreduce(MPI_IN_PLACE, buf + off, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-            return ckd_errorf(err, "MPI: all-reduce of %lld floats failed", (long long)n);
-    }
-    g_stats.allreduce_bytes += n * (int64_t)sizeof(float);
-    g_stats.calls++;
-    g_stats.allreduce_seconds += now_s() - t0;
-    return 0;
-}
-
 /* Outstanding non-blocking all-reduces, by slot. */
 static MPI_Request g_req[CKDI_DIST_MAX_SLOTS];
 static int g_active;
@@ -212,12 +193,6 @@ int ckdi_dist_agree(int rc, ckd_error *err)
     return ckd_errorf(err, "rank %d: %s", first, e.msg);
 }
 
-void ckdi_dist_barrier(void)
-{
-    if (g_size > 1)
-        MPI_Barrier(MPI_COMM_WORLD);
-}
-
 #else /* without MPI: a world of one */
 
 int ckd_dist_compiled(void) { return 0; }
@@ -240,12 +215,6 @@ int ckd_dist_init(int *argc, char ***argv, ckd_error *err)
 }
 
 void ckd_dist_finalize(void) {}
-
-int ckdi_dist_allreduce_f32(float *buf, int64_t n, ckd_error *err)
-{
-    (void)buf, (void)n, (void)err;
-    return 0;
-}
 
 int ckdi_dist_iallreduce_f32(float *buf, int64_t n, int slot, ckd_error *err)
 {
@@ -288,7 +257,5 @@ int ckdi_dist_agree(int rc, ckd_error *err)
     (void)err;
     return rc ? -1 : 0;
 }
-
-void ckdi_dist_barrier(void) {}
 
 #endif

@@ -23,9 +23,6 @@ int ckdi_dist_allgather(const void *local, const int64_t *counts, int64_t elem_b
 /* out[r · n + k] = rank r's v[k]: n int64 from every rank. */
 int ckdi_dist_allgather_i64(const int64_t *v, int n, int64_t *out, ckd_error *err);
 
-/* buf[0..n) = its sum over the ranks, the same bits on every rank. */
-int ckdi_dist_allreduce_f32(float *buf, int64_t n, ckd_error *err);
-
 /* Non-blocking sums in place (the gradient buckets of grad_sync.c): a
  * sum started in slot 0 .. CKDI_DIST_MAX_SLOTS − 1; progress lets the MPI
  * library move the outstanding ones on (Open MPI progresses non-blocking
@@ -54,9 +51,6 @@ int ckdi_dist_counts(int rc, int64_t n, int64_t *counts, ckd_error *err);
 
 /* This rank's part [*lo, *hi) of M rows split over the ranks. */
 void ckdi_dist_part(int64_t M, int64_t *lo, int64_t *hi);
-
-/* Waits for every rank. */
-void ckdi_dist_barrier(void);
 
 /* grad_sync.c: ckd_backward with the ranks' gradients of params[0..n)
  * summed bucket by bucket as backward finishes them, and divided by the
