@@ -117,5 +117,17 @@ check_status "a rank that cannot see the run directory" 1 "rank 1: .*run.json: n
     "$mpirun" -np 2 --oversubscribe sh -c \
     "mkdir -p '$tmp/r'\$OMPI_COMM_WORLD_RANK && cd '$tmp/r'\$OMPI_COMM_WORLD_RANK &&
      exec '$builddir/clipkd' run '$students/baseline.json' --out run"
+# the BLIS kernel set is rank 0's on every rank; a rank forced onto another is refused
+own=$(clipkd info | sed -n 's/^kernels: *\([^ ]*\).*/\1/p')
+for id in 3 6 7 8 0; do
+    k=$(BLIS_ARCH_TYPE=$id clipkd info 2>/dev/null | sed -n 's/^kernels: *\([^ ]*\).*/\1/p')
+    [ -n "$k" ] && [ "$k" != "$own" ] && break
+done
+check_status "a rank on other BLIS kernels ($k, rank 0: $own)" 1 "this rank uses $k, rank 0 uses $own" \
+    "$mpirun" -np 2 --oversubscribe sh -c \
+    "[ \$OMPI_COMM_WORLD_RANK = 1 ] && export BLIS_ARCH_TYPE=$id; exec '$builddir/clipkd' info"
+check "ranks timing in caches of their own use rank 0's choice" "^kernels: " "$mpirun" -np 2 --oversubscribe sh -c \
+    "CLIPKD_KERNELS=auto CLIPKD_CACHE='$tmp/k'\$OMPI_COMM_WORLD_RANK exec '$builddir/clipkd' info"
+check "... rank 0 alone timed them" "" sh -c "! ls '$tmp'/k1/kernels/*.json 2>/dev/null"
 check_status "another command on several ranks" 2 "does not run on several MPI ranks" mpi 2 validate "$students/baseline.json"
 finish

@@ -11,6 +11,7 @@ void cmd_info_help(FILE *out)
 {
     fprintf(out, "Usage: clipkd [--threads N] info\n"
                  "Prints the clipkd version, the BLIS version, the BLIS kernel set in use (and why),\n"
+                 "the GFLOP/s of each kernel set timed to choose it (and where the figures are kept),\n"
                  "the CPU features that matter for it, the thread count, the plugin directory, and\n"
                  "whether MPI is compiled in (under mpirun or srun: this rank and the world size).\n");
 }
@@ -27,6 +28,17 @@ int cmd_info(int argc, char **argv)
     printf("BLIS:        %s\n", bi->version);
     printf("kernels:     %s (%s)\n", bi->arch, bi->reason);
     printf("BLIS alone:  %s\n", bi->blis_choice);
+    if (bi->n_timed > 0) {
+        printf("timed:      ");
+        for (int i = 0; i < bi->n_timed; i++) {
+            if (bi->timed_gflops[i] > 0)
+                printf(" %s %.1f%s", bi->timed[i], bi->timed_gflops[i], i + 1 < bi->n_timed ? "," : "");
+            else
+                printf(" %s (cannot run)%s", bi->timed[i], i + 1 < bi->n_timed ? "," : "");
+        }
+        printf(" GFLOP/s (SGEMM 384x768x768, 1 thread)\n");
+        printf("timing:      %s\n", bi->timing);
+    }
     printf("CPU:         %s\n", bi->cpu_features);
     printf("threads:     %d\n", ckd_get_threads());
     printf("plugins:     %s\n", CKD_PLUGIN_DIR);

@@ -11,6 +11,7 @@
 #include <blis.h>
 
 #include "clipkd/blas.h"
+#include "core/blas_probe.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -123,41 +124,123 @@ static int probe_blis_choice(char *out, size_t cap)
 }
 
 static ckd_blas_info g_info;
-static char g_choice[32], g_reason[160];
+static char g_choice[32], g_reason[PATH_MAX + 512], g_agreed[32], g_agreed_why[160];
 static cpu_caps g_caps;
+static ckdi_kernel_probe g_probe;
+static const char *g_probe_names[CKDI_MAX_KERNELS];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static int arch_id(const char *name)
+{
+    arch_t id = arch_by_name(name);
+    return id == BLIS_NUM_ARCHS ? -1 : (int)id;
+}
+
+static void force_arch(const char *name)
+{
+    char num[16];
+    snprintf(num, sizeof num, "%d", arch_id(name));
+    setenv("BLIS_ARCH_TYPE", num, 1);
+}
+
+static int probe_has(const char *name)
+{
+    for (int i = 0; i < g_probe.n; i++)
+        if (!strcmp(g_probe.name[i], name))
+            return 1;
+    return 0;
+}
+
+/* "zen3, haswell, ..." for a message. */
+static const char *candidate_list(void)
+{
+    static char buf[160];
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < g_probe.n && k < sizeof buf; i++)
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", i ? ", " : "", g_probe.name[i]);
+    return g_probe.n ? buf : "none";
+}
+
+/* The kernel set before BLIS's first use, in this order: the user's
+ * BLIS_ARCH_TYPE; the set agreed across MPI ranks; CLIPKD_KERNELS (a set's
+ * name, or "blis" for BLIS's own choice without timing); else the fastest
+ * candidate by the timed probe (blas_probe.c). */
+static void choose_kernels(void)
+{
+    const char *user = getenv("BLIS_ARCH_TYPE"), *mode = getenv("CLIPKD_KERNELS");
+    if (user && *user) {
+        snprintf(g_choice, sizeof g_choice, "(not probed)");
+        snprintf(g_reason, sizeof g_reason, "BLIS_ARCH_TYPE=%s set by the user", user);
+        return;
+    }
+    if (probe_blis_choice(g_choice, sizeof g_choice) != 0)
+        snprintf(g_choice, sizeof g_choice, "(probe failed)");
+    ckdi_kernel_candidates(&g_probe, g_choice, g_caps.avx512, g_caps.avx2_fma, arch_id);
+    if (g_agreed[0]) {
+        force_arch(g_agreed);
+        snprintf(g_reason, sizeof g_reason, "%s", g_agreed_why);
+        return;
+    }
+    if (mode && *mode && strcmp(mode, "auto") && strcmp(mode, "blis")) {
+        if (!strcmp(mode, g_choice) || probe_has(mode)) {
+            force_arch(mode);
+            snprintf(g_reason, sizeof g_reason, "CLIPKD_KERNELS=%s set by the user", mode);
+            return;
+        }
+        fprintf(stderr, "clipkd: CLIPKD_KERNELS=%s: not a kernel set this CPU and BLIS can run (%s); "
+                        "timing the candidates instead\n", mode, candidate_list());
+    }
+    if (mode && !strcmp(mode, "blis")) {
+        const char *pick = ckd_blas_pick_arch(g_choice, g_caps.avx512, g_caps.avx2_fma);
+        if (pick && arch_id(pick) >= 0) {
+            force_arch(pick);
+            snprintf(g_reason, sizeof g_reason,
+                     "CLIPKD_KERNELS=blis, but BLIS does not recognise this CPU (it would use 'generic') "
+                     "and the CPU supports %s", g_caps.avx512 ? "AVX-512" : "AVX2+FMA");
+        } else {
+            snprintf(g_reason, sizeof g_reason, "BLIS's own choice (CLIPKD_KERNELS=blis: not timed)");
+        }
+        memset(&g_probe, 0, sizeof g_probe);
+        return;
+    }
+    if (g_probe.n < 2) {
+        const char *pick = ckd_blas_pick_arch(g_choice, g_caps.avx512, g_caps.avx2_fma);
+        if (g_probe.n == 1 && strcmp(g_probe.name[0], g_choice))
+            pick = g_probe.name[0];
+        if (pick && arch_id(pick) >= 0)
+            force_arch(pick);
+        snprintf(g_reason, sizeof g_reason, "%s", pick ? "the only kernel set for this CPU's instructions"
+                                                       : "BLIS's own choice for this CPU (nothing else to time)");
+        g_probe.n = 0;
+        return;
+    }
+    const char *pick = ckdi_kernel_choose(&g_probe, g_choice, bli_info_get_version_str(), arch_id);
+    if (pick) {
+        force_arch(pick);
+        snprintf(g_reason, sizeof g_reason, "the fastest of %d timed%s", g_probe.n,
+                 !strcmp(pick, g_choice) ? ", BLIS's own choice" : "");
+    } else {
+        snprintf(g_reason, sizeof g_reason, "BLIS's own choice (no candidate could be timed: %s)", g_probe.source);
+    }
+}
 
 static void blas_init_once(void)
 {
     cpu_detect(&g_caps);
-    const char *user = getenv("BLIS_ARCH_TYPE");
-    if (user && *user) {
-        snprintf(g_choice, sizeof g_choice, "(not probed)");
-        snprintf(g_reason, sizeof g_reason, "BLIS_ARCH_TYPE=%s set by the user", user);
-    } else if (probe_blis_choice(g_choice, sizeof g_choice) != 0) {
-        snprintf(g_choice, sizeof g_choice, "(probe failed)");
-        snprintf(g_reason, sizeof g_reason, "BLIS's own choice (could not probe it first)");
-    } else {
-        const char *pick = ckd_blas_pick_arch(g_choice, g_caps.avx512, g_caps.avx2_fma);
-        arch_t id = pick ? arch_by_name(pick) : BLIS_NUM_ARCHS;
-        if (pick && id != BLIS_NUM_ARCHS) {
-            char num[16];
-            snprintf(num, sizeof num, "%d", (int)id);
-            setenv("BLIS_ARCH_TYPE", num, 1);
-            snprintf(g_reason, sizeof g_reason,
-                     "selected by clipkd: BLIS does not recognise this CPU (it would use 'generic') "
-                     "and the CPU supports %s",
-                     g_caps.avx512 ? "AVX-512" : "AVX2+FMA");
-        } else {
-            snprintf(g_reason, sizeof g_reason, "BLIS's own choice for this CPU");
-        }
-    }
+    choose_kernels();
     bli_init();
     g_info.version = bli_info_get_version_str();
     g_info.arch = bli_arch_string(bli_arch_query_id());
     g_info.blis_choice = g_choice;
     g_info.reason = g_reason;
     g_info.cpu_features = g_caps.names;
+    for (int i = 0; i < g_probe.n; i++)
+        g_probe_names[i] = g_probe.name[i];
+    g_info.n_timed = g_probe.n;
+    g_info.timed = g_probe_names;
+    g_info.timed_gflops = g_probe.gflops;
+    g_info.timing = g_probe.n ? g_probe.source : "";
 }
 
 const ckd_blas_info *ckd_blas_init(void)
@@ -166,7 +249,21 @@ const ckd_blas_info *ckd_blas_init(void)
     return &g_info;
 }
 
+int ckdi_blas_init_agreed(const char *name, const char *why)
+{
+    const char *user = getenv("BLIS_ARCH_TYPE");
+    if (name && *name && !(user && *user)) {
+        snprintf(g_agreed, sizeof g_agreed, "%s", name);
+        snprintf(g_agreed_why, sizeof g_agreed_why, "%s", why);
+    }
+    ckd_blas_init();
+    return !name || !*name || !strcmp(g_info.arch, name) ? 0 : -1;
+}
+
 /* ---- GEMM ------------------------------------------------------------------------------ */
+static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 void ckd_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc)
@@ -179,6 +276,17 @@ void ckd_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
     if (omp_in_parallel())
         nt = 1;
 #endif
+    sgemm(nt, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void ckdi_sgemm_nn(int nt, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float *C)
+{
+    sgemm(nt, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+}
+
+static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(nt, &rntm);
     /* Row-major storage: row stride = leading dimension, column stride = 1.

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clipkd/blas.h"
+#include "core/blas_probe.h"
 #include "dist/dist_internal.h"
 
 static int g_rank = 0, g_size = 1;
@@ -60,6 +62,33 @@ const char *ckd_dist_library(void)
     return buf;
 }
 
+/* Every rank must use the same BLIS kernel set: the same sums in the same
+ * order are what keep the ranks' parameters identical to the last bit. Rank
+ * 0 chooses (timing the candidates if its cache has no figures) while the
+ * others wait without spinning, so as not to disturb its timing. */
+static int agree_kernels(ckd_error *err)
+{
+    char name[32] = "";
+    if (g_rank == 0)
+        snprintf(name, sizeof name, "%s", ckd_blas_init()->arch);
+    MPI_Request req;
+    if (MPI_Ibcast(name, (int)sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+        return ckd_errorf(err, "MPI: broadcast of the kernel set failed");
+    for (int done = 0;;) {
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return ckd_errorf(err, "MPI: broadcast of the kernel set failed");
+        if (done)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+    name[sizeof name - 1] = 0;
+    int rc = g_rank == 0 ? 0 : ckdi_blas_init_agreed(name, "rank 0's choice: every rank computes the same sums");
+    if (rc)
+        ckd_errorf(err, "BLIS kernels: this rank uses %s, rank 0 uses %s (a BLIS_ARCH_TYPE that differs between "
+                        "ranks, or BLIS used before ckd_dist_init)", ckd_blas_init()->arch, name);
+    return ckdi_dist_agree(rc, err);
+}
+
 int ckd_dist_init(int *argc, char ***argv, ckd_error *err)
 {
     if (g_joined || !launcher_var())
@@ -71,7 +100,7 @@ int ckd_dist_init(int *argc, char ***argv, ckd_error *err)
     g_joined = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    return 0;
+    return g_size > 1 ? agree_kernels(err) : 0;
 }
 
 void ckd_dist_finalize(void)

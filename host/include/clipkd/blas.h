@@ -2,11 +2,15 @@
  *
  * Every matrix product in clipkd goes through ckd_gemm(), which calls BLIS's
  * typed API with row/column strides (a transpose is a stride swap, never a
- * copy). Before BLIS is first used, clipkd asks which kernel set BLIS would
- * choose for this CPU; when BLIS does not recognise the CPU and would fall back
- * to its slow 'generic' kernels, clipkd selects the best set the CPU supports
- * (AVX-512 → skx, AVX2+FMA → haswell). A CPU that BLIS recognises keeps BLIS's
- * choice, and a BLIS_ARCH_TYPE set by the user always wins.
+ * copy). Before BLIS is first used, clipkd chooses its kernel set by
+ * measurement: each set the CPU's instructions allow (AVX-512: skx; AVX2+FMA:
+ * haswell, zen, zen2, zen3) and BLIS's own choice is timed on one thread in
+ * a child process (≈0.3 s), and the fastest is used; BLIS's own choice is kept
+ * unless another beats it by more than 2%. The figures are kept in
+ * <cache>/kernels/ per CPU model and BLIS version, so a machine is timed once.
+ * A BLIS_ARCH_TYPE set by the user always wins; CLIPKD_KERNELS=NAME forces a
+ * set by name, CLIPKD_KERNELS=blis keeps BLIS's own choice without timing.
+ * Under MPI, rank 0 chooses and every rank uses its choice (ckd_dist_init).
  */
 #ifndef CLIPKD_BLAS_H
 #define CLIPKD_BLAS_H
@@ -37,6 +41,11 @@ typedef struct ckd_blas_info {
     const char *blis_choice;    /* what BLIS picked on its own */
     const char *reason;         /* why the kernel set is the one in use */
     const char *cpu_features;   /* e.g. "avx512f avx512dq avx2 fma" */
+    /* The timed candidates (n_timed = 0 when nothing was timed). */
+    int n_timed;
+    const char *const *timed;   /* kernel set names */
+    const double *timed_gflops; /* 1-thread SGEMM GFLOP/s of each; 0: cannot run here */
+    const char *timing;         /* where the figures come from (measured now, or the kept file) */
 } ckd_blas_info;
 
 /* Selects kernels and initialises BLIS (idempotent, thread-safe; ckd_gemm
