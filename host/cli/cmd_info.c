@@ -36,7 +36,7 @@ int cmd_info(int argc, char **argv)
             else
                 printf(" %s (cannot run)%s", bi->timed[i], i + 1 < bi->n_timed ? "," : "");
         }
-        printf(" GFLOP/s (SGEMM 384x768x768, 1 thread)\n");
+        printf(" GFLOP/s (1 thread; SGEMM 384x768x768 and 50x768x768, geometric mean)\n");
         printf("timing:      %s\n", bi->timing);
     }
     printf("CPU:         %s\n", bi->cpu_features);

@@ -261,6 +261,8 @@ int ckdi_blas_init_agreed(const char *name, const char *why)
 }
 
 /* ---- GEMM ------------------------------------------------------------------------------ */
+#define CKD_GEMM_PACKED_MIN 8388608.0 /* 2^23 multiply-adds */
+
 static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
@@ -289,6 +291,15 @@ static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_
 {
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(nt, &rntm);
+    /* BLIS sends a product with any dimension under ≈200 down its "sup"
+     * path (no packing). That wins for small products but loses badly on
+     * the skinny ones a transformer is made of: measured with BLIS 0.9 on
+     * 2 threads (zen3 kernels), 6304×768×192 runs at 110 GFLOP/s through sup
+     * and 170 packed, 50×3072×768 (a batch-1 MLP) at 58 and 106, while
+     * 128³ runs at 88 through sup and 51 packed. Products of 2^23
+     * multiply-adds or more are packed (docs/performance.md). */
+    if ((double)M * (double)N * (double)K >= CKD_GEMM_PACKED_MIN)
+        bli_rntm_disable_l3_sup(&rntm);
     /* Row-major storage: row stride = leading dimension, column stride = 1.
      * BLIS wants op(A) m×k; a transposed operand is passed as stored with the
      * transpose flag, BLIS reads it through swapped strides. */
