@@ -41,9 +41,15 @@ typedef struct shape {
 } shape;
 
 /* ViT students: M = batch · tokens (197 tokens for 224 px / patch 16), N and K
- * the widths of their projections and MLPs. */
+ * the widths of their projections and MLPs; the ViT-B/32 teacher's forward
+ * (50 tokens) at batch 1 and 16. */
 static const shape shapes[] = {
     {1024, 1024, 1024, "square"},
+    {50, 768, 768, "ViT-B/32 b1 attn proj"},
+    {50, 3072, 768, "ViT-B/32 b1 mlp up"},
+    {800, 768, 768, "ViT-B/32 b16 attn proj"},
+    {800, 3072, 768, "ViT-B/32 b16 mlp up"},
+    {800, 768, 3072, "ViT-B/32 b16 mlp down"},
     {3152, 192, 192, "ViT-T/16 b16 attn proj"},
     {3152, 768, 192, "ViT-T/16 b16 mlp up"},
     {3152, 192, 768, "ViT-T/16 b16 mlp down"},

@@ -27,7 +27,7 @@ static double now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-enum { K_SUM, K_ADD, K_ADD_ROWS, K_MUL_SCALAR, K_GELU, K_QGELU, K_EXP, K_SOFTMAX, K_LAYERNORM };
+enum { K_SUM, K_ADD, K_ADD_ROWS, K_MUL_SCALAR, K_GELU, K_QGELU, K_SIGMOID, K_EXP, K_SOFTMAX, K_LAYERNORM };
 
 typedef struct op_case {
     int kind;
@@ -43,6 +43,7 @@ static const op_case cases[] = {
     {K_MUL_SCALAR, "mul by a scalar", 2, {6304, 192}},
     {K_GELU, "gelu", 2, {6304, 768}},
     {K_QGELU, "quick_gelu", 2, {6304, 768}},
+    {K_SIGMOID, "sigmoid", 2, {6304, 768}},
     {K_EXP, "exp", 2, {6304, 768}},
     {K_SOFTMAX, "softmax rows of 197", 2, {96 * 197, 197}},
     {K_LAYERNORM, "layernorm, width 192", 2, {6304, 192}},
@@ -87,6 +88,7 @@ static ckd_tensor *apply(ckd_ctx *c, const op_case *k, ckd_tensor *x, ckd_tensor
     case K_MUL_SCALAR: return ckd_mul(c, x, b);
     case K_GELU: return ckd_gelu(c, x);
     case K_QGELU: return ckd_quick_gelu(c, x);
+    case K_SIGMOID: return ckd_sigmoid(c, x);
     case K_EXP: return ckd_exp(c, x);
     case K_SOFTMAX: return ckd_softmax(c, x);
     default: return ckd_layernorm(c, x, b, b2, 1e-5f);

@@ -59,6 +59,37 @@ const char bench_torch_clip_py[] =
     "        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)\n"
     "    return sorted(ts)[1]\n";
 
+/* Writes prelude + script to a temporary file with the given suffix, runs
+ * "CMD FILE ARGS" and reads "KEY VALUE" lines. */
+int bench_script_run(const char *cmd_prefix, const char *suffix, const char *prelude, const char *script,
+                     const char *args, const char *const *keys, double *vals, size_t n)
+{
+    const char *tdir = getenv("TMPDIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/clipkd-bench-XXXXXX%s", tdir && *tdir ? tdir : "/tmp", suffix);
+    int fd = mkstemps(path, (int)strlen(suffix));
+    if (fd < 0)
+        return -1;
+    FILE *f = fdopen(fd, "w");
+    fputs(prelude, f);
+    fputs(script, f);
+    fclose(f);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s %s", cmd_prefix, path, args);
+    FILE *p = popen(cmd, "r");
+    size_t got = 0;
+    char line[512], key[128];
+    double v;
+    while (p && fgets(line, sizeof line, p))
+        for (size_t i = 0; i < n; i++)
+            if (sscanf(line, "%127s %lf", key, &v) == 2 && !strcmp(key, keys[i]))
+                vals[i] = v, got++;
+    if (p)
+        pclose(p);
+    remove(path);
+    return got == n ? 0 : -1;
+}
+
 int bench_torch_run(const char *script, const char *args, const char *const *keys, double *vals, size_t n)
 {
     /* The first python3 on PATH may be a private interpreter without
@@ -73,28 +104,9 @@ int bench_torch_run(const char *script, const char *args, const char *const *key
     }
     if (!py)
         return -1;
-    const char *tdir = getenv("TMPDIR");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/clipkd-bench-torch-XXXXXX", tdir && *tdir ? tdir : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return -1;
-    FILE *f = fdopen(fd, "w");
-    fputs(bench_torch_clip_py, f);
-    fputs(script, f);
-    fclose(f);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s %s", py, path, args);
-    FILE *p = popen(cmd, "r");
-    size_t got = 0;
-    char line[512], key[128];
-    double v;
-    while (p && fgets(line, sizeof line, p))
-        for (size_t i = 0; i < n; i++)
-            if (sscanf(line, "%127s %lf", key, &v) == 2 && !strcmp(key, keys[i]))
-                vals[i] = v, got++;
-    if (p)
-        pclose(p);
-    remove(path);
-    return got == n ? 0 : -1;
+    /* PyTorch on the same threads as clipkd: intra-op threads as given,
+     * no inter-op pool, and OpenMP told the same. */
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "OMP_NUM_THREADS=%d %s", atoi(args) > 0 ? atoi(args) : 1, py);
+    return bench_script_run(prefix, ".py", bench_torch_clip_py, script, args, keys, vals, n);
 }

@@ -16,10 +16,17 @@
 extern const char bench_torch_clip_py[];
 
 /* Runs bench_torch_clip_py followed by script, with args on the command
- * line (sys.argv[1:]), under the first of python3 and /usr/bin/python3
+ * line (sys.argv[1:]; the first is the thread count, which OpenMP is given
+ * too, so that PyTorch runs on clipkd's threads), under the first of python3 and /usr/bin/python3
  * that imports torch; reads "KEY VALUE" lines into vals[i] for keys[i].
  * 0 when every key was read; -1 when torch is not importable or the script
  * failed (its errors go to stderr). */
 int bench_torch_run(const char *script, const char *args, const char *const *keys, double *vals, size_t n);
+
+/* The runner under both: writes prelude then script to a temporary file
+ * ending in suffix, runs "CMD_PREFIX FILE ARGS" through the shell and reads
+ * "KEY VALUE" lines as above. */
+int bench_script_run(const char *cmd_prefix, const char *suffix, const char *prelude, const char *script,
+                     const char *args, const char *const *keys, double *vals, size_t n);
 
 #endif

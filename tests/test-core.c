@@ -199,6 +199,40 @@ Test(threads, elementwise_and_row_ops_same_bits_on_1_and_2_threads)
     cr_assert_eq(memcmp(g1, g2, sizeof g1), 0);
 }
 
+/* The product in chunks (CLIPKD_GEMM_SPLIT=always: what a shared machine
+ * gets), by BLIS's own threads (never), and on one thread: the same bits,
+ * for every transpose and for products split by rows and by columns. */
+Test(blas, chunked_product_same_bits_as_whole)
+{
+    static const int64_t shapes[][3] = {{700, 300, 200}, {90, 2000, 150}, {1000, 97, 300}};
+    for (size_t s = 0; s < 3; s++)
+        for (int t = 0; t < 4; t++) {
+            int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            int ta = t & 1, tb = t >> 1;
+            float *A = malloc((size_t)(M * K) * sizeof *A), *B = malloc((size_t)(K * N) * sizeof *B);
+            float *C[4];
+            fill(A, M * K, 11, 1);
+            fill(B, K * N, 12, 1);
+            static const char *const mode[] = {"never", "never", "always", "always"};
+            static const int threads[] = {1, 2, 2, 3};
+            for (int k = 0; k < 4; k++) {
+                C[k] = malloc((size_t)(M * N) * sizeof *C[k]);
+                fill(C[k], M * N, 13, 1);
+                setenv("CLIPKD_GEMM_SPLIT", mode[k], 1);
+                ckd_set_threads(threads[k]);
+                ckd_gemm(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, 0.25f, C[k], N);
+            }
+            unsetenv("CLIPKD_GEMM_SPLIT");
+            for (int k = 1; k < 4; k++)
+                cr_assert_eq(memcmp(C[0], C[k], (size_t)(M * N) * sizeof(float)), 0,
+                             "%lldx%lldx%lld trans %d%d: %s on %d threads differs from one thread", (long long)M,
+                             (long long)N, (long long)K, ta, tb, mode[k], threads[k]);
+            for (int k = 0; k < 4; k++)
+                free(C[k]);
+            free(A), free(B);
+        }
+}
+
 Test(blas, kernel_selection_rule)
 {
     cr_assert_null(ckd_blas_pick_arch("zen3", 1, 1), "a recognised CPU keeps BLIS's choice");

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "clipkd/blas.h"
@@ -99,6 +100,17 @@ static int run_command(const cli_command *cmd, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* OpenMP threads that wait for work should sleep, not spin: on a machine
+     * shared with other work, spinning threads burn the time slices the
+     * working ones need (beside one busy process, a fifth of the CPU time
+     * went to libgomp's spin-wait), and on an idle machine sleeping costs
+     * nothing measurable (docs/performance.md). libgomp reads the policy
+     * once, before main, so it is set and the program started again; a
+     * policy the user set is kept. */
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        execv("/proc/self/exe", argv);
+    }
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {

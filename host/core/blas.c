@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <blis.h>
@@ -263,8 +265,33 @@ int ckdi_blas_init_agreed(const char *name, const char *why)
 /* ---- GEMM ------------------------------------------------------------------------------ */
 #define CKD_GEMM_PACKED_MIN 8388608.0 /* 2^23 multiply-adds */
 
+/* Preemptions a second above which the cores count as shared (see
+ * cores_contended). */
+#define CONTENDED_SWITCHES_PER_S 100.0
+
+/* Chunks of a split product are multiples of 96 rows or columns: whole
+ * micro-tiles for every x86 kernel set (6x16, 32x12, ...). */
+#define CHUNK 96
+
+static void sgemm_ex(int nt, int packed, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    sgemm_ex(nt, (double)M * (double)N * (double)K >= CKD_GEMM_PACKED_MIN, trans_a, trans_b, M, N, K, alpha, A, lda,
+             B, ldb, beta, C, ldc);
+}
+
+static void sgemm_packed(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                         int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    sgemm_ex(1, 1, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void gemm_chunked(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+static int split_wanted(void);
 
 void ckd_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
@@ -278,7 +305,73 @@ void ckd_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
     if (omp_in_parallel())
         nt = 1;
 #endif
-    sgemm(nt, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nt > 1 && (double)M * (double)N * (double)K >= CKD_GEMM_PACKED_MIN && (M >= 2 * CHUNK || N >= 2 * CHUNK) &&
+        split_wanted())
+        gemm_chunked(nt, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        sgemm(nt, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* 1 while other processes take this machine's cores from ours, judged by
+ * this process's involuntary context switches (getrusage): on a machine to
+ * ourselves the scheduler has no reason to preempt our threads, beside a
+ * busy process it does so every few milliseconds. Judged afresh at most
+ * every 20 ms, per calling thread. */
+static int cores_contended(void)
+{
+    static _Thread_local double last_t;
+    static _Thread_local long last_n;
+    static _Thread_local int contended;
+    struct timespec ts;
+    struct rusage ru;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (t - last_t >= 0.02 && getrusage(RUSAGE_SELF, &ru) == 0) {
+        if (last_t > 0)
+            contended = (double)(ru.ru_nivcsw - last_n) / (t - last_t) > CONTENDED_SWITCHES_PER_S;
+        last_t = t, last_n = ru.ru_nivcsw;
+    }
+    return contended;
+}
+
+/* CLIPKD_GEMM_SPLIT: "always" or "never" chunk large products; otherwise
+ * (auto) only while the cores are shared. */
+static int split_wanted(void)
+{
+    const char *v = getenv("CLIPKD_GEMM_SPLIT");
+    if (v && !strcmp(v, "always"))
+        return 1;
+    if (v && !strcmp(v, "never"))
+        return 0;
+    return cores_contended();
+}
+
+/* A large product on several threads: BLIS would split it among them once,
+ * in equal static shares, so on a machine where another process takes a
+ * core part of the time, every product waits for the thread that was
+ * descheduled while the others spin in BLIS's barrier (measured: the ViT-B/32
+ * forward 3.1x slower beside one busy process on 2 cores). Instead the rows
+ * (or columns) go out in chunks, a few per thread, handed to whichever
+ * thread is free; each chunk is one single-threaded BLIS call. A chunk
+ * computes each element of C exactly as the whole product would (the sum
+ * over K is never split), so the result depends neither on which thread
+ * takes which chunk nor on the thread count (tests/test-core.c checks). */
+static void gemm_chunked(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    int rows = M >= N;
+    int64_t D = rows ? M : N, want = 4 * (int64_t)nt;
+    int64_t step = ((D + want - 1) / want + CHUNK - 1) / CHUNK * CHUNK, n = (D + step - 1) / step;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int64_t i = 0; i < n; i++) {
+        int64_t lo = i * step, len = D - lo < step ? D - lo : step;
+        if (rows)
+            sgemm_packed(trans_a, trans_b, len, N, K, alpha, A + (trans_a ? lo : lo * lda), lda, B, ldb, beta,
+                         C + lo * ldc, ldc);
+        else
+            sgemm_packed(trans_a, trans_b, M, len, K, alpha, A, lda, B + (trans_b ? lo * ldb : lo), ldb, beta, C + lo,
+                         ldc);
+    }
 }
 
 void ckdi_sgemm_nn(int nt, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float *C)
@@ -286,8 +379,8 @@ void ckdi_sgemm_nn(int nt, int64_t M, int64_t N, int64_t K, const float *A, cons
     sgemm(nt, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
 }
 
-static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+static void sgemm_ex(int nt, int packed, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(nt, &rntm);
@@ -297,8 +390,9 @@ static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_
      * 2 threads (zen3 kernels), 6304×768×192 runs at 110 GFLOP/s through sup
      * and 170 packed, 50×3072×768 (a batch-1 MLP) at 58 and 106, while
      * 128³ runs at 88 through sup and 51 packed. Products of 2^23
-     * multiply-adds or more are packed (docs/performance.md). */
-    if ((double)M * (double)N * (double)K >= CKD_GEMM_PACKED_MIN)
+     * multiply-adds or more are packed (docs/performance.md); a chunk of
+     * one (gemm_chunked) is packed whatever its size. */
+    if (packed)
         bli_rntm_disable_l3_sup(&rntm);
     /* Row-major storage: row stride = leading dimension, column stride = 1.
      * BLIS wants op(A) m×k; a transposed operand is passed as stored with the

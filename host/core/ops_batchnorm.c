@@ -40,7 +40,7 @@ static void batchnorm_backward(ckd_ctx *c, ckd_node *n)
     int64_t N = n->iarg[0], C = n->iarg[1], S = n->iarg[2], M = N * S;
     int training = (int)n->iarg[3];
     const float *stats = n->saved, *G = n->out->grad, *X = x->data;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (x->n > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (x->n > 2 * CKDI_BLOCK)
     for (int64_t ch = 0; ch < C; ch++) {
         float mu = stats[2 * ch], rstd = stats[2 * ch + 1];
         double sg = 0, sgx = 0;
@@ -114,7 +114,7 @@ ckd_tensor *ckd_batchnorm2d(ckd_ctx *c, ckd_tensor *x, ckd_tensor *gamma, ckd_te
     if (!stats)
         return NULL;
     const float *X = x->data;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (x->n > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (x->n > 2 * CKDI_BLOCK)
     for (int64_t ch = 0; ch < C; ch++) {
         float mu, rstd;
         if (training) {

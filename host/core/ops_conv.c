@@ -68,7 +68,7 @@ static void valid_cols(const conv_geom *g, int64_t j, int64_t *lo, int64_t *hi)
 static void im2col_range(const conv_geom *g, const float *x, float *cols, int64_t c0, int64_t c1, int64_t ld)
 {
     int64_t P = g->Ho * g->Wo;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) \
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) \
     if ((c1 - c0) * g->kh * g->kw * P > 2 * CKDI_BLOCK)
     for (int64_t ci = c0; ci < c1; ci++)
         for (int64_t i = 0; i < g->kh; i++)
@@ -101,7 +101,7 @@ static void col2im_add_range(const conv_geom *g, const float *cols, float *dx, i
 {
     int64_t P = g->Ho * g->Wo;
     /* Parallel over channels: each writes only its own plane of dx. */
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) \
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) \
     if ((c1 - c0) * g->kh * g->kw * P > 2 * CKDI_BLOCK)
     for (int64_t ci = c0; ci < c1; ci++)
         for (int64_t i = 0; i < g->kh; i++)
@@ -141,7 +141,7 @@ static void fill_cols(const conv_geom *g, const float *x, int64_t b0, int64_t n,
         im2col_range(g, x + b0 * g->Cin * HW, cols, 0, g->Cin, P);
         return;
     }
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads())
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads())
     for (int64_t j = 0; j < n; j++) {
         const float *xb = x + (b0 + j) * g->Cin * HW;
         if (g->direct)
@@ -194,7 +194,7 @@ static void conv2d_backward(ckd_ctx *c, ckd_node *n)
             fill_cols(g, x->data, b0, nn, cols);
         const float *xb = x->data + b0 * g->Cin * HW;
         float *dxb = dx ? dx + b0 * g->Cin * HW : NULL;
-#pragma omp parallel for schedule(static) num_threads(gt) if (gt > 1)
+#pragma omp parallel for schedule(guided) num_threads(gt) if (gt > 1)
         for (int64_t gi = 0; gi < g->groups; gi++) {
             const float *Gg = G + gi * Cog * ld, *wg = w->data + gi * Cog * Kg;
             if (dw) {
@@ -213,7 +213,7 @@ static void conv2d_backward(ckd_ctx *c, ckd_node *n)
             continue;
         }
         /* each image adds into its own part of dx */
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads())
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads())
         for (int64_t jj = 0; jj < nn; jj++) {
             float *dxj = dxb + jj * g->Cin * HW;
             if (g->direct)
@@ -226,7 +226,7 @@ static void conv2d_backward(ckd_ctx *c, ckd_node *n)
     }
     if (db) {
         /* Per output channel, images in order, in double: thread-count independent. */
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (g->B * g->Cout * P > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (g->B * g->Cout * P > 2 * CKDI_BLOCK)
         for (int64_t co = 0; co < g->Cout; co++) {
             double s = 0;
             for (int64_t b = 0; b < g->B; b++) {
@@ -293,7 +293,7 @@ ckd_tensor *ckd_conv2d_ex(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *
         float *y = chunked ? ybuf : out->data + b0 * g.Cout * P; /* [Cout, n·P] */
         if (own)
             fill_cols(&g, x->data, b0, nn, cols);
-#pragma omp parallel for schedule(static) num_threads(gt) if (gt > 1)
+#pragma omp parallel for schedule(guided) num_threads(gt) if (gt > 1)
         for (int64_t gi = 0; gi < g.groups; gi++) {
             const float *cg = own ? cols + gi * Kg * ld : xb + gi * Cig * HW;
             ckd_gemm(0, 0, Cog, ld, Kg, 1.0f, w->data + gi * Cog * Kg, Kg, cg, ld, 0.0f, y + gi * Cog * ld, ld);

@@ -206,7 +206,7 @@ static void binary_grad(ckd_ctx *c, float *d, int64_t nd, int fresh, const float
 {
     int64_t n = g->n, nb = ckdi_n_blocks(n);
     if (nd == n) { /* elementwise */
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 1)
         for (int64_t k = 0; k < nb; k++) {
             if (fresh)
                 memset(d + k * CKDI_BLOCK, 0, (size_t)(ckdi_block_end(k, n) - k * CKDI_BLOCK) * sizeof(float));
@@ -216,7 +216,7 @@ static void binary_grad(ckd_ctx *c, float *d, int64_t nd, int fresh, const float
     }
     if (nd == 1) { /* one element: block sums, then their sum in block order */
         double total = 0;
-#pragma omp parallel for ordered schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+#pragma omp parallel for ordered schedule(guided) num_threads(ckdi_op_threads()) if (nb > 1)
         for (int64_t k = 0; k < nb; k++) {
             int64_t lo = k * CKDI_BLOCK, len = ckdi_block_end(k, n) - lo;
             const float *u = g->a_one ? g->a : g->a + lo, *v = g->b_one ? g->b : g->b + lo;
@@ -234,7 +234,7 @@ static void binary_grad(ckd_ctx *c, float *d, int64_t nd, int fresh, const float
         ckdi_colsum_add(c, d, G, R, P, kind == OP_SUB && is_b ? -1.0f : 1.0f);
         return;
     }
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (ncb > 1)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (ncb > 1)
     for (int64_t cb = 0; cb < ncb; cb++) {
         int64_t c0 = P * cb / ncb, c1 = P * (cb + 1) / ncb;
         for (int64_t r = 0; r < R; r++) {
@@ -281,7 +281,7 @@ static ckd_tensor *binary(ckd_ctx *c, ckd_tensor *a, ckd_tensor *b, int kind)
         return NULL;
     int64_t n = out->n, nb = ckdi_n_blocks(n);
     bin_geom g = bin_geometry(a, b, n);
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 1)
     for (int64_t k = 0; k < nb; k++)
         bin_walk(&g, kind, 0, out->data, NULL, k * CKDI_BLOCK, ckdi_block_end(k, n));
     ckd_tensor *in[2] = {a, b};
@@ -387,7 +387,7 @@ CKDI_SIMD_CLONES static void unary_range(int kind, const float *x, float *y, con
 static void unary_apply(int kind, const float *x, float *y, const float *G, float *dx, int fresh, int64_t n, float s)
 {
     int64_t nb = ckdi_n_blocks(n);
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 1)
     for (int64_t k = 0; k < nb; k++) {
         int64_t lo = k * CKDI_BLOCK, len = ckdi_block_end(k, n) - lo;
         if (fresh)

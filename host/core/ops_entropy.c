@@ -169,7 +169,7 @@ static void fd_backward(ckd_ctx *c, ckd_node *n)
     int64_t C = m->shape[0], R = y->n / C;
     float *dy = ckdi_grad_buf(c, y), *dm = ckdi_grad_buf(c, m), *db = ckdi_grad_buf(c, b), *df = ckdi_grad_buf(c, f);
     const float *G = n->out->grad;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads())
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads())
     for (int64_t ch = 0; ch < C; ch++) {
         fd_chan p;
         fd_grad d;
@@ -207,7 +207,7 @@ ckd_tensor *ckd_factorized_nll(ckd_ctx *c, ckd_tensor *y, ckd_tensor *matrices, 
     if (!out)
         return NULL;
     int64_t C = matrices->shape[0], R = y->n / C;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads())
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads())
     for (int64_t ch = 0; ch < C; ch++) {
         fd_chan p;
         fd_chan_load(&p, matrices->data + ch * CKD_FD_MATRIX_SIZE, biases->data + ch * CKD_FD_BIAS_SIZE,

@@ -128,7 +128,7 @@ ckd_tensor *ckd_linear(ckd_ctx *c, ckd_tensor *x, ckd_tensor *w, ckd_tensor *bia
         return NULL;
     float beta = 0.0f;
     if (bias) { /* y starts as the bias in every row; the GEMM adds x·Wᵀ (beta 1) */
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (R * N > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (R * N > 2 * CKDI_BLOCK)
         for (int64_t r = 0; r < R; r++)
             memcpy(out->data + r * N, bias->data, (size_t)N * sizeof(float));
         beta = 1.0f;

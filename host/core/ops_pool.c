@@ -73,7 +73,7 @@ static void maxpool_backward(ckd_ctx *c, ckd_node *n)
     const int32_t *arg = (const int32_t *)(g + 1);
     int64_t P = g->Ho * g->Wo, HW = g->H * g->W;
     const float *G = n->out->grad;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (g->planes * P > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (g->planes * P > 2 * CKDI_BLOCK)
     for (int64_t pl = 0; pl < g->planes; pl++)
         for (int64_t o = 0; o < P; o++)
             dx[pl * HW + arg[pl * P + o]] += G[pl * P + o];
@@ -96,7 +96,7 @@ ckd_tensor *ckd_maxpool2d(ckd_ctx *c, ckd_tensor *x, const ckd_pool2d_params *p)
     if (rec && !saved)
         return NULL;
     int32_t *arg = saved ? (int32_t *)(saved + 1) : NULL;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) PLANE_LOOP_IF(&g)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) PLANE_LOOP_IF(&g)
     for (int64_t pl = 0; pl < g.planes; pl++) {
         const float *xp = x->data + pl * HW;
         for (int64_t oy = 0; oy < g.Ho; oy++)
@@ -145,7 +145,7 @@ static void avgpool_backward(ckd_ctx *c, ckd_node *n)
     int64_t P = g->Ho * g->Wo, HW = g->H * g->W;
     float inv = 1.0f / (float)(g->kh * g->kw);
     const float *G = n->out->grad;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) PLANE_LOOP_IF(g)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) PLANE_LOOP_IF(g)
     for (int64_t pl = 0; pl < g->planes; pl++) {
         float *dp = dx + pl * HW;
         for (int64_t oy = 0; oy < g->Ho; oy++)
@@ -170,7 +170,7 @@ ckd_tensor *ckd_avgpool2d(ckd_ctx *c, ckd_tensor *x, const ckd_pool2d_params *p)
         return NULL;
     int64_t P = g.Ho * g.Wo, HW = g.H * g.W;
     float inv = 1.0f / (float)(g.kh * g.kw);
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) PLANE_LOOP_IF(&g)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) PLANE_LOOP_IF(&g)
     for (int64_t pl = 0; pl < g.planes; pl++) {
         const float *xp = x->data + pl * HW;
         for (int64_t oy = 0; oy < g.Ho; oy++)
@@ -210,7 +210,7 @@ static void gap_backward(ckd_ctx *c, ckd_node *n)
     int64_t R = n->iarg[0], HW = n->iarg[1];
     float inv = 1.0f / (float)HW;
     const float *G = n->out->grad;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (R * HW > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (R * HW > 2 * CKDI_BLOCK)
     for (int64_t r = 0; r < R; r++) {
         float v = G[r] * inv, *d = dx + r * HW;
         if (fx) /* a fresh buffer is written, not accumulated (see ckdi_grad_buf_ex) */
@@ -233,7 +233,7 @@ ckd_tensor *ckd_global_avgpool2d(ckd_ctx *c, ckd_tensor *x)
     ckd_tensor *out = ckd_tensor_new(c, 2, (int64_t[]){x->shape[0], x->shape[1]});
     if (!out)
         return NULL;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (R * HW > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (R * HW > 2 * CKDI_BLOCK)
     for (int64_t r = 0; r < R; r++) {
         const float *xr = x->data + r * HW;
         double s = 0;

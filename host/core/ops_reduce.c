@@ -89,7 +89,7 @@ static void reduce_all_backward(ckd_ctx *c, ckd_node *n)
         return;
     float g = n->out->grad[0] * n->farg[0];
     int64_t cnt = n->in[0]->n, nb = ckdi_n_blocks(cnt);
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 1)
     for (int64_t k = 0; k < nb; k++) {
         float *d = dx + k * CKDI_BLOCK;
         int64_t len = ckdi_block_end(k, cnt) - k * CKDI_BLOCK;
@@ -112,7 +112,7 @@ static ckd_tensor *reduce_all(ckd_ctx *c, ckd_tensor *x, int mean, const char *o
     double *part = ckd_scratch(c, (size_t)(nb ? nb : 1) * sizeof *part, op);
     if (!part)
         return NULL;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 1)
     for (int64_t k = 0; k < nb; k++) {
         int64_t hi = ckdi_block_end(k, x->n);
         double s = 0;

@@ -25,7 +25,7 @@ static void add_into(float *dst, const float *src, int64_t n, int fresh)
 static void add_into_par(float *dst, const float *src, int64_t n, int fresh)
 {
     int64_t nb = ckdi_n_blocks(n);
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 2)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 2)
     for (int64_t k = 0; k < nb; k++)
         add_into(dst + k * CKDI_BLOCK, src + k * CKDI_BLOCK, ckdi_block_end(k, n) - k * CKDI_BLOCK, fresh);
 }
@@ -107,7 +107,7 @@ enum { PERM_GATHER, PERM_SCATTER_ADD, PERM_SCATTER_SET };
 static void permute_move(const ckd_tensor *y, const int64_t *xs, const float *src, float *dst, int mode)
 {
     int64_t Y1 = y->shape[1], Y2 = y->shape[2], Y3 = y->shape[3], rows = y->n / (Y3 ? Y3 : 1), s3 = xs[3];
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (y->n > 2 * CKDI_BLOCK)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (y->n > 2 * CKDI_BLOCK)
     for (int64_t row = 0; row < rows; row++) {
         int64_t a = row / (Y1 * Y2), b = row / Y2 % Y1, c = row % Y2, k = row * Y3;
         int64_t base = a * xs[0] + b * xs[1] + c * xs[2];

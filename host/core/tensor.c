@@ -378,7 +378,7 @@ int ckdi_colsum_add(ckd_ctx *c, float *d, const float *G, int64_t R, int64_t P, 
     float *part = nb > 1 ? ckd_scratch(c, (size_t)(nb * P) * sizeof(float), "column sums") : NULL;
     if (nb > 1 && !part)
         return -1;
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 1)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 1)
     for (int64_t b = 0; b < nb; b++) {
         float *p = nb > 1 ? part + b * P : d; /* one block: straight into d */
         int64_t r1 = (b + 1) * rb < R ? (b + 1) * rb : R;
@@ -403,7 +403,7 @@ int ckdi_colsum_add(ckd_ctx *c, float *d, const float *G, int64_t R, int64_t P, 
 void ckdi_zero(float *p, int64_t n)
 {
     int64_t nb = ckdi_n_blocks(n);
-#pragma omp parallel for schedule(static) num_threads(ckdi_op_threads()) if (nb > 2)
+#pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (nb > 2)
     for (int64_t k = 0; k < nb; k++)
         memset(p + k * CKDI_BLOCK, 0, (size_t)(ckdi_block_end(k, n) - k * CKDI_BLOCK) * sizeof(float));
 }

@@ -98,7 +98,10 @@ CKDI_VECFN float ckdi_expf(float x)
     p = p * r + 1.6666577025597988e-1f;
     p = p * r + 0.5f;
     p = (p * r) * r + r + 1.0f;
-    int32_t n = (int32_t)nf, n1 = n / 2;
+    /* n1 = floor(n/2): a shift, where n / 2 costs a sign fix-up; for n in
+     * [−150, 128] both factors stay in range and p·2^n1 is normal, so the
+     * last product still rounds once. */
+    int32_t n = (int32_t)nf, n1 = n >> 1;
     return p * ckdi_pow2i(n1) * ckdi_pow2i(n - n1);
 }
 

@@ -92,7 +92,7 @@ static void step_one(const ckd_adamw_opts *op, adamw_slot *s)
     double bc2_sqrt = sqrt(1.0 - pow(b2, (double)s->steps));
     float *x = p->data, *m = s->m, *v = s->v;
     const float *g = p->grad;
-#pragma omp parallel for schedule(static) num_threads(ckd_get_threads()) if (p->n > 65536)
+#pragma omp parallel for schedule(guided) num_threads(ckd_get_threads()) if (p->n > 65536)
     for (int64_t i = 0; i < p->n; i++) {
         double gi = g[i];
         double mi = m[i] + (gi - m[i]) * (1.0 - b1); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
