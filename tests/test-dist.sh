@@ -126,6 +126,11 @@ done
 check_status "a rank on other BLIS kernels ($k, rank 0: $own)" 1 "this rank uses $k, rank 0 uses $own" \
     "$mpirun" -np 2 --oversubscribe sh -c \
     "[ \$OMPI_COMM_WORLD_RANK = 1 ] && export BLIS_ARCH_TYPE=$id; exec '$builddir/clipkd' info"
+if ! clipkd info | grep -q '^CPU:.*avx512f'; then
+    check_status "rank 0's set that this CPU cannot run is refused, not run" 1 "skx cannot run on this CPU" \
+        "$mpirun" -np 2 --oversubscribe sh -c \
+        "[ \$OMPI_COMM_WORLD_RANK = 0 ] && export BLIS_ARCH_TYPE=0; exec '$builddir/clipkd' info"
+fi
 check "ranks timing in caches of their own use rank 0's choice" "^kernels: " "$mpirun" -np 2 --oversubscribe sh -c \
     "CLIPKD_KERNELS=auto CLIPKD_CACHE='$tmp/k'\$OMPI_COMM_WORLD_RANK exec '$builddir/clipkd' info"
 check "... rank 0 alone timed them" "" sh -c "! ls '$tmp'/k1/kernels/*.json 2>/dev/null"

@@ -71,6 +71,17 @@ static int parse_threads(const char *s)
     return (int)n;
 }
 
+/* The commands that compute with BLIS (the others never initialise it). */
+static int computes(const char *name)
+{
+    static const char *const names[] = {"info", "selftest", "gradcheck", "loss-eval", "model-eval",
+                                        "embed", "run",  "eval",      "quickstart", "table"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(name, names[i]))
+            return 1;
+    return 0;
+}
+
 /* Under an MPI launcher (mpirun, srun) the process joins the job first;
  * only `run` trains across ranks (and `info` reports them), so another
  * command on several ranks is refused rather than done N times over. Ranks
@@ -83,6 +94,13 @@ static int run_command(const cli_command *cmd, int argc, char **argv)
         return CLI_FAIL;
     }
     int rc;
+    if (computes(cmd->name)) {
+        /* Kernels chosen now, before any OpenMP thread exists (the timing
+         * runs in child processes), and what the user should hear said once. */
+        const ckd_blas_info *bi = ckd_blas_init();
+        if (*bi->warning && ckd_dist_rank() == 0)
+            fprintf(stderr, "clipkd: %s\n", bi->warning);
+    }
     if (ckd_dist_size() > 1 && strcmp(cmd->name, "run") && strcmp(cmd->name, "info")) {
         if (ckd_dist_rank() == 0)
             fprintf(stderr, "clipkd %s: does not run on several MPI ranks (%d here); only clipkd run and clipkd info do\n",
@@ -98,6 +116,13 @@ static int run_command(const cli_command *cmd, int argc, char **argv)
     return rc;
 }
 
+/* Valgrind cannot follow a program that starts itself again. */
+static int under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload");
+}
+
 int main(int argc, char **argv)
 {
     /* OpenMP threads that wait for work should sleep, not spin: on a machine
@@ -107,7 +132,7 @@ int main(int argc, char **argv)
      * nothing measurable (docs/performance.md). libgomp reads the policy
      * once, before main, so it is set and the program started again; a
      * policy the user set is kept. */
-    if (!getenv("OMP_WAIT_POLICY")) {
+    if (!getenv("OMP_WAIT_POLICY") && !under_valgrind()) {
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
         execv("/proc/self/exe", argv);
     }

@@ -126,7 +126,7 @@ static int probe_blis_choice(char *out, size_t cap)
 }
 
 static ckd_blas_info g_info;
-static char g_choice[32], g_reason[PATH_MAX + 512], g_agreed[32], g_agreed_why[160];
+static char g_choice[32], g_reason[PATH_MAX + 512], g_agreed[32], g_agreed_why[160], g_warning[PATH_MAX + 512];
 static cpu_caps g_caps;
 static ckdi_kernel_probe g_probe;
 static const char *g_probe_names[CKDI_MAX_KERNELS];
@@ -180,8 +180,13 @@ static void choose_kernels(void)
         snprintf(g_choice, sizeof g_choice, "(probe failed)");
     ckdi_kernel_candidates(&g_probe, g_choice, g_caps.avx512, g_caps.avx2_fma, arch_id);
     if (g_agreed[0]) {
-        force_arch(g_agreed);
-        snprintf(g_reason, sizeof g_reason, "%s", g_agreed_why);
+        if (!strcmp(g_agreed, g_choice) || probe_has(g_agreed)) {
+            force_arch(g_agreed);
+            snprintf(g_reason, sizeof g_reason, "%s", g_agreed_why);
+        } else { /* e.g. an AVX-512 set chosen on a node that has no AVX-512 */
+            snprintf(g_reason, sizeof g_reason, "BLIS's own choice: %s cannot run on this CPU (it runs %s)", g_agreed,
+                     candidate_list());
+        }
         return;
     }
     if (mode && *mode && strcmp(mode, "auto") && strcmp(mode, "blis")) {
@@ -190,8 +195,9 @@ static void choose_kernels(void)
             snprintf(g_reason, sizeof g_reason, "CLIPKD_KERNELS=%s set by the user", mode);
             return;
         }
-        fprintf(stderr, "clipkd: CLIPKD_KERNELS=%s: not a kernel set this CPU and BLIS can run (%s); "
-                        "timing the candidates instead\n", mode, candidate_list());
+        snprintf(g_warning, sizeof g_warning,
+                 "CLIPKD_KERNELS=%s: not a kernel set this CPU and BLIS can run (%s); timing the candidates instead",
+                 mode, candidate_list());
     }
     if (mode && !strcmp(mode, "blis")) {
         const char *pick = ckd_blas_pick_arch(g_choice, g_caps.avx512, g_caps.avx2_fma);
@@ -218,6 +224,8 @@ static void choose_kernels(void)
         return;
     }
     const char *pick = ckdi_kernel_choose(&g_probe, g_choice, bli_info_get_version_str(), arch_id);
+    if (g_probe.warning[0] && !g_warning[0])
+        snprintf(g_warning, sizeof g_warning, "%s", g_probe.warning);
     if (pick) {
         force_arch(pick);
         snprintf(g_reason, sizeof g_reason, "the fastest of %d timed%s", g_probe.n,
@@ -243,6 +251,7 @@ static void blas_init_once(void)
     g_info.timed = g_probe_names;
     g_info.timed_gflops = g_probe.gflops;
     g_info.timing = g_probe.n ? g_probe.source : "";
+    g_info.warning = g_warning;
 }
 
 const ckd_blas_info *ckd_blas_init(void)
@@ -263,7 +272,18 @@ int ckdi_blas_init_agreed(const char *name, const char *why)
 }
 
 /* ---- GEMM ------------------------------------------------------------------------------ */
-#define CKD_GEMM_PACKED_MIN 8388608.0 /* 2^23 multiply-adds */
+/* BLIS sends a product with any dimension under ≈200 down its "sup" path
+ * (no packing). That wins for small products but loses badly on the skinny
+ * ones a transformer is made of: measured with BLIS 0.9 on 2 threads (zen3
+ * kernels), 6304×768×192 runs at 110 GFLOP/s through sup and 170 packed,
+ * 50×3072×768 (a batch-1 MLP) at 58 and 106; but 128³ runs at 88 through sup
+ * and 51 packed, and 16×768×768 at 113 and 81 (the two paths cross near 40
+ * rows). So: packed from 2^23 multiply-adds, when M and N are both 40 or
+ * more (docs/performance.md). */
+static int packed_wins(int64_t M, int64_t N, int64_t K)
+{
+    return (double)M * (double)N * (double)K >= 8388608.0 && M >= 40 && N >= 40;
+}
 
 /* Preemptions a second above which the cores count as shared (see
  * cores_contended). */
@@ -279,8 +299,7 @@ static void sgemm_ex(int nt, int packed, int trans_a, int trans_b, int64_t M, in
 static void sgemm(int nt, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    sgemm_ex(nt, (double)M * (double)N * (double)K >= CKD_GEMM_PACKED_MIN, trans_a, trans_b, M, N, K, alpha, A, lda,
-             B, ldb, beta, C, ldc);
+    sgemm_ex(nt, packed_wins(M, N, K), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 static void sgemm_packed(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -305,8 +324,7 @@ void ckd_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
     if (omp_in_parallel())
         nt = 1;
 #endif
-    if (nt > 1 && (double)M * (double)N * (double)K >= CKD_GEMM_PACKED_MIN && (M >= 2 * CHUNK || N >= 2 * CHUNK) &&
-        split_wanted())
+    if (nt > 1 && packed_wins(M, N, K) && (M >= 2 * CHUNK || N >= 2 * CHUNK) && split_wanted())
         gemm_chunked(nt, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else
         sgemm(nt, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -384,14 +402,8 @@ static void sgemm_ex(int nt, int packed, int trans_a, int trans_b, int64_t M, in
 {
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(nt, &rntm);
-    /* BLIS sends a product with any dimension under ≈200 down its "sup"
-     * path (no packing). That wins for small products but loses badly on
-     * the skinny ones a transformer is made of: measured with BLIS 0.9 on
-     * 2 threads (zen3 kernels), 6304×768×192 runs at 110 GFLOP/s through sup
-     * and 170 packed, 50×3072×768 (a batch-1 MLP) at 58 and 106, while
-     * 128³ runs at 88 through sup and 51 packed. Products of 2^23
-     * multiply-adds or more are packed (docs/performance.md); a chunk of
-     * one (gemm_chunked) is packed whatever its size. */
+    /* packed: BLIS's packed path, not sup (see packed_wins); a chunk of a
+     * split product (gemm_chunked) is packed whatever its size. */
     if (packed)
         bli_rntm_disable_l3_sup(&rntm);
     /* Row-major storage: row stride = leading dimension, column stride = 1.

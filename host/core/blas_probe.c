@@ -378,7 +378,7 @@ const char *ckdi_kernel_choose(ckdi_kernel_probe *p, const char *blis_choice, co
         }
         kept = read_kept(path, p, msg, sizeof msg);
         if (kept < 0)
-            fprintf(stderr, "clipkd: %s: %s; timing the kernel sets again\n", path, msg);
+            snprintf(p->warning, sizeof p->warning, "%s: %s; timing the kernel sets again", path, msg);
     }
     if (kept == 0) {
         p->choice = ckdi_kernel_pick(p, blis_choice);

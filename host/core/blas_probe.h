@@ -22,7 +22,8 @@ typedef struct ckdi_kernel_probe {
     char name[CKDI_MAX_KERNELS][16];      /* kernel set names, as bli_arch_string gives them */
     double gflops[CKDI_MAX_KERNELS];      /* 1-thread SGEMM GFLOP/s; 0: could not run here */
     int choice;                           /* index into name, or -1 */
-    char source[PATH_MAX + 256];                     /* where the figures come from, for clipkd info */
+    char source[PATH_MAX + 256];          /* where the figures come from, for clipkd info */
+    char warning[PATH_MAX + 512];         /* "" or a kept file that could not be used, and why */
 } ckdi_kernel_probe;
 
 /* Fills p->name with the kernel sets worth timing on this CPU: the AVX-512

@@ -59,7 +59,7 @@ static void softmax_backward(ckd_ctx *c, ckd_node *n)
  * (whose exp is 0): a loop of known width is vector code, where the
  * remainder of a row of 197 (an attention row) would otherwise run scalar
  * exp, a fifth of the row's time. */
-CKDI_SIMD_CLONES void ckdi_softmax_row(const float *x, float *y, int64_t C, int logsm)
+CKDI_VECFN void softmax_row_body(const float *x, float *y, int64_t C, int logsm)
 {
     enum { W = 8 };
     int64_t C0 = C - C % W, rem = C - C0;
@@ -107,6 +107,17 @@ CKDI_SIMD_CLONES void ckdi_softmax_row(const float *x, float *y, int64_t C, int 
     }
 }
 
+CKDI_SIMD_CLONES void ckdi_softmax_row(const float *x, float *y, int64_t C, int logsm)
+{
+    softmax_row_body(x, y, C, logsm);
+}
+
+static CKDI_SIMD_CLONES void softmax_rows(const float *x, float *y, int64_t rows, int64_t C, int logsm)
+{
+    for (int64_t r = 0; r < rows; r++)
+        softmax_row_body(x + r * C, y + r * C, C, logsm);
+}
+
 static ckd_tensor *softmax_op(ckd_ctx *c, ckd_tensor *x, int logsm)
 {
     if (!x || ckd_ctx_failed(c))
@@ -120,9 +131,12 @@ static ckd_tensor *softmax_op(ckd_ctx *c, ckd_tensor *x, int logsm)
     if (!out)
         return NULL;
     int64_t C = last_dim(x), R = x->n / C;
+    /* Blocks of 32 rows: one dispatch of the target clone per block, not per
+     * row (short rows, such as attention's 197, are a few hundred ns). */
+    int64_t nb = (R + 31) / 32;
 #pragma omp parallel for schedule(guided) num_threads(ckdi_op_threads()) if (R * C > 2 * CKDI_BLOCK)
-    for (int64_t r = 0; r < R; r++)
-        ckdi_softmax_row(x->data + r * C, out->data + r * C, C, logsm);
+    for (int64_t b = 0; b < nb; b++)
+        softmax_rows(x->data + b * 32 * C, out->data + b * 32 * C, R - b * 32 < 32 ? R - b * 32 : 32, C, logsm);
     if (ckdi_needs_grad(c, &x, 1)) {
         ckd_node *n = ckdi_record(c, op, softmax_backward, out, &x, 1);
         if (!n)

@@ -84,8 +84,8 @@ static int agree_kernels(ckd_error *err)
     name[sizeof name - 1] = 0;
     int rc = g_rank == 0 ? 0 : ckdi_blas_init_agreed(name, "rank 0's choice: every rank computes the same sums");
     if (rc)
-        ckd_errorf(err, "BLIS kernels: this rank uses %s, rank 0 uses %s (a BLIS_ARCH_TYPE that differs between "
-                        "ranks, or BLIS used before ckd_dist_init)", ckd_blas_init()->arch, name);
+        ckd_errorf(err, "BLIS kernels: this rank uses %s, rank 0 uses %s (%s)", ckd_blas_init()->arch, name,
+                   ckd_blas_init()->reason);
     return ckdi_dist_agree(rc, err);
 }
 

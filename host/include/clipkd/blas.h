@@ -46,6 +46,8 @@ typedef struct ckd_blas_info {
     const char *const *timed;   /* kernel set names */
     const double *timed_gflops; /* 1-thread SGEMM GFLOP/s of each; 0: cannot run here */
     const char *timing;         /* where the figures come from (measured now, or the kept file) */
+    const char *warning;        /* "" or what the user should hear: kept figures that could not be
+                                   used (the file and the place), an unusable CLIPKD_KERNELS */
 } ckd_blas_info;
 
 /* Selects kernels and initialises BLIS (idempotent, thread-safe; ckd_gemm
