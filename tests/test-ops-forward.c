@@ -221,6 +221,43 @@ Test(fwd, vectorised_exp_and_gelu_on_a_dense_grid)
               "gelu at inf, nan, 88.8, -200, 0");
 }
 
+/* Softmax has an exp of its own (arguments ≤ 0, terms below 2^-126 of the
+ * largest flushed to 0): rows [0, v] over a dense grid of v in [-100, 0]
+ * against double precision, rows long enough for the vector tail, and NaN
+ * and -inf in a row. */
+Test(fwd, softmax_exp_on_a_dense_grid)
+{
+    int64_t n = (int64_t)1 << 20;
+    ckd_tensor *x = ckd_tensor_new(C, 2, SH(n, 2));
+    for (int64_t i = 0; i < n; i++) {
+        x->data[2 * i] = 0.0f;
+        x->data[2 * i + 1] = -100.0f + 100.0f * (float)((double)i / (double)(n - 1));
+    }
+    ckd_tensor *y = ckd_softmax(C, x);
+    assert_ok(y);
+    for (int64_t i = 0; i < n; i++) {
+        double v = x->data[2 * i + 1], e = exp(v);
+        assert_rel("softmax [0, v] first", v, y->data[2 * i], 1 / (1 + e), 0x1p-21, 0);
+        assert_rel("softmax [0, v] second", v, y->data[2 * i + 1], e / (1 + e), 0x1p-21, 0x1p-126);
+    }
+    enum { L = 197 };
+    float r[3 * L];
+    for (int j = 0; j < 3 * L; j++)
+        r[j] = (float)(j % L) * 0.01f;
+    r[L + 196] = NAN;              /* in the vector tail */
+    r[2 * L + 3] = -INFINITY;
+    ckd_tensor *z = ckd_softmax(C, ckd_tensor_from(C, 2, SH(3, L), r));
+    assert_ok(z);
+    double sum = 0;
+    for (int j = 0; j < L; j++)
+        sum += exp((j - 196) * 0.01);
+    for (int j = 0; j < L; j++)
+        assert_rel("softmax row of 197", j, z->data[j], exp((j - 196) * 0.01) / sum, 0x1p-21, 0);
+    for (int j = 0; j < L; j++)
+        cr_assert(isnan(z->data[L + j]), "a NaN in a row makes the row NaN (element %d)", j);
+    cr_assert(z->data[2 * L + 3] == 0.0f && z->data[2 * L + 4] > 0, "-inf gives 0");
+}
+
 Test(fwd, dropout_modes)
 {
     ckd_tensor *x = ckd_tensor_new(C, 1, SH(10000));

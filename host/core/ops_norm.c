@@ -75,10 +75,10 @@ CKDI_VECFN void softmax_row_body(const float *x, float *y, int64_t C, int logsm)
     if (logsm) {
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < C0; j++)
-            s += ckdi_expf(x[j] - mx);
+            s += ckdi_expf_nonpos(x[j] - mx);
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < W; j++)
-            s += ckdi_expf(tail[j] - mx);
+            s += ckdi_expf_nonpos(tail[j] - mx);
         float lse = mx + logf(s);
 #pragma omp simd
         for (int64_t j = 0; j < C; j++)
@@ -86,13 +86,13 @@ CKDI_VECFN void softmax_row_body(const float *x, float *y, int64_t C, int logsm)
     } else {
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < C0; j++) {
-            float e = ckdi_expf(x[j] - mx);
+            float e = ckdi_expf_nonpos(x[j] - mx);
             y[j] = e;
             s += e;
         }
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < W; j++) {
-            float e = ckdi_expf(tail[j] - mx);
+            float e = ckdi_expf_nonpos(tail[j] - mx);
             tail[j] = e;
             s += e;
         }

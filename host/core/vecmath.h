@@ -105,6 +105,30 @@ CKDI_VECFN float ckdi_expf(float x)
     return p * ckdi_pow2i(n1) * ckdi_pow2i(n - n1);
 }
 
+/* exp(x) for softmax rows, x = value − row max: x ≤ 0 (−inf for padding, or
+ * NaN). The same reduction and polynomial as ckdi_expf, within 2 ulp for
+ * results above 2^−126; below that it returns 0 instead of a subnormal
+ * (such a term is under 1e-38 of the row's largest term, which is 1). No
+ * overflow clamp and one 2^n factor: a quarter fewer instructions, for
+ * softmax's throughput. NaN in, NaN out. */
+CKDI_VECFN float ckdi_expf_nonpos(float x)
+{
+    const float LOG2E = 1.44269504088896341f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+    const float ROUND = 12582912.0f;
+    int in_range = x >= -87.33654f; /* ln 2^-126; false for NaN and −inf too */
+    float xc = ckdi_select(in_range, x, -87.33654f);
+    float nf = (xc * LOG2E + ROUND) - ROUND;
+    float r = (xc - nf * LN2_HI) - nf * LN2_LO;
+    float p = 1.3926176119935579e-3f;
+    p = p * r + 8.3631730745137109e-3f;
+    p = p * r + 4.1666554662050534e-2f;
+    p = p * r + 1.6666577025597988e-1f;
+    p = p * r + 0.5f;
+    p = (p * r) * r + r + 1.0f;
+    float e = ckdi_select(in_range, p * ckdi_pow2i((int32_t)nf), 0.0f);
+    return ckdi_select(x == x, e, x);
+}
+
 /* Φ(x), the standard normal cdf, and e = exp(−x²/2) (so φ(x) = e/√(2π)
  * costs nothing more). With z = |x|/√2: erfc(z) = e·t·R(t), and
  * Φ = erfc(z)/2 for x < 0, 1 − erfc(z)/2 otherwise. x² is split into
