@@ -82,22 +82,29 @@ CKDI_VECFN float ckdi_pow2i(int32_t n) { return ckdi_bits_to_float((int32_t)((ui
 
 /* exp(x) = 2^n · exp(r), n = round(x / ln 2), r = x − n·ln 2 with ln 2 split
  * in two (Cody–Waite: n·LN2_HI is exact, so r carries no cancellation error).
- * 2^n is applied as two factors so that results down to the smallest
- * subnormal round once, like libm's. */
-CKDI_VECFN float ckdi_expf(float x)
+ * Returns exp(r) and sets *nf = n (as a float; NaN for a NaN x, whose r is
+ * NaN too). xc must be clamped to where 2^n is representable. */
+CKDI_VECFN float ckdi_exp_reduced(float xc, float *nf)
 {
     const float LOG2E = 1.44269504088896341f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
     const float ROUND = 12582912.0f; /* 1.5·2^23: adding and subtracting it rounds to an integer */
-    float xc = ckdi_clampf(x, -104.0f, 89.0f); /* beyond: 0 and +inf anyway */
-    float nf = (xc * LOG2E + ROUND) - ROUND;
-    float r = (xc - nf * LN2_HI) - nf * LN2_LO; /* NaN x: NaN r, so NaN out */
-    nf = ckdi_select(nf == nf, nf, 0.0f);       /* converting NaN to int is undefined */
+    float n = (xc * LOG2E + ROUND) - ROUND;
+    float r = (xc - n * LN2_HI) - n * LN2_LO;
     float p = 1.3926176119935579e-3f;
     p = p * r + 8.3631730745137109e-3f;
     p = p * r + 4.1666554662050534e-2f;
     p = p * r + 1.6666577025597988e-1f;
     p = p * r + 0.5f;
-    p = (p * r) * r + r + 1.0f;
+    *nf = n;
+    return (p * r) * r + r + 1.0f;
+}
+
+/* exp(x), with 2^n applied as two factors so that results down to the
+ * smallest subnormal round once, like libm's. */
+CKDI_VECFN float ckdi_expf(float x)
+{
+    float nf, p = ckdi_exp_reduced(ckdi_clampf(x, -104.0f, 89.0f), &nf); /* beyond: 0 and +inf anyway */
+    nf = ckdi_select(nf == nf, nf, 0.0f); /* converting NaN to int is undefined; p is NaN then */
     /* n1 = floor(n/2): a shift, where n / 2 costs a sign fix-up; for n in
      * [−150, 128] both factors stay in range and p·2^n1 is normal, so the
      * last product still rounds once. */
@@ -106,25 +113,14 @@ CKDI_VECFN float ckdi_expf(float x)
 }
 
 /* exp(x) for softmax rows, x = value − row max: x ≤ 0 (−inf for padding, or
- * NaN). The same reduction and polynomial as ckdi_expf, within 2 ulp for
- * results above 2^−126; below that it returns 0 instead of a subnormal
- * (such a term is under 1e-38 of the row's largest term, which is 1). No
- * overflow clamp and one 2^n factor: a quarter fewer instructions, for
- * softmax's throughput. NaN in, NaN out. */
+ * NaN). Within 2 ulp for results above 2^−126, like ckdi_expf; below that
+ * it returns 0 instead of a subnormal (such a term is under 1e-38 of the
+ * row's largest term, which is 1). No overflow clamp and one 2^n factor: a
+ * quarter fewer instructions, for softmax's throughput. NaN in, NaN out. */
 CKDI_VECFN float ckdi_expf_nonpos(float x)
 {
-    const float LOG2E = 1.44269504088896341f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
-    const float ROUND = 12582912.0f;
     int in_range = x >= -87.33654f; /* ln 2^-126; false for NaN and −inf too */
-    float xc = ckdi_select(in_range, x, -87.33654f);
-    float nf = (xc * LOG2E + ROUND) - ROUND;
-    float r = (xc - nf * LN2_HI) - nf * LN2_LO;
-    float p = 1.3926176119935579e-3f;
-    p = p * r + 8.3631730745137109e-3f;
-    p = p * r + 4.1666554662050534e-2f;
-    p = p * r + 1.6666577025597988e-1f;
-    p = p * r + 0.5f;
-    p = (p * r) * r + r + 1.0f;
+    float nf, p = ckdi_exp_reduced(ckdi_select(in_range, x, -87.33654f), &nf);
     float e = ckdi_select(in_range, p * ckdi_pow2i((int32_t)nf), 0.0f);
     return ckdi_select(x == x, e, x);
 }
