@@ -35,6 +35,7 @@
 #include "bench_util.h"
 #include "onnxruntime.h"
 #include "pytorch.h"
+#include "cli/passive_threads.h"
 
 #define REPS 3
 
@@ -228,21 +229,10 @@ static void stop_busy(pid_t pid)
     }
 }
 
-/* Valgrind cannot follow a program that starts itself again. */
-static int under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p && strstr(p, "vgpreload");
-}
-
 int main(int argc, char **argv)
 {
     (void)argc;
-    /* As the clipkd program does (host/cli/main.c): measure what users get. */
-    if (!getenv("OMP_WAIT_POLICY") && !under_valgrind()) {
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-        execv("/proc/self/exe", argv);
-    }
+    cli_sleeping_threads(argv); /* measure what users of the clipkd program get */
     if (!getenv("CLIPKD_THREADS"))
         ckd_set_threads(2);
     if (!getenv("CLIPKD_MODEL_CONFIG_DIR"))

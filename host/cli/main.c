@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
+#include "cli/passive_threads.h"
 #include "clipkd/blas.h"
 #include "clipkd/dist.h"
 
@@ -116,26 +116,9 @@ static int run_command(const cli_command *cmd, int argc, char **argv)
     return rc;
 }
 
-/* Valgrind cannot follow a program that starts itself again. */
-static int under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p && strstr(p, "vgpreload");
-}
-
 int main(int argc, char **argv)
 {
-    /* OpenMP threads that wait for work should sleep, not spin: on a machine
-     * shared with other work, spinning threads burn the time slices the
-     * working ones need (beside one busy process, a fifth of the CPU time
-     * went to libgomp's spin-wait), and on an idle machine sleeping costs
-     * nothing measurable (docs/performance.md). libgomp reads the policy
-     * once, before main, so it is set and the program started again; a
-     * policy the user set is kept. */
-    if (!getenv("OMP_WAIT_POLICY") && !under_valgrind()) {
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-        execv("/proc/self/exe", argv);
-    }
+    cli_sleeping_threads(argv);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
